@@ -1,0 +1,142 @@
+//! [`ConfigError`]: what is wrong with the configuration, and where.
+
+use std::fmt;
+
+use figment::error::Kind;
+use figment::{Figment, Metadata, Source};
+
+/// One or more problems found while loading or reading configuration.
+///
+/// Each problem names the key (`http.port`), where the offending value came
+/// from (a file path or an environment variable name) and what was expected:
+///
+/// ```text
+/// config key `http.port` (from environment variable `MAMEY__HTTP__PORT`): invalid type: found string "abc", expected u16
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    problems: Vec<ConfigProblem>,
+}
+
+/// One problem in a [`ConfigError`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The dotted key, e.g. `"http.port"`; empty for the whole document.
+    pub key: String,
+    /// Where the value came from, e.g. `file "config/dev.toml"` or
+    /// `` environment variable `MAMEY__HTTP__PORT` ``; `None` when the key is
+    /// missing everywhere.
+    pub source: Option<String>,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// A problem with `key`, found by a plug-in's own validation.
+    ///
+    /// Prefer [`Config::invalid`](super::Config::invalid), which also names
+    /// the source of the value.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            problems: vec![ConfigProblem {
+                key: key.into(),
+                source: None,
+                message: message.into(),
+            }],
+        }
+    }
+
+    /// The problems, at least one.
+    #[must_use]
+    pub fn problems(&self) -> &[ConfigProblem] {
+        &self.problems
+    }
+
+    pub(crate) fn with_source(mut self, source: Option<String>) -> Self {
+        for problem in &mut self.problems {
+            problem.source = problem.source.take().or_else(|| source.clone());
+        }
+        self
+    }
+
+    /// Converts figment's errors, naming key and source for each.
+    pub(crate) fn from_figment(error: figment::Error, figment: &Figment) -> Self {
+        let problems = error
+            .into_iter()
+            .map(|e| {
+                let mut path = e.path.clone();
+                let message = match &e.kind {
+                    Kind::UnknownField(field, expected) => {
+                        path.push(field.clone());
+                        let expected: Vec<String> =
+                            expected.iter().map(|k| format!("`{k}`")).collect();
+                        if expected.is_empty() {
+                            "unknown key; this section takes no keys".to_owned()
+                        } else {
+                            format!("unknown key; expected one of {}", expected.join(", "))
+                        }
+                    }
+                    Kind::MissingField(field) => {
+                        path.push(field.to_string());
+                        "missing required key".to_owned()
+                    }
+                    other => other.to_string(),
+                };
+                let key = path.join(".");
+                let metadata = figment
+                    .find_metadata(&key)
+                    .or(e.metadata.as_ref())
+                    .filter(|_| !key.is_empty());
+                let source = metadata.map(|m| describe_source(m, &path));
+                ConfigProblem {
+                    key,
+                    source,
+                    message,
+                }
+            })
+            .collect();
+        Self { problems }
+    }
+}
+
+/// `file "config/dev.toml"`, `` environment variable `MAMEY__HTTP__PORT` ``,
+/// or the provider's name.
+pub(super) fn describe_source(metadata: &Metadata, path: &[String]) -> String {
+    match &metadata.source {
+        Some(Source::File(file)) => format!("file \"{}\"", file.display()),
+        _ if metadata.name == "environment variable" => {
+            let keys: Vec<&str> = path.iter().map(String::as_str).collect();
+            format!(
+                "environment variable `{}`",
+                metadata.interpolate(&figment::Profile::Default, &keys)
+            )
+        }
+        _ => metadata.name.to_string(),
+    }
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str("configuration")?;
+        } else {
+            write!(f, "config key `{}`", self.key)?;
+        }
+        if let Some(source) = &self.source {
+            write!(f, " (from {source})")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,70 @@
+//! Contracts and runtime for mamey services.
+//!
+//! A service is a value assembled from plug-ins:
+//!
+//! ```no_run
+//! use mamey_core::cqrs::Command;
+//! use mamey_core::{BoxError, InitContext, Plugin, Service};
+//!
+//! struct SayHello { name: String }
+//! impl Command for SayHello {}
+//!
+//! /// A plug-in of the application's own.
+//! struct Greeter;
+//!
+//! impl Plugin for Greeter {
+//!     async fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), BoxError> {
+//!         ctx.dispatcher().add_command(|cmd: SayHello| async move {
+//!             tracing::info!("hello, {}", cmd.name);
+//!             Ok(())
+//!         });
+//!         Ok(())
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), BoxError> {
+//!     let service = Service::builder("hello")
+//!         .version(env!("CARGO_PKG_VERSION"))
+//!         .plugin(Greeter)
+//!         .build()
+//!         .await?;
+//!     service.dispatcher().send(SayHello { name: "mamey".into() }).await?;
+//!     service.run().await?; // until Ctrl-C or SIGTERM
+//!     Ok(())
+//! }
+//! ```
+//!
+//! What lives here:
+//!
+//! - [`Service`], [`ServiceBuilder`], the [`Plugin`] contract and the
+//!   lifecycle (init in order, start in order, stop in reverse within
+//!   `shutdown.timeout`);
+//! - [`config`]: layered, typed configuration with errors that name key,
+//!   source and expected shape;
+//! - [`Resources`]: the typed registry plug-ins fill and handlers read;
+//! - [`MessageContext`]: ids, caller, trace and headers of the current work;
+//! - [`cqrs`]: commands, queries, events, handlers and the dispatcher, with
+//!   tower middleware;
+//! - [`Error`]: the one error model, with its HTTP, gRPC and retry mappings;
+//! - [`health`]: health checks with per-check timeouts and aggregation.
+//!
+//! Nothing here is global: several services can run in one process.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod context;
+pub mod cqrs;
+mod error;
+pub mod health;
+mod resources;
+mod service;
+
+pub use context::{Identity, MessageContext, TraceContext, new_id};
+pub use error::{BoxError, Error, ErrorKind, FieldError};
+pub use resources::{MissingResource, Requirement, Resources};
+pub use service::{
+    HealthConfig, InitContext, Plugin, ResourceConflict, Service, ServiceBuilder, ServiceError,
+    ShutdownConfig, ShutdownHandle, StartContext, StopFailure,
+};

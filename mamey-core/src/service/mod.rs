@@ -1,0 +1,620 @@
+//! The service builder and its lifecycle: init → start → run → stop.
+//!
+//! ```no_run
+//! use mamey_core::Service;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), mamey_core::ServiceError> {
+//!     Service::builder("orders")
+//!         .version(env!("CARGO_PKG_VERSION"))
+//!         // .plugin(WebApi::default()) .plugin(RabbitMq::default()) ...
+//!         .build()
+//!         .await?
+//!         .run()
+//!         .await
+//! }
+//! ```
+
+mod plugin;
+mod shutdown;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AppConfig, Config, ConfigError, ConfigLoader};
+use crate::cqrs::middleware::{LoggingLayer, TracingLayer, ValidationLayer};
+use crate::cqrs::{Dispatcher, DispatcherBuilder, DispatcherError};
+use crate::error::BoxError;
+use crate::health::{Health, HealthStatus, Probe};
+use crate::resources::Resources;
+
+pub use plugin::{InitContext, Plugin, ResourceConflict, StartContext};
+pub use shutdown::{HealthConfig, ShutdownConfig, ShutdownHandle};
+
+use plugin::{DynPlugin, TaskFailure};
+
+/// Why a service could not be built, could not start, or did not stop
+/// cleanly. Every variant names the plug-in involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The configuration is invalid.
+    #[error("invalid configuration:\n{0}")]
+    Config(#[from] ConfigError),
+    /// The same plug-in (or two with the same name) was added twice.
+    #[error("plug-in `{plugin}` is added twice; add each plug-in once")]
+    DuplicatePlugin {
+        /// The plug-in's name.
+        plugin: &'static str,
+    },
+    /// A plug-in requires a resource that no earlier plug-in provides.
+    #[error(
+        "plug-in `{plugin}` requires resource `{resource}`, which no plug-in added before it provides{}",
+        hint.as_ref().map(|h| format!("; {h}")).unwrap_or_default()
+    )]
+    MissingResource {
+        /// The plug-in that needs it.
+        plugin: &'static str,
+        /// The type it needs.
+        resource: &'static str,
+        /// What to add, as the plug-in says.
+        hint: Option<String>,
+    },
+    /// A plug-in's `init` failed; the plug-ins initialised before it were stopped.
+    #[error("plug-in `{plugin}` failed to initialise: {source}")]
+    PluginInit {
+        /// The plug-in.
+        plugin: &'static str,
+        /// Its error.
+        source: BoxError,
+    },
+    /// A closure given to [`ServiceBuilder::handlers`] failed.
+    #[error("registering handlers failed: {0}")]
+    Handlers(BoxError),
+    /// The handlers are inconsistent (e.g. two handlers for one command).
+    #[error(transparent)]
+    Dispatcher(#[from] DispatcherError),
+    /// A plug-in's `start` failed; every initialised plug-in was stopped.
+    #[error("plug-in `{plugin}` failed to start: {source}")]
+    PluginStart {
+        /// The plug-in.
+        plugin: &'static str,
+        /// Its error.
+        source: BoxError,
+    },
+    /// A background task failed, so the service shut down.
+    #[error("background task `{task}` of plug-in `{plugin}` failed: {source}")]
+    TaskFailed {
+        /// The plug-in that spawned it.
+        plugin: &'static str,
+        /// The task's name.
+        task: String,
+        /// Its error.
+        source: BoxError,
+    },
+    /// Some plug-ins failed to stop or overran the shutdown deadline.
+    #[error("{} plug-in(s) did not stop cleanly: {}", .0.len(), join(.0))]
+    Stop(Vec<StopFailure>),
+}
+
+fn join(failures: &[StopFailure]) -> String {
+    failures
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A plug-in that did not stop cleanly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopFailure {
+    /// The plug-in.
+    pub plugin: &'static str,
+    /// What went wrong: its error, or that it overran the deadline.
+    pub reason: String,
+}
+
+impl fmt::Display for StopFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`: {}", self.plugin, self.reason)
+    }
+}
+
+type HandlersFn = Box<dyn FnOnce(&mut DispatcherBuilder, &Resources) -> Result<(), BoxError> + Send>;
+
+/// Assembles a [`Service`] from plug-ins. Start with [`Service::builder`].
+pub struct ServiceBuilder {
+    loader: ConfigLoader,
+    plugins: Vec<Box<dyn DynPlugin>>,
+    handlers: Vec<HandlersFn>,
+    resources: Resources,
+    handle_signals: bool,
+}
+
+impl fmt::Debug for ServiceBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plugins: Vec<&str> = self.plugins.iter().map(|p| p.name()).collect();
+        f.debug_struct("ServiceBuilder")
+            .field("loader", &self.loader)
+            .field("plugins", &plugins)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceBuilder {
+    fn new(name: impl Into<String>) -> Self {
+        Self {
+            loader: ConfigLoader::new(name),
+            plugins: Vec::new(),
+            handlers: Vec::new(),
+            resources: Resources::new(),
+            handle_signals: true,
+        }
+    }
+
+    /// Adds a plug-in. Plug-ins initialise and start in the order added and
+    /// stop in reverse.
+    #[must_use]
+    pub fn plugin(mut self, plugin: impl Plugin) -> Self {
+        self.plugins.push(Box::new(plugin));
+        self
+    }
+
+    /// Registers command, query and event handlers once every plug-in has
+    /// initialised, so handlers can take the resources plug-ins provide.
+    ///
+    /// ```
+    /// # use mamey_core::{Service, cqrs::Command};
+    /// struct Ping;
+    /// impl Command for Ping {}
+    ///
+    /// let builder = Service::builder("svc").handlers(|dispatcher, _resources| {
+    ///     dispatcher.add_command(|_: Ping| async { Ok(()) });
+    ///     Ok(())
+    /// });
+    /// ```
+    #[must_use]
+    pub fn handlers<F>(mut self, register: F) -> Self
+    where
+        F: FnOnce(&mut DispatcherBuilder, &Resources) -> Result<(), BoxError> + Send + 'static,
+    {
+        self.handlers.push(Box::new(register));
+        self
+    }
+
+    /// Adds a resource of the application's own, available to plug-ins and
+    /// handlers like a plug-in's.
+    #[must_use]
+    pub fn resource<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.resources.insert(value);
+        self
+    }
+
+    /// The version reported as `app.version` unless configured; pass
+    /// `env!("CARGO_PKG_VERSION")`.
+    #[must_use]
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.loader = self.loader.version(version);
+        self
+    }
+
+    /// Selects the configuration profile, overriding `MAMEY_PROFILE`.
+    #[must_use]
+    pub fn profile(mut self, profile: impl Into<String>) -> Self {
+        self.loader = self.loader.profile(profile);
+        self
+    }
+
+    /// Reads configuration files from `dir` instead of `config/`.
+    #[must_use]
+    pub fn config_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.loader = self.loader.dir(dir);
+        self
+    }
+
+    /// Uses these variables instead of the process environment.
+    #[must_use]
+    pub fn env_vars<K: Into<String>, V: Into<String>>(
+        mut self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.loader = self.loader.env_vars(vars);
+        self
+    }
+
+    /// Adds a configuration layer above the environment.
+    #[must_use]
+    pub fn config_overlay(
+        mut self,
+        name: impl Into<String>,
+        provider: impl figment::Provider,
+    ) -> Self {
+        self.loader = self.loader.overlay(name, provider);
+        self
+    }
+
+    /// Whether [`Service::run`] stops on SIGINT/SIGTERM. Default: `true`.
+    /// Turn it off when something else owns the signals (tests, an
+    /// embedding process); use [`Service::shutdown_handle`] instead.
+    #[must_use]
+    pub fn handle_signals(mut self, handle: bool) -> Self {
+        self.handle_signals = handle;
+        self
+    }
+
+    /// Loads configuration and initialises every plug-in in order, then
+    /// registers handlers and builds the dispatcher.
+    ///
+    /// # Errors
+    /// A [`ServiceError`] naming the plug-in and the cause. Plug-ins that
+    /// initialised before a failure are stopped, in reverse order, first.
+    pub async fn build(self) -> Result<Service, ServiceError> {
+        let started = std::time::Instant::now();
+        check_duplicates(&self.plugins)?;
+        let config = self.loader.load()?;
+        let shutdown_timeout = config.section::<ShutdownConfig>()?.timeout;
+        let health = Health::with_default_timeout(config.section::<HealthConfig>()?.timeout);
+        let sources: Vec<String> = config.sources().iter().map(ToString::to_string).collect();
+        tracing::info!(
+            service = %config.app().name,
+            profile = %config.app().profile,
+            sources = %if sources.is_empty() { "defaults only".to_owned() } else { sources.join(", ") },
+            "configuration loaded"
+        );
+
+        let lifecycle = Arc::new(AtomicU8::new(Lifecycle::Initialising as u8));
+        register_lifecycle_checks(&health, &lifecycle);
+        let shutdown = ShutdownHandle::new();
+        let mut resources = self.resources;
+        let mut dispatcher = DispatcherBuilder::new()
+            .layer(TracingLayer)
+            .layer(LoggingLayer)
+            .layer(ValidationLayer);
+        let mut slots: Vec<Slot> = Vec::with_capacity(self.plugins.len());
+
+        for mut plugin in self.plugins {
+            let name = plugin.name();
+            let missing = plugin
+                .requires()
+                .into_iter()
+                .find(|r| !resources.contains_id(r.id));
+            let result = match missing {
+                Some(requirement) => Err(ServiceError::MissingResource {
+                    plugin: name,
+                    resource: requirement.type_name,
+                    hint: requirement.hint,
+                }),
+                None => {
+                    let mut ctx = InitContext {
+                        plugin: name,
+                        config: &config,
+                        resources: &mut resources,
+                        health: &health,
+                        dispatcher: &mut dispatcher,
+                        shutdown: &shutdown,
+                    };
+                    plugin
+                        .init(&mut ctx)
+                        .await
+                        .map_err(|source| ServiceError::PluginInit {
+                            plugin: name,
+                            source,
+                        })
+                }
+            };
+            if let Err(error) = result {
+                tracing::error!(plugin = name, %error, "initialisation failed; stopping the plug-ins before it");
+                stop_all(&mut slots, shutdown_timeout).await;
+                return Err(error);
+            }
+            tracing::debug!(plugin = name, "initialised");
+            slots.push(Slot::new(plugin));
+        }
+
+        let registered = self
+            .handlers
+            .into_iter()
+            .try_for_each(|register| register(&mut dispatcher, &resources))
+            .map_err(ServiceError::Handlers);
+        let dispatcher = match registered.and_then(|()| Ok(dispatcher.build()?)) {
+            Ok(dispatcher) => dispatcher,
+            Err(error) => {
+                stop_all(&mut slots, shutdown_timeout).await;
+                return Err(error);
+            }
+        };
+        resources.insert(dispatcher.clone());
+        tracing::info!(
+            plugins = %slots.iter().map(|s| s.plugin.name()).collect::<Vec<_>>().join(", "),
+            elapsed_ms = started.elapsed().as_millis(),
+            "service initialised"
+        );
+        Ok(Service {
+            app: Arc::new(config.app().clone()),
+            config,
+            slots,
+            resources: Arc::new(resources),
+            health,
+            dispatcher,
+            shutdown,
+            shutdown_timeout,
+            handle_signals: self.handle_signals,
+            lifecycle,
+        })
+    }
+}
+
+fn check_duplicates(plugins: &[Box<dyn DynPlugin>]) -> Result<(), ServiceError> {
+    for (i, plugin) in plugins.iter().enumerate() {
+        let duplicate = plugins[..i]
+            .iter()
+            .any(|p| p.plugin_type() == plugin.plugin_type() || p.name() == plugin.name());
+        if duplicate {
+            return Err(ServiceError::DuplicatePlugin {
+                plugin: plugin.name(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[repr(u8)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    Initialising = 0,
+    Starting = 1,
+    Running = 2,
+    Stopping = 3,
+}
+
+/// Startup passes once every plug-in has started; readiness holds only while
+/// running, so load balancers stop sending traffic as soon as shutdown begins.
+fn register_lifecycle_checks(health: &Health, lifecycle: &Arc<AtomicU8>) {
+    let state = Arc::clone(lifecycle);
+    health.register("lifecycle", &[Probe::Startup], move || {
+        let started = state.load(Ordering::Acquire) >= Lifecycle::Running as u8;
+        async move {
+            if started {
+                HealthStatus::healthy()
+            } else {
+                HealthStatus::unhealthy("starting")
+            }
+        }
+    });
+    let state = Arc::clone(lifecycle);
+    health.register("lifecycle", &[Probe::Ready], move || {
+        let current = state.load(Ordering::Acquire);
+        async move {
+            match current {
+                c if c == Lifecycle::Running as u8 => HealthStatus::healthy(),
+                c if c == Lifecycle::Stopping as u8 => HealthStatus::unhealthy("stopping"),
+                _ => HealthStatus::unhealthy("starting"),
+            }
+        }
+    });
+}
+
+/// A plug-in with what it was given at start: its stop token and its tasks.
+struct Slot {
+    plugin: Box<dyn DynPlugin>,
+    token: CancellationToken,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Slot {
+    fn new(plugin: Box<dyn DynPlugin>) -> Self {
+        Self {
+            plugin,
+            token: CancellationToken::new(),
+            tasks: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+}
+
+/// Stops plug-ins in reverse order, sharing one deadline. For each: cancel
+/// its token, call `stop`, await its tasks. A plug-in still stopping at the
+/// deadline is abandoned (its tasks aborted) and the rest are still asked to
+/// stop, each getting what is left of the deadline (at least one poll).
+async fn stop_all(slots: &mut [Slot], timeout: Duration) -> Vec<StopFailure> {
+    let deadline = Instant::now() + timeout;
+    let mut failures = Vec::new();
+    for slot in slots.iter_mut().rev() {
+        let plugin = slot.plugin.name();
+        slot.token.cancel();
+        let tasks: Vec<JoinHandle<()>> = slot
+            .tasks
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+        let stopping = async {
+            let result = slot.plugin.stop().await;
+            for task in tasks {
+                let _ = task.await;
+            }
+            result
+        };
+        let reason = match tokio::time::timeout_at(deadline, stopping).await {
+            Ok(Ok(())) => {
+                tracing::debug!(plugin, "stopped");
+                continue;
+            }
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => {
+                aborts.iter().for_each(tokio::task::AbortHandle::abort);
+                format!(
+                    "did not stop within the shutdown deadline ({})",
+                    crate::config::duration::format(timeout)
+                )
+            }
+        };
+        tracing::error!(plugin, %reason, "plug-in did not stop cleanly");
+        failures.push(StopFailure { plugin, reason });
+    }
+    failures
+}
+
+/// A built service: configuration loaded, plug-ins initialised, handlers
+/// registered. [`Service::run`] starts it.
+pub struct Service {
+    config: Config,
+    app: Arc<AppConfig>,
+    slots: Vec<Slot>,
+    resources: Arc<Resources>,
+    health: Health,
+    dispatcher: Dispatcher,
+    shutdown: ShutdownHandle,
+    shutdown_timeout: Duration,
+    handle_signals: bool,
+    lifecycle: Arc<AtomicU8>,
+}
+
+impl fmt::Debug for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plugins: Vec<&str> = self.slots.iter().map(|s| s.plugin.name()).collect();
+        f.debug_struct("Service")
+            .field("app", &self.app)
+            .field("plugins", &plugins)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// A builder for the service called `name` (the default `app.name`).
+    pub fn builder(name: impl Into<String>) -> ServiceBuilder {
+        ServiceBuilder::new(name)
+    }
+
+    /// The `app` section.
+    #[must_use]
+    pub fn app(&self) -> &AppConfig {
+        &self.app
+    }
+
+    /// The loaded configuration.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The configuration the service runs with, secrets redacted, as TOML.
+    /// See [`Config::effective_toml`].
+    #[must_use]
+    pub fn effective_config(&self) -> String {
+        self.config.effective_toml()
+    }
+
+    /// The resources plug-ins provided, including the [`Dispatcher`].
+    #[must_use]
+    pub fn resources(&self) -> &Arc<Resources> {
+        &self.resources
+    }
+
+    /// The dispatcher with every handler registered.
+    #[must_use]
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    /// The health checks.
+    #[must_use]
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// A handle that makes [`Service::run`] shut down and return.
+    #[must_use]
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Starts every plug-in in order, runs until SIGINT/SIGTERM, a
+    /// [`ShutdownHandle`], or a failed background task, then stops every
+    /// plug-in in reverse order within `shutdown.timeout`.
+    ///
+    /// # Errors
+    /// [`ServiceError::PluginStart`] (every initialised plug-in is stopped
+    /// first), [`ServiceError::TaskFailed`], or [`ServiceError::Stop`] when a
+    /// plug-in failed to stop or overran the deadline.
+    pub async fn run(mut self) -> Result<(), ServiceError> {
+        let (failure_tx, mut failure_rx) = mpsc::unbounded_channel::<TaskFailure>();
+        self.set(Lifecycle::Starting);
+        let started = std::time::Instant::now();
+        for index in 0..self.slots.len() {
+            let slot = &mut self.slots[index];
+            let plugin = slot.plugin.name();
+            let ctx = StartContext {
+                plugin,
+                app: Arc::clone(&self.app),
+                resources: Arc::clone(&self.resources),
+                health: self.health.clone(),
+                dispatcher: self.dispatcher.clone(),
+                token: slot.token.clone(),
+                service_shutdown: self.shutdown.clone(),
+                tasks: Arc::clone(&slot.tasks),
+                failures: failure_tx.clone(),
+            };
+            if let Err(source) = slot.plugin.start(&ctx).await {
+                tracing::error!(plugin, error = %source, "start failed; stopping every plug-in");
+                self.set(Lifecycle::Stopping);
+                stop_all(&mut self.slots, self.shutdown_timeout).await;
+                return Err(ServiceError::PluginStart { plugin, source });
+            }
+            tracing::debug!(plugin, "started");
+        }
+        drop(failure_tx);
+        self.set(Lifecycle::Running);
+        tracing::info!(
+            service = %self.app.name,
+            instance = %self.app.instance_id,
+            elapsed_ms = started.elapsed().as_millis(),
+            "service started"
+        );
+
+        let signals = self.handle_signals;
+        let failure = tokio::select! {
+            signal = shutdown::os_signal(), if signals => {
+                tracing::info!(signal, "shutdown signal received");
+                None
+            }
+            () = self.shutdown.wait() => {
+                tracing::info!("shutdown requested");
+                None
+            }
+            Some(failure) = failure_rx.recv() => Some(failure),
+        };
+        self.shutdown.shutdown();
+        self.set(Lifecycle::Stopping);
+        let stopping = std::time::Instant::now();
+        let failures = stop_all(&mut self.slots, self.shutdown_timeout).await;
+        tracing::info!(
+            elapsed_ms = stopping.elapsed().as_millis(),
+            clean = failures.is_empty(),
+            "service stopped"
+        );
+        match failure {
+            Some(TaskFailure {
+                plugin,
+                task,
+                error,
+            }) => Err(ServiceError::TaskFailed {
+                plugin,
+                task,
+                source: error,
+            }),
+            None if failures.is_empty() => Ok(()),
+            None => Err(ServiceError::Stop(failures)),
+        }
+    }
+
+    fn set(&self, state: Lifecycle) {
+        self.lifecycle.store(state as u8, Ordering::Release);
+    }
+}
