@@ -59,15 +59,16 @@ impl ConfigError {
         self
     }
 
-    /// Converts figment's errors, naming key and source for each.
-    pub(crate) fn from_figment(error: figment::Error, figment: &Figment) -> Self {
+    /// Converts figment's errors, naming key and source for each. `section`
+    /// is the key the value was extracted from (empty for the whole document).
+    pub(crate) fn from_figment(error: figment::Error, figment: &Figment, section: &str) -> Self {
         let problems = error
             .into_iter()
             .map(|e| {
-                let mut path = e.path.clone();
+                let mut path = section_first(e.path.clone(), section);
                 let message = match &e.kind {
                     Kind::UnknownField(field, expected) => {
-                        path.push(field.clone());
+                        push_unless_last(&mut path, field);
                         let expected: Vec<String> =
                             expected.iter().map(|k| format!("`{k}`")).collect();
                         if expected.is_empty() {
@@ -77,16 +78,23 @@ impl ConfigError {
                         }
                     }
                     Kind::MissingField(field) => {
-                        path.push(field.to_string());
+                        push_unless_last(&mut path, field);
                         "missing required key".to_owned()
+                    }
+                    Kind::InvalidType(actual, expected) => {
+                        format!("invalid type: found {actual}, expected {expected}")
+                    }
+                    Kind::InvalidValue(actual, expected) => {
+                        format!("invalid value: found {actual}, expected {expected}")
                     }
                     other => other.to_string(),
                 };
                 let key = path.join(".");
-                let metadata = figment
-                    .find_metadata(&key)
-                    .or(e.metadata.as_ref())
-                    .filter(|_| !key.is_empty());
+                let metadata = if key.is_empty() {
+                    e.metadata.as_ref()
+                } else {
+                    figment.find_metadata(&key).or(e.metadata.as_ref())
+                };
                 let source = metadata.map(|m| describe_source(m, &path));
                 ConfigProblem {
                     key,
@@ -96,6 +104,26 @@ impl ConfigError {
             })
             .collect();
         Self { problems }
+    }
+}
+
+/// Figment appends the key given to `extract_inner` after the path inside
+/// the value; put the section first, whichever order a version uses.
+fn section_first(mut path: Vec<String>, section: &str) -> Vec<String> {
+    let prefix: Vec<&str> = section.split('.').filter(|s| !s.is_empty()).collect();
+    let n = prefix.len();
+    if n == 0 || (path.len() >= n && path[..n].iter().zip(&prefix).all(|(a, b)| a == b)) {
+        return path;
+    }
+    if path.len() >= n && path[path.len() - n..].iter().zip(&prefix).all(|(a, b)| a == b) {
+        path.truncate(path.len() - n);
+    }
+    prefix.iter().map(|s| (*s).to_owned()).chain(path).collect()
+}
+
+fn push_unless_last(path: &mut Vec<String>, field: &str) {
+    if path.last().map(String::as_str) != Some(field) {
+        path.push(field.to_owned());
     }
 }
 

@@ -264,7 +264,7 @@ impl ConfigLoader {
         config
             .figment
             .extract::<figment::value::Value>()
-            .map_err(|e| ConfigError::from_figment(e, &config.figment))?;
+            .map_err(|e| ConfigError::from_figment(e, &config.figment, ""))?;
         let app = config.section::<AppConfig>()?;
         if app.name.trim().is_empty() {
             return Err(config.invalid("app.name", "must not be empty"));
@@ -330,7 +330,7 @@ impl Config {
         let value = if self.figment.contains(T::KEY) {
             self.figment
                 .extract_inner::<T>(T::KEY)
-                .map_err(|e| ConfigError::from_figment(e, &self.figment))?
+                .map_err(|e| ConfigError::from_figment(e, &self.figment, T::KEY))?
         } else {
             T::default()
         };

@@ -168,6 +168,12 @@ pub trait HandlerMetrics: Send + Sync + 'static {
     fn record(&self, outcome: &HandlerOutcome<'_>);
 }
 
+impl<T: HandlerMetrics> HandlerMetrics for Arc<T> {
+    fn record(&self, outcome: &HandlerOutcome<'_>) {
+        T::record(self, outcome);
+    }
+}
+
 /// Reports every dispatch to a [`HandlerMetrics`] sink.
 #[derive(Clone)]
 pub struct MetricsLayer {

@@ -48,7 +48,7 @@ pub enum ServiceError {
     /// The configuration is invalid.
     #[error("invalid configuration:\n{0}")]
     Config(#[from] ConfigError),
-    /// The same plug-in (or two with the same name) was added twice.
+    /// Two plug-ins with the same [`Plugin::name`] were added.
     #[error("plug-in `{plugin}` is added twice; add each plug-in once")]
     DuplicatePlugin {
         /// The plug-in's name.
@@ -355,7 +355,7 @@ fn check_duplicates(plugins: &[Box<dyn DynPlugin>]) -> Result<(), ServiceError> 
     for (i, plugin) in plugins.iter().enumerate() {
         let duplicate = plugins[..i]
             .iter()
-            .any(|p| p.plugin_type() == plugin.plugin_type() || p.name() == plugin.name());
+            .any(|p| p.name() == plugin.name());
         if duplicate {
             return Err(ServiceError::DuplicatePlugin {
                 plugin: plugin.name(),
@@ -418,14 +418,19 @@ impl Slot {
     }
 }
 
-/// Stops plug-ins in reverse order, sharing one deadline. For each: cancel
-/// its token, call `stop`, await its tasks. A plug-in still stopping at the
-/// deadline is abandoned (its tasks aborted) and the rest are still asked to
-/// stop, each getting what is left of the deadline (at least one poll).
+/// Stops plug-ins in reverse order within one deadline. For each: cancel
+/// its token, call `stop`, await its tasks. A plug-in may use the time left
+/// minus a reserve of `timeout / (10 × plug-ins)` for each plug-in still to
+/// stop after it, so a hung one cannot take the time the last ones (telemetry
+/// flush) need. A plug-in that overruns its budget is abandoned, its tasks
+/// aborted, and reported.
 async fn stop_all(slots: &mut [Slot], timeout: Duration) -> Vec<StopFailure> {
     let deadline = Instant::now() + timeout;
+    let reserve = timeout / (10 * u32::try_from(slots.len()).unwrap_or(u32::MAX).max(1));
     let mut failures = Vec::new();
-    for slot in slots.iter_mut().rev() {
+    for (later, slot) in slots.iter_mut().enumerate().rev() {
+        let reserved = reserve * u32::try_from(later).unwrap_or(u32::MAX);
+        let budget_end = deadline.checked_sub(reserved).unwrap_or(deadline);
         let plugin = slot.plugin.name();
         slot.token.cancel();
         let tasks: Vec<JoinHandle<()>> = slot
@@ -441,7 +446,7 @@ async fn stop_all(slots: &mut [Slot], timeout: Duration) -> Vec<StopFailure> {
             }
             result
         };
-        let reason = match tokio::time::timeout_at(deadline, stopping).await {
+        let reason = match tokio::time::timeout_at(budget_end, stopping).await {
             Ok(Ok(())) => {
                 tracing::debug!(plugin, "stopped");
                 continue;

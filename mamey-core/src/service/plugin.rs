@@ -59,7 +59,9 @@ use crate::service::ShutdownHandle;
 /// }
 /// ```
 pub trait Plugin: Send + 'static {
-    /// The plug-in's name in logs and errors. Default: its type name.
+    /// The plug-in's name in logs and errors; unique within a service, so a
+    /// type added twice (two pools, say) must give each instance its own
+    /// name. Default: the type's name.
     fn name(&self) -> &'static str {
         crate::cqrs::short_type_name::<Self>()
     }
@@ -96,7 +98,6 @@ pub trait Plugin: Send + 'static {
 /// Object-safe view of a [`Plugin`].
 pub(crate) trait DynPlugin: Send {
     fn name(&self) -> &'static str;
-    fn plugin_type(&self) -> TypeId;
     fn requires(&self) -> Vec<Requirement>;
     fn init<'a>(&'a mut self, ctx: &'a mut InitContext<'_>) -> BoxFuture<'a, Result<(), BoxError>>;
     fn start<'a>(&'a mut self, ctx: &'a StartContext) -> BoxFuture<'a, Result<(), BoxError>>;
@@ -106,9 +107,6 @@ pub(crate) trait DynPlugin: Send {
 impl<P: Plugin> DynPlugin for P {
     fn name(&self) -> &'static str {
         Plugin::name(self)
-    }
-    fn plugin_type(&self) -> TypeId {
-        TypeId::of::<P>()
     }
     fn requires(&self) -> Vec<Requirement> {
         Plugin::requires(self)

@@ -1,0 +1,270 @@
+//! Configuration layering, typed sections and error messages.
+
+use std::path::Path;
+use std::time::Duration;
+
+use mamey_core::config::{Config, ConfigLoader, ConfigSection, ConfigSource, Secret};
+use serde::{Deserialize, Serialize};
+
+/// A plug-in's section, as plug-ins are told to write them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Greeter {
+    greeting: String,
+    port: u16,
+    #[serde(with = "mamey_core::config::duration")]
+    interval: Duration,
+    password: Secret<String>,
+}
+
+impl Default for Greeter {
+    fn default() -> Self {
+        Self {
+            greeting: "hello".into(),
+            port: 8080,
+            interval: Duration::from_secs(5),
+            password: Secret::new(String::new()),
+        }
+    }
+}
+
+impl ConfigSection for Greeter {
+    const KEY: &'static str = "greeter";
+}
+
+struct Dir(tempfile::TempDir);
+
+impl Dir {
+    fn new(files: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        Self(dir)
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.path().join(name).display().to_string()
+    }
+
+    fn loader(&self, env: &[(&str, &str)]) -> ConfigLoader {
+        Config::loader("greeter-svc")
+            .dir(self.path())
+            .env_vars(env.iter().copied())
+    }
+}
+
+#[test]
+fn later_layers_win_file_then_profile_then_env() {
+    let dir = Dir::new(&[
+        (
+            "default.toml",
+            "[greeter]\ngreeting = \"from default\"\nport = 1\ninterval = \"1s\"\n",
+        ),
+        ("dev.toml", "[greeter]\nport = 2\ninterval = \"2s\"\n"),
+    ]);
+    let config = dir
+        .loader(&[("MAMEY__GREETER__INTERVAL", "3s")])
+        .load()
+        .unwrap();
+    let greeter = config.section::<Greeter>().unwrap();
+    assert_eq!(greeter.greeting, "from default");
+    assert_eq!(greeter.port, 2);
+    assert_eq!(greeter.interval, Duration::from_secs(3));
+    assert_eq!(
+        config.sources(),
+        [
+            ConfigSource::File(dir.path().join("default.toml")),
+            ConfigSource::File(dir.path().join("dev.toml")),
+            ConfigSource::Env(vec!["MAMEY__GREETER__INTERVAL".into()]),
+        ]
+    );
+}
+
+#[test]
+fn code_defaults_fill_what_no_layer_sets() {
+    let dir = Dir::new(&[]);
+    let config = dir.loader(&[]).load().unwrap();
+    assert_eq!(config.section::<Greeter>().unwrap(), Greeter::default());
+    assert!(config.sources().is_empty());
+}
+
+#[test]
+fn the_profile_selects_the_profile_file() {
+    let dir = Dir::new(&[
+        ("default.toml", "[greeter]\nport = 1\n"),
+        ("dev.toml", "[greeter]\nport = 2\n"),
+        ("prod.toml", "[greeter]\nport = 3\n"),
+    ]);
+    let config = dir.loader(&[("MAMEY_PROFILE", "prod")]).load().unwrap();
+    assert_eq!(config.section::<Greeter>().unwrap().port, 3);
+    assert_eq!(config.app().profile, "prod");
+
+    // The builder's profile wins over the variable.
+    let config = dir
+        .loader(&[("MAMEY_PROFILE", "prod")])
+        .profile("dev")
+        .load()
+        .unwrap();
+    assert_eq!(config.section::<Greeter>().unwrap().port, 2);
+}
+
+#[test]
+fn the_config_dir_comes_from_the_environment() {
+    let dir = Dir::new(&[("default.toml", "[greeter]\nport = 9\n")]);
+    let config = Config::loader("svc")
+        .env_vars([("MAMEY_CONFIG_DIR", dir.path().to_str().unwrap())])
+        .load()
+        .unwrap();
+    assert_eq!(config.section::<Greeter>().unwrap().port, 9);
+    assert_eq!(config.dir(), dir.path());
+}
+
+#[test]
+fn app_section_defaults_and_overrides() {
+    let dir = Dir::new(&[("default.toml", "[app]\nversion = \"1.2.3\"\n")]);
+    let first = dir.loader(&[]).load().unwrap();
+    let second = dir.loader(&[]).load().unwrap();
+    assert_eq!(first.app().name, "greeter-svc");
+    assert_eq!(first.app().version, "1.2.3");
+    assert_eq!(first.app().profile, "dev");
+    assert!(first.app().instance_id.starts_with("greeter-svc-"));
+    assert_ne!(first.app().instance_id, second.app().instance_id);
+
+    let named = dir
+        .loader(&[("MAMEY__APP__INSTANCE_ID", "greeter-7")])
+        .load()
+        .unwrap();
+    assert_eq!(named.app().instance_id, "greeter-7");
+}
+
+#[test]
+fn a_file_cannot_change_the_profile() {
+    let dir = Dir::new(&[("default.toml", "[app]\nprofile = \"prod\"\n")]);
+    let config = dir.loader(&[]).load().unwrap();
+    assert_eq!(config.app().profile, "dev");
+}
+
+#[test]
+fn unknown_key_names_key_file_and_the_accepted_keys() {
+    let dir = Dir::new(&[("dev.toml", "[greeter]\ngreting = \"typo\"\n")]);
+    let config = dir.loader(&[]).load().unwrap();
+    let error = config.section::<Greeter>().unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "config key `greeter.greting` (from file \"{}\"): unknown key; expected one of \
+             `greeting`, `port`, `interval`, `password`",
+            dir.file("dev.toml")
+        )
+    );
+    let problem = &error.problems()[0];
+    assert_eq!(problem.key, "greeter.greting");
+}
+
+#[test]
+fn wrong_type_from_env_names_the_variable_and_expected_type() {
+    let dir = Dir::new(&[]);
+    let config = dir
+        .loader(&[("MAMEY__GREETER__PORT", "eighty")])
+        .load()
+        .unwrap();
+    let error = config.section::<Greeter>().unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "config key `greeter.port` (from environment variable `MAMEY__GREETER__PORT`): \
+         invalid type: found string \"eighty\", expected u16"
+    );
+}
+
+#[test]
+fn wrong_type_in_a_file_names_the_file() {
+    let dir = Dir::new(&[("default.toml", "[greeter]\ninterval = \"soon\"\n")]);
+    let config = dir.loader(&[]).load().unwrap();
+    let error = config.section::<Greeter>().unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "config key `greeter.interval` (from file \"{}\"): invalid value: found string \
+             \"soon\", expected a duration like \"30s\", \"250ms\", \"5m\" or \"1h\"",
+            dir.file("default.toml")
+        )
+    );
+}
+
+#[test]
+fn a_section_that_is_not_a_table_is_an_error() {
+    let dir = Dir::new(&[("default.toml", "greeter = 5\n")]);
+    let config = dir.loader(&[]).load().unwrap();
+    let message = config.section::<Greeter>().unwrap_err().to_string();
+    assert!(message.starts_with("config key `greeter` (from file"), "{message}");
+    assert!(message.contains("expected struct Greeter"), "{message}");
+}
+
+#[test]
+fn malformed_toml_fails_at_load_naming_the_file() {
+    let dir = Dir::new(&[("default.toml", "[greeter\nport = 1\n")]);
+    let message = dir.loader(&[]).load().unwrap_err().to_string();
+    assert!(message.contains(&dir.file("default.toml")), "{message}");
+}
+
+#[test]
+fn the_core_sections_are_validated_when_the_service_builds() {
+    let dir = Dir::new(&[("default.toml", "[shutdown]\ntimeout = \"forever\"\n")]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let error = runtime
+        .block_on(
+            mamey_core::Service::builder("svc")
+                .config_dir(dir.path())
+                .env_vars(Vec::<(String, String)>::new())
+                .build(),
+        )
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.starts_with("invalid configuration:\nconfig key `shutdown.timeout` (from file"),
+        "{message}"
+    );
+}
+
+#[test]
+fn plugin_validation_errors_name_the_source() {
+    let dir = Dir::new(&[("dev.toml", "[greeter]\ngreeting = \"\"\n")]);
+    let config = dir.loader(&[]).load().unwrap();
+    let error = config.invalid("greeter.greeting", "must not be empty");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "config key `greeter.greeting` (from file \"{}\"): must not be empty",
+            dir.file("dev.toml")
+        )
+    );
+}
+
+#[test]
+fn effective_config_shows_defaults_and_hides_secrets() {
+    let dir = Dir::new(&[(
+        "default.toml",
+        "[greeter]\npassword = \"hunter2\"\n[database]\nurl = \"postgres://db\"\napi_key = \"k-123\"\n",
+    )]);
+    let config = dir.loader(&[]).load().unwrap();
+    config.section::<Greeter>().unwrap();
+    let text = config.effective_toml();
+    let effective: toml::Table = text.parse().unwrap();
+    let greeter = effective["greeter"].as_table().unwrap();
+    assert_eq!(greeter["greeting"].as_str(), Some("hello"), "defaults shown");
+    assert_eq!(greeter["interval"].as_str(), Some("5s"));
+    assert_eq!(greeter["password"].as_str(), Some("[redacted]"));
+    let database = effective["database"].as_table().unwrap();
+    assert_eq!(database["url"].as_str(), Some("postgres://db"));
+    assert_eq!(database["api_key"].as_str(), Some("[redacted]"));
+    assert_eq!(effective["app"]["name"].as_str(), Some("greeter-svc"));
+    assert!(!text.contains("hunter2") && !text.contains("k-123"), "{text}");
+}

@@ -1,0 +1,412 @@
+//! Service lifecycle: order, rollback, deadlines, resources, background tasks.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mamey_core::health::{Probe, Status};
+use mamey_core::{
+    BoxError, InitContext, Plugin, Requirement, Service, ServiceBuilder, ServiceError,
+    StartContext,
+};
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn entries(log: &Log) -> Vec<String> {
+    log.lock().unwrap().clone()
+}
+
+#[derive(Clone, Copy, Default, PartialEq)]
+enum Fault {
+    #[default]
+    None,
+    Init,
+    Start,
+    StopError,
+    StopHangs,
+    TaskFails,
+}
+
+/// A plug-in that records each lifecycle call in a shared log.
+struct Recorder {
+    name: &'static str,
+    log: Log,
+    fault: Fault,
+}
+
+impl Recorder {
+    fn new(name: &'static str, log: &Log) -> Self {
+        Self::faulty(name, log, Fault::None)
+    }
+
+    fn faulty(name: &'static str, log: &Log, fault: Fault) -> Self {
+        Self {
+            name,
+            log: Arc::clone(log),
+            fault,
+        }
+    }
+
+    fn record(&self, event: &str) {
+        self.log.lock().unwrap().push(format!("{event} {}", self.name));
+    }
+}
+
+impl Plugin for Recorder {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    async fn init(&mut self, _ctx: &mut InitContext<'_>) -> Result<(), BoxError> {
+        self.record("init");
+        if self.fault == Fault::Init {
+            return Err("database refused the connection".into());
+        }
+        Ok(())
+    }
+
+    async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+        self.record("start");
+        match self.fault {
+            Fault::Start => return Err("port already in use".into()),
+            Fault::TaskFails => ctx.spawn("consumer", async { Err("channel closed".into()) }),
+            _ => {
+                let token = ctx.shutdown_token();
+                let log = Arc::clone(&self.log);
+                let name = self.name;
+                ctx.spawn("worker", async move {
+                    token.cancelled().await;
+                    log.lock().unwrap().push(format!("task-done {name}"));
+                    Ok(())
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn stop(&mut self) -> Result<(), BoxError> {
+        self.record("stop");
+        match self.fault {
+            Fault::StopError => Err("flush failed".into()),
+            Fault::StopHangs => std::future::pending().await,
+            _ => Ok(()),
+        }
+    }
+}
+
+fn builder(name: &str) -> ServiceBuilder {
+    Service::builder(name)
+        .handle_signals(false)
+        .env_vars(Vec::<(String, String)>::new())
+        .config_dir("/nonexistent-mamey-config")
+}
+
+/// Runs the service until it reports started, then asks it to stop.
+async fn run_and_stop(service: Service) -> Result<(), ServiceError> {
+    let handle = service.shutdown_handle();
+    let health = service.health().clone();
+    let running = tokio::spawn(service.run());
+    wait_until_started(&health).await;
+    handle.shutdown();
+    running.await.unwrap()
+}
+
+async fn wait_until_started(health: &mamey_core::health::Health) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while health.check(Probe::Startup).await.status != Status::Healthy {
+        assert!(tokio::time::Instant::now() < deadline, "service never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn starts_in_order_and_stops_in_reverse() {
+    let log = Log::default();
+    let service = builder("order")
+        .plugin(Recorder::new("a", &log))
+        .plugin(Recorder::new("b", &log))
+        .plugin(Recorder::new("c", &log))
+        .build()
+        .await
+        .unwrap();
+    run_and_stop(service).await.unwrap();
+    assert_eq!(
+        entries(&log),
+        [
+            "init a", "init b", "init c", "start a", "start b", "start c", "stop c",
+            "task-done c", "stop b", "task-done b", "stop a", "task-done a",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn failed_init_stops_the_plugins_before_it_and_names_the_culprit() {
+    let log = Log::default();
+    let error = builder("rollback")
+        .plugin(Recorder::new("a", &log))
+        .plugin(Recorder::new("b", &log))
+        .plugin(Recorder::faulty("db", &log, Fault::Init))
+        .plugin(Recorder::new("d", &log))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ServiceError::PluginInit { plugin: "db", .. }));
+    assert_eq!(
+        error.to_string(),
+        "plug-in `db` failed to initialise: database refused the connection"
+    );
+    assert_eq!(
+        entries(&log),
+        ["init a", "init b", "init db", "stop b", "stop a"]
+    );
+}
+
+#[tokio::test]
+async fn failed_start_stops_every_initialised_plugin() {
+    let log = Log::default();
+    let service = builder("start-fails")
+        .plugin(Recorder::new("a", &log))
+        .plugin(Recorder::faulty("http", &log, Fault::Start))
+        .plugin(Recorder::new("c", &log))
+        .build()
+        .await
+        .unwrap();
+    let error = service.run().await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "plug-in `http` failed to start: port already in use"
+    );
+    assert_eq!(
+        entries(&log),
+        [
+            "init a", "init http", "init c", "start a", "start http", "stop c", "stop http",
+            "stop a", "task-done a",
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_deadline_is_enforced_on_a_hung_plugin() {
+    let log = Log::default();
+    let service = builder("deadline")
+        .env_vars([("MAMEY__SHUTDOWN__TIMEOUT", "200ms")])
+        .plugin(Recorder::new("telemetry", &log))
+        .plugin(Recorder::faulty("stuck", &log, Fault::StopHangs))
+        .plugin(Recorder::new("http", &log))
+        .build()
+        .await
+        .unwrap();
+    let handle = service.shutdown_handle();
+    handle.shutdown();
+    // Virtual time: without the deadline this would wait the full minute.
+    let started = tokio::time::Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(60), service.run())
+        .await
+        .expect("run() hung past the shutdown deadline");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let ServiceError::Stop(failures) = result.unwrap_err() else {
+        panic!("expected a stop error");
+    };
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].plugin, "stuck");
+    assert_eq!(
+        failures[0].reason,
+        "did not stop within the shutdown deadline (200ms)"
+    );
+    // The plug-in before the hung one is still asked to stop.
+    let log = entries(&log);
+    assert!(log.contains(&"stop telemetry".to_owned()), "{log:?}");
+    assert!(log.contains(&"stop stuck".to_owned()), "{log:?}");
+}
+
+#[tokio::test]
+async fn stop_errors_are_reported_not_swallowed() {
+    let log = Log::default();
+    let service = builder("stop-error")
+        .plugin(Recorder::faulty("exporter", &log, Fault::StopError))
+        .plugin(Recorder::new("b", &log))
+        .build()
+        .await
+        .unwrap();
+    let error = run_and_stop(service).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "1 plug-in(s) did not stop cleanly: `exporter`: flush failed"
+    );
+    assert!(entries(&log).contains(&"stop b".to_owned()));
+}
+
+#[tokio::test]
+async fn failed_background_task_shuts_the_service_down() {
+    let log = Log::default();
+    let service = builder("task-fails")
+        .plugin(Recorder::new("a", &log))
+        .plugin(Recorder::faulty("consumer", &log, Fault::TaskFails))
+        .build()
+        .await
+        .unwrap();
+    // Nobody calls shutdown: the failed task must end run() by itself.
+    let error = tokio::time::timeout(Duration::from_secs(10), service.run())
+        .await
+        .expect("a failed task did not stop the service")
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "background task `consumer` of plug-in `consumer` failed: channel closed"
+    );
+    let log = entries(&log);
+    assert!(log.ends_with(&["stop consumer".to_owned(), "stop a".to_owned(), "task-done a".to_owned()]), "{log:?}");
+}
+
+#[tokio::test]
+async fn the_same_plugin_twice_is_rejected() {
+    let log = Log::default();
+    let error = builder("dup")
+        .plugin(Recorder::new("cache", &log))
+        .plugin(Recorder::new("cache", &log))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ServiceError::DuplicatePlugin { plugin: "cache" }));
+    assert_eq!(
+        error.to_string(),
+        "plug-in `cache` is added twice; add each plug-in once"
+    );
+    assert!(entries(&log).is_empty(), "nothing may initialise");
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Pool(&'static str);
+
+struct PoolPlugin;
+
+impl Plugin for PoolPlugin {
+    async fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), BoxError> {
+        ctx.provide(Pool("primary"))?;
+        Ok(())
+    }
+}
+
+struct Repository {
+    seen: Arc<Mutex<Option<Pool>>>,
+}
+
+impl Plugin for Repository {
+    fn requires(&self) -> Vec<Requirement> {
+        vec![Requirement::of::<Pool>().hint("add `PoolPlugin` before `Repository`")]
+    }
+
+    async fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), BoxError> {
+        *self.seen.lock().unwrap() = Some(ctx.resource::<Pool>()?);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_missing_resource_names_the_plugin_type_and_fix() {
+    let seen = Arc::default();
+    let error = builder("missing")
+        .plugin(Repository { seen })
+        .plugin(PoolPlugin)
+        .build()
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, ServiceError::MissingResource { plugin: "Repository", .. }));
+    assert!(message.starts_with("plug-in `Repository` requires resource `lifecycle::Pool`"), "{message}");
+    assert!(message.ends_with("; add `PoolPlugin` before `Repository`"), "{message}");
+}
+
+#[tokio::test]
+async fn resources_flow_to_later_plugins_and_handlers() {
+    let seen = Arc::new(Mutex::new(None));
+    let from_handlers = Arc::new(Mutex::new(None));
+    let captured = Arc::clone(&from_handlers);
+    let service = builder("resources")
+        .plugin(PoolPlugin)
+        .plugin(Repository { seen: Arc::clone(&seen) })
+        .handlers(move |_dispatcher, resources| {
+            *captured.lock().unwrap() = Some(resources.get::<Pool>()?);
+            Ok(())
+        })
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(*seen.lock().unwrap(), Some(Pool("primary")));
+    assert_eq!(*from_handlers.lock().unwrap(), Some(Pool("primary")));
+    assert!(service.resources().contains::<mamey_core::cqrs::Dispatcher>());
+}
+
+#[tokio::test]
+async fn providing_a_resource_twice_names_the_first_provider() {
+    struct SecondPool;
+    impl Plugin for SecondPool {
+        async fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), BoxError> {
+            ctx.provide(Pool("secondary"))?;
+            Ok(())
+        }
+    }
+    let error = builder("conflict")
+        .plugin(PoolPlugin)
+        .plugin(SecondPool)
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "plug-in `SecondPool` failed to initialise: resource `lifecycle::Pool` is already provided by plug-in `PoolPlugin`"
+    );
+}
+
+#[tokio::test]
+async fn readiness_follows_the_lifecycle() {
+    let log = Log::default();
+    let service = builder("ready")
+        .plugin(Recorder::new("a", &log))
+        .build()
+        .await
+        .unwrap();
+    let health = service.health().clone();
+    assert_eq!(health.check(Probe::Ready).await.status, Status::Unhealthy);
+    assert_eq!(health.check(Probe::Startup).await.status, Status::Unhealthy);
+    let handle = service.shutdown_handle();
+    let running = tokio::spawn(service.run());
+    wait_until_started(&health).await;
+    assert_eq!(health.check(Probe::Ready).await.status, Status::Healthy);
+    handle.shutdown();
+    running.await.unwrap().unwrap();
+    let ready = health.check(Probe::Ready).await;
+    assert_eq!(ready.status, Status::Unhealthy);
+    assert_eq!(ready.checks[0].result.detail.as_deref(), Some("stopping"));
+}
+
+#[tokio::test]
+async fn two_services_run_side_by_side_in_one_process() {
+    let (log_a, log_b) = (Log::default(), Log::default());
+    let a = builder("orders")
+        .plugin(Recorder::new("shared-name", &log_a))
+        .build()
+        .await
+        .unwrap();
+    let b = builder("payments")
+        .plugin(Recorder::new("shared-name", &log_b))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(a.app().name, "orders");
+    assert_eq!(b.app().name, "payments");
+    assert_ne!(a.app().instance_id, b.app().instance_id);
+    let (stop_a, health_a) = (a.shutdown_handle(), a.health().clone());
+    let (stop_b, health_b) = (b.shutdown_handle(), b.health().clone());
+    let run_a = tokio::spawn(a.run());
+    let run_b = tokio::spawn(b.run());
+    wait_until_started(&health_a).await;
+    wait_until_started(&health_b).await;
+    // Stopping one leaves the other running.
+    stop_a.shutdown();
+    run_a.await.unwrap().unwrap();
+    assert_eq!(health_b.check(Probe::Ready).await.status, Status::Healthy);
+    stop_b.shutdown();
+    run_b.await.unwrap().unwrap();
+    assert!(entries(&log_a).contains(&"stop shared-name".to_owned()));
+    assert!(entries(&log_b).contains(&"stop shared-name".to_owned()));
+}
