@@ -245,23 +245,26 @@ impl Health {
                     .collect()
             })
             .unwrap_or_default();
-        let runs = selected.into_iter().map(|(name, timeout, check)| async move {
-            let started = Instant::now();
-            let outcome = tokio::time::timeout(timeout, AssertUnwindSafe(check()).catch_unwind());
-            let result = match outcome.await {
-                Ok(Ok(result)) => result,
-                Ok(Err(_)) => HealthStatus::unhealthy("check panicked"),
-                Err(_) => HealthStatus::unhealthy(format!(
-                    "timed out after {}",
-                    crate::config::duration::format(timeout)
-                )),
-            };
-            CheckReport {
-                name,
-                result,
-                duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            }
-        });
+        let runs = selected
+            .into_iter()
+            .map(|(name, timeout, check)| async move {
+                let started = Instant::now();
+                let outcome =
+                    tokio::time::timeout(timeout, AssertUnwindSafe(check()).catch_unwind());
+                let result = match outcome.await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(_)) => HealthStatus::unhealthy("check panicked"),
+                    Err(_) => HealthStatus::unhealthy(format!(
+                        "timed out after {}",
+                        crate::config::duration::format(timeout)
+                    )),
+                };
+                CheckReport {
+                    name,
+                    result,
+                    duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                }
+            });
         let checks = join_all(runs).await;
         let status = checks
             .iter()
@@ -288,7 +291,7 @@ mod tests {
             "stuck",
             &[Probe::Ready],
             Duration::from_millis(100),
-            || std::future::pending::<HealthStatus>(),
+            std::future::pending::<HealthStatus>,
         );
         let report = health.check(Probe::Ready).await;
         assert_eq!(report.status, Status::Unhealthy);
@@ -296,7 +299,10 @@ mod tests {
         assert_eq!(report.checks[0].result.status, Status::Healthy);
         let stuck = &report.checks[1];
         assert_eq!(stuck.name, "stuck");
-        assert_eq!(stuck.result.detail.as_deref(), Some("timed out after 100ms"));
+        assert_eq!(
+            stuck.result.detail.as_deref(),
+            Some("timed out after 100ms")
+        );
     }
 
     #[tokio::test]
@@ -327,7 +333,10 @@ mod tests {
         });
         let report = health.check(Probe::Live).await;
         assert_eq!(report.status, Status::Unhealthy);
-        assert_eq!(report.checks[0].result.detail.as_deref(), Some("check panicked"));
+        assert_eq!(
+            report.checks[0].result.detail.as_deref(),
+            Some("check panicked")
+        );
     }
 
     #[tokio::test]

@@ -178,6 +178,9 @@ mod tests {
     fn missing_names_the_type() {
         let resources = Resources::new();
         let err = resources.get::<std::sync::Arc<String>>().unwrap_err();
-        assert!(err.to_string().contains("alloc::sync::Arc<alloc::string::String>"));
+        assert!(
+            err.to_string()
+                .contains("alloc::sync::Arc<alloc::string::String>")
+        );
     }
 }

@@ -1,4 +1,5 @@
 //! Configuration layering, typed sections and error messages.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::time::Duration;
@@ -201,7 +202,10 @@ fn a_section_that_is_not_a_table_is_an_error() {
     let dir = Dir::new(&[("default.toml", "greeter = 5\n")]);
     let config = dir.loader(&[]).load().unwrap();
     let message = config.section::<Greeter>().unwrap_err().to_string();
-    assert!(message.starts_with("config key `greeter` (from file"), "{message}");
+    assert!(
+        message.starts_with("config key `greeter` (from file"),
+        "{message}"
+    );
     assert!(message.contains("expected struct Greeter"), "{message}");
 }
 
@@ -259,12 +263,19 @@ fn effective_config_shows_defaults_and_hides_secrets() {
     let text = config.effective_toml();
     let effective: toml::Table = text.parse().unwrap();
     let greeter = effective["greeter"].as_table().unwrap();
-    assert_eq!(greeter["greeting"].as_str(), Some("hello"), "defaults shown");
+    assert_eq!(
+        greeter["greeting"].as_str(),
+        Some("hello"),
+        "defaults shown"
+    );
     assert_eq!(greeter["interval"].as_str(), Some("5s"));
     assert_eq!(greeter["password"].as_str(), Some("[redacted]"));
     let database = effective["database"].as_table().unwrap();
     assert_eq!(database["url"].as_str(), Some("postgres://db"));
     assert_eq!(database["api_key"].as_str(), Some("[redacted]"));
     assert_eq!(effective["app"]["name"].as_str(), Some("greeter-svc"));
-    assert!(!text.contains("hunter2") && !text.contains("k-123"), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains("k-123"),
+        "{text}"
+    );
 }

@@ -1,4 +1,5 @@
 //! The CQRS dispatcher: routing, middleware, validation, context, errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -8,8 +9,7 @@ use mamey_core::cqrs::middleware::{
     HandlerMetrics, HandlerOutcome, MetricsLayer, ValidationLayer, from_fn,
 };
 use mamey_core::cqrs::{
-    Command, CommandHandler, Dispatcher, DispatcherError, Envelope, Event, MessageKind, Next,
-    Query,
+    Command, CommandHandler, Dispatcher, DispatcherError, Envelope, Event, MessageKind, Next, Query,
 };
 use mamey_core::{Error, ErrorKind, MessageContext};
 
@@ -22,11 +22,13 @@ impl Command for CreateOrder {
         if (1..=100).contains(&self.quantity) {
             Ok(())
         } else {
-            Err(Error::invalid_input("order.invalid", "invalid order").with_field(
-                "quantity",
-                "range",
-                "must be between 1 and 100",
-            ))
+            Err(
+                Error::invalid_input("order.invalid", "invalid order").with_field(
+                    "quantity",
+                    "range",
+                    "must be between 1 and 100",
+                ),
+            )
         }
     }
 }
@@ -70,7 +72,11 @@ async fn a_command_goes_to_its_one_handler_and_a_query_returns_its_answer() {
     dispatcher.send(CreateOrder { quantity: 2 }).await.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(
-        dispatcher.query(GetOrder { id: 7 }).await.unwrap().as_deref(),
+        dispatcher
+            .query(GetOrder { id: 7 })
+            .await
+            .unwrap()
+            .as_deref(),
         Some("order 7")
     );
     assert_eq!(dispatcher.query(GetOrder { id: 8 }).await.unwrap(), None);
@@ -79,7 +85,10 @@ async fn a_command_goes_to_its_one_handler_and_a_query_returns_its_answer() {
 #[tokio::test]
 async fn an_unhandled_command_is_an_error_not_a_panic() {
     let dispatcher = Dispatcher::builder().build().unwrap();
-    let error = dispatcher.send(CreateOrder { quantity: 1 }).await.unwrap_err();
+    let error = dispatcher
+        .send(CreateOrder { quantity: 1 })
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), "dispatch.no_handler");
     assert_eq!(
         error.message(),
@@ -166,7 +175,11 @@ async fn several_failing_event_handlers_are_all_named() {
     let error = dispatcher.publish(OrderCreated).await.unwrap_err();
     assert_eq!(error.code(), "dispatch.event_handlers_failed");
     assert_eq!(error.kind(), ErrorKind::Unavailable);
-    assert!(error.message().starts_with("2 of 2 handlers of event `OrderCreated` failed"));
+    assert!(
+        error
+            .message()
+            .starts_with("2 of 2 handlers of event `OrderCreated` failed")
+    );
     assert!(error.message().contains("smtp is down"));
     assert!(error.message().contains("stale stock"));
 }
@@ -257,22 +270,25 @@ async fn middleware_can_see_the_message_and_its_kind() {
 #[tokio::test]
 async fn handlers_see_the_callers_context_or_a_fresh_one() {
     let dispatcher = Dispatcher::builder()
-        .query(|_: GetOrder| async {
-            Ok(MessageContext::current().map(|c| c.correlation_id))
-        })
+        .query(|_: GetOrder| async { Ok(MessageContext::current().map(|c| c.correlation_id)) })
         .build()
         .unwrap();
     let ctx = MessageContext::new().with_correlation_id("corr-42");
-    let seen = ctx.scope(dispatcher.query(GetOrder { id: 1 })).await.unwrap();
+    let seen = ctx
+        .scope(dispatcher.query(GetOrder { id: 1 }))
+        .await
+        .unwrap();
     assert_eq!(seen.as_deref(), Some("corr-42"));
 
     let fresh = dispatcher.query(GetOrder { id: 1 }).await.unwrap();
     assert!(fresh.is_some_and(|id| !id.is_empty() && id != "corr-42"));
 }
 
+type Recorded = (MessageKind, String, Option<ErrorKind>, Duration);
+
 #[derive(Default)]
 struct RecordingMetrics {
-    outcomes: Mutex<Vec<(MessageKind, String, Option<ErrorKind>, Duration)>>,
+    outcomes: Mutex<Vec<Recorded>>,
 }
 
 impl HandlerMetrics for RecordingMetrics {

@@ -1,12 +1,12 @@
 //! Service lifecycle: order, rollback, deadlines, resources, background tasks.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mamey_core::health::{Probe, Status};
 use mamey_core::{
-    BoxError, InitContext, Plugin, Requirement, Service, ServiceBuilder, ServiceError,
-    StartContext,
+    BoxError, InitContext, Plugin, Requirement, Service, ServiceBuilder, ServiceError, StartContext,
 };
 
 type Log = Arc<Mutex<Vec<String>>>;
@@ -47,7 +47,10 @@ impl Recorder {
     }
 
     fn record(&self, event: &str) {
-        self.log.lock().unwrap().push(format!("{event} {}", self.name));
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{event} {}", self.name));
     }
 }
 
@@ -113,7 +116,10 @@ async fn run_and_stop(service: Service) -> Result<(), ServiceError> {
 async fn wait_until_started(health: &mamey_core::health::Health) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while health.check(Probe::Startup).await.status != Status::Healthy {
-        assert!(tokio::time::Instant::now() < deadline, "service never started");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "service never started"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -132,8 +138,18 @@ async fn starts_in_order_and_stops_in_reverse() {
     assert_eq!(
         entries(&log),
         [
-            "init a", "init b", "init c", "start a", "start b", "start c", "stop c",
-            "task-done c", "stop b", "task-done b", "stop a", "task-done a",
+            "init a",
+            "init b",
+            "init c",
+            "start a",
+            "start b",
+            "start c",
+            "stop c",
+            "task-done c",
+            "stop b",
+            "task-done b",
+            "stop a",
+            "task-done a",
         ]
     );
 }
@@ -149,7 +165,10 @@ async fn failed_init_stops_the_plugins_before_it_and_names_the_culprit() {
         .build()
         .await
         .unwrap_err();
-    assert!(matches!(error, ServiceError::PluginInit { plugin: "db", .. }));
+    assert!(matches!(
+        error,
+        ServiceError::PluginInit { plugin: "db", .. }
+    ));
     assert_eq!(
         error.to_string(),
         "plug-in `db` failed to initialise: database refused the connection"
@@ -178,8 +197,15 @@ async fn failed_start_stops_every_initialised_plugin() {
     assert_eq!(
         entries(&log),
         [
-            "init a", "init http", "init c", "start a", "start http", "stop c", "stop http",
-            "stop a", "task-done a",
+            "init a",
+            "init http",
+            "init c",
+            "start a",
+            "start http",
+            "stop c",
+            "stop http",
+            "stop a",
+            "task-done a",
         ]
     );
 }
@@ -254,7 +280,14 @@ async fn failed_background_task_shuts_the_service_down() {
         "background task `consumer` of plug-in `consumer` failed: channel closed"
     );
     let log = entries(&log);
-    assert!(log.ends_with(&["stop consumer".to_owned(), "stop a".to_owned(), "task-done a".to_owned()]), "{log:?}");
+    assert!(
+        log.ends_with(&[
+            "stop consumer".to_owned(),
+            "stop a".to_owned(),
+            "task-done a".to_owned()
+        ]),
+        "{log:?}"
+    );
 }
 
 #[tokio::test]
@@ -266,7 +299,10 @@ async fn the_same_plugin_twice_is_rejected() {
         .build()
         .await
         .unwrap_err();
-    assert!(matches!(error, ServiceError::DuplicatePlugin { plugin: "cache" }));
+    assert!(matches!(
+        error,
+        ServiceError::DuplicatePlugin { plugin: "cache" }
+    ));
     assert_eq!(
         error.to_string(),
         "plug-in `cache` is added twice; add each plug-in once"
@@ -311,9 +347,21 @@ async fn a_missing_resource_names_the_plugin_type_and_fix() {
         .await
         .unwrap_err();
     let message = error.to_string();
-    assert!(matches!(error, ServiceError::MissingResource { plugin: "Repository", .. }));
-    assert!(message.starts_with("plug-in `Repository` requires resource `lifecycle::Pool`"), "{message}");
-    assert!(message.ends_with("; add `PoolPlugin` before `Repository`"), "{message}");
+    assert!(matches!(
+        error,
+        ServiceError::MissingResource {
+            plugin: "Repository",
+            ..
+        }
+    ));
+    assert!(
+        message.starts_with("plug-in `Repository` requires resource `lifecycle::Pool`"),
+        "{message}"
+    );
+    assert!(
+        message.ends_with("; add `PoolPlugin` before `Repository`"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -323,7 +371,9 @@ async fn resources_flow_to_later_plugins_and_handlers() {
     let captured = Arc::clone(&from_handlers);
     let service = builder("resources")
         .plugin(PoolPlugin)
-        .plugin(Repository { seen: Arc::clone(&seen) })
+        .plugin(Repository {
+            seen: Arc::clone(&seen),
+        })
         .handlers(move |_dispatcher, resources| {
             *captured.lock().unwrap() = Some(resources.get::<Pool>()?);
             Ok(())
@@ -333,7 +383,11 @@ async fn resources_flow_to_later_plugins_and_handlers() {
         .unwrap();
     assert_eq!(*seen.lock().unwrap(), Some(Pool("primary")));
     assert_eq!(*from_handlers.lock().unwrap(), Some(Pool("primary")));
-    assert!(service.resources().contains::<mamey_core::cqrs::Dispatcher>());
+    assert!(
+        service
+            .resources()
+            .contains::<mamey_core::cqrs::Dispatcher>()
+    );
 }
 
 #[tokio::test]

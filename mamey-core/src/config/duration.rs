@@ -49,11 +49,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
 #[must_use]
 pub fn format(duration: Duration) -> String {
     let millis = duration.as_millis();
-    if millis % 3_600_000 == 0 && millis > 0 {
+    if millis.is_multiple_of(3_600_000) && millis > 0 {
         format!("{}h", millis / 3_600_000)
-    } else if millis % 60_000 == 0 && millis > 0 {
+    } else if millis.is_multiple_of(60_000) && millis > 0 {
         format!("{}m", millis / 60_000)
-    } else if millis % 1000 == 0 {
+    } else if millis.is_multiple_of(1000) {
         format!("{}s", millis / 1000)
     } else {
         format!("{millis}ms")

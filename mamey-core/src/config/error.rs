@@ -52,9 +52,11 @@ impl ConfigError {
         &self.problems
     }
 
-    pub(crate) fn with_source(mut self, source: Option<String>) -> Self {
+    pub(crate) fn with_source(mut self, source: Option<&str>) -> Self {
         for problem in &mut self.problems {
-            problem.source = problem.source.take().or_else(|| source.clone());
+            if problem.source.is_none() {
+                problem.source = source.map(str::to_owned);
+            }
         }
         self
     }
@@ -115,7 +117,12 @@ fn section_first(mut path: Vec<String>, section: &str) -> Vec<String> {
     if n == 0 || (path.len() >= n && path[..n].iter().zip(&prefix).all(|(a, b)| a == b)) {
         return path;
     }
-    if path.len() >= n && path[path.len() - n..].iter().zip(&prefix).all(|(a, b)| a == b) {
+    if path.len() >= n
+        && path[path.len() - n..]
+            .iter()
+            .zip(&prefix)
+            .all(|(a, b)| a == b)
+    {
         path.truncate(path.len() - n);
     }
     prefix.iter().map(|s| (*s).to_owned()).chain(path).collect()

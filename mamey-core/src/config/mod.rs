@@ -235,7 +235,10 @@ impl ConfigLoader {
         let mut figment = Figment::from(Serialized::default(AppConfig::KEY, &defaults));
         let mut sources = Vec::new();
 
-        for file in [dir.join("default.toml"), dir.join(format!("{profile}.toml"))] {
+        for file in [
+            dir.join("default.toml"),
+            dir.join(format!("{profile}.toml")),
+        ] {
             if file.is_file() {
                 figment = figment.merge(Toml::file_exact(&file));
                 sources.push(ConfigSource::File(file));
@@ -334,12 +337,29 @@ impl Config {
         } else {
             T::default()
         };
-        if let Ok(effective) = toml::Value::try_from(&value) {
-            if let Ok(mut read) = self.read.lock() {
-                read.insert(T::KEY, effective);
-            }
+        if let Ok(effective) = toml::Value::try_from(&value)
+            && let Ok(mut read) = self.read.lock()
+        {
+            read.insert(T::KEY, effective);
         }
         Ok(value)
+    }
+
+    /// Top-level sections present in some layer that nothing has read with
+    /// [`Config::section`] yet — usually a misspelt section name or a
+    /// plug-in that was not added. The service logs them as warnings once
+    /// every plug-in has initialised.
+    #[must_use]
+    pub fn unread_sections(&self) -> Vec<String> {
+        let present = self.figment.extract::<toml::Table>().unwrap_or_default();
+        let Ok(read) = self.read.lock() else {
+            return Vec::new();
+        };
+        present
+            .keys()
+            .filter(|key| !read.contains_key(key.as_str()))
+            .cloned()
+            .collect()
     }
 
     /// A [`ConfigError`] for `key` found by a plug-in's own validation,
@@ -365,7 +385,7 @@ impl Config {
             .figment
             .find_metadata(key)
             .map(|m| error::describe_source(m, &path));
-        ConfigError::new(key, message).with_source(source)
+        ConfigError::new(key, message).with_source(source.as_deref())
     }
 
     /// The configuration the service runs with, as TOML: every key from every
@@ -375,10 +395,7 @@ impl Config {
     /// as `"[redacted]"`.
     #[must_use]
     pub fn effective_toml(&self) -> String {
-        let mut root = self
-            .figment
-            .extract::<toml::Table>()
-            .unwrap_or_default();
+        let mut root = self.figment.extract::<toml::Table>().unwrap_or_default();
         if let Ok(read) = self.read.lock() {
             for (key, value) in read.iter() {
                 root.insert((*key).to_owned(), value.clone());

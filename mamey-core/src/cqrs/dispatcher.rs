@@ -4,7 +4,7 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use futures_util::future::join_all;
 use tower::util::BoxCloneSyncService;
@@ -110,7 +110,9 @@ impl Envelope {
             .into_any()
             .downcast::<T>()
             .map(|m| *m)
-            .map_err(|_| Error::internal(format!("dispatcher routed `{name}` to the wrong handler")))
+            .map_err(|_| {
+                Error::internal(format!("dispatcher routed `{name}` to the wrong handler"))
+            })
     }
 }
 
@@ -165,9 +167,7 @@ impl Next {
 #[non_exhaustive]
 pub enum DispatcherError {
     /// A command or query got a second handler.
-    #[error(
-        "{kind} `{message}` already has a handler; a {kind} is handled by exactly one handler"
-    )]
+    #[error("{kind} `{message}` already has a handler; a {kind} is handled by exactly one handler")]
     DuplicateHandler {
         /// Command or query.
         kind: MessageKind,
@@ -232,7 +232,8 @@ impl DispatcherBuilder {
     pub fn layer<L>(mut self, layer: L) -> Self
     where
         L: Layer<HandlerService> + Send + Sync + 'static,
-        L::Service: Service<Envelope, Response = Reply, Error = Error> + Clone + Send + Sync + 'static,
+        L::Service:
+            Service<Envelope, Response = Reply, Error = Error> + Clone + Send + Sync + 'static,
         <L::Service as Service<Envelope>>::Future: Send + 'static,
     {
         self.add_layer(layer);
@@ -243,11 +244,13 @@ impl DispatcherBuilder {
     pub fn add_layer<L>(&mut self, layer: L) -> &mut Self
     where
         L: Layer<HandlerService> + Send + Sync + 'static,
-        L::Service: Service<Envelope, Response = Reply, Error = Error> + Clone + Send + Sync + 'static,
+        L::Service:
+            Service<Envelope, Response = Reply, Error = Error> + Clone + Send + Sync + 'static,
         <L::Service as Service<Envelope>>::Future: Send + 'static,
     {
-        self.layers
-            .push(Arc::new(move |inner| BoxCloneSyncService::new(layer.layer(inner))));
+        self.layers.push(Arc::new(move |inner| {
+            BoxCloneSyncService::new(layer.layer(inner))
+        }));
         self
     }
 
@@ -323,7 +326,10 @@ impl DispatcherBuilder {
                 Ok(Box::new(()) as Reply)
             }
         });
-        self.events.entry(TypeId::of::<E>()).or_default().push(route);
+        self.events
+            .entry(TypeId::of::<E>())
+            .or_default()
+            .push(route);
         self
     }
 
@@ -333,6 +339,15 @@ impl DispatcherBuilder {
     /// [`DispatcherError::DuplicateHandler`] when a command or query got two
     /// handlers.
     pub fn build(self) -> Result<Dispatcher, DispatcherError> {
+        let dispatcher = Dispatcher::unbuilt();
+        self.build_into(&dispatcher)?;
+        Ok(dispatcher)
+    }
+
+    /// Builds into a dispatcher handed out before the build (the service puts
+    /// one in [`Resources`](crate::Resources) before plug-ins initialise, so
+    /// handlers can capture it to dispatch further messages).
+    pub(crate) fn build_into(self, target: &Dispatcher) -> Result<(), DispatcherError> {
         if let Some(error) = self.errors.into_iter().next() {
             return Err(error);
         }
@@ -344,20 +359,28 @@ impl DispatcherBuilder {
                 .fold(route.service, |inner, layer| layer(inner)),
             handler: route.handler,
         };
-        let commands = self.commands.into_iter().map(|(k, r)| (k, wrap(r))).collect();
-        let queries = self.queries.into_iter().map(|(k, r)| (k, wrap(r))).collect();
+        let commands = self
+            .commands
+            .into_iter()
+            .map(|(k, r)| (k, wrap(r)))
+            .collect();
+        let queries = self
+            .queries
+            .into_iter()
+            .map(|(k, r)| (k, wrap(r)))
+            .collect();
         let events = self
             .events
             .into_iter()
             .map(|(k, routes)| (k, routes.into_iter().map(wrap).collect()))
             .collect();
-        Ok(Dispatcher {
-            inner: Arc::new(Routes {
-                commands,
-                queries,
-                events,
-            }),
-        })
+        // A fresh dispatcher is only ever built once.
+        let _ = target.routes.set(Routes {
+            commands,
+            queries,
+            events,
+        });
+        Ok(())
     }
 }
 
@@ -372,18 +395,27 @@ struct Routes {
 ///
 /// Each dispatch runs in the current [`MessageContext`], or in a new root
 /// context when there is none.
+///
+/// In a service, the dispatcher is a resource from the start: a plug-in can
+/// take it (`ctx.resource::<Dispatcher>()`) during `init` and capture it in a
+/// handler that dispatches further messages. Dispatching before the service
+/// has finished building fails with `dispatch.not_ready`.
 #[derive(Clone)]
 pub struct Dispatcher {
-    inner: Arc<Routes>,
+    routes: Arc<OnceLock<Routes>>,
 }
 
 impl fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Dispatcher")
-            .field("commands", &self.inner.commands.len())
-            .field("queries", &self.inner.queries.len())
-            .field("events", &self.inner.events.len())
-            .finish()
+        let mut s = f.debug_struct("Dispatcher");
+        match self.routes.get() {
+            Some(routes) => s
+                .field("commands", &routes.commands.len())
+                .field("queries", &routes.queries.len())
+                .field("events", &routes.events.len())
+                .finish(),
+            None => s.field("built", &false).finish(),
+        }
     }
 }
 
@@ -394,22 +426,41 @@ impl Dispatcher {
         DispatcherBuilder::new()
     }
 
+    pub(crate) fn unbuilt() -> Self {
+        Self {
+            routes: Arc::new(OnceLock::new()),
+        }
+    }
+
+    fn routes(&self) -> Result<&Routes, Error> {
+        self.routes.get().ok_or_else(|| {
+            Error::new(
+                crate::ErrorKind::Unavailable,
+                "dispatch.not_ready",
+                "the dispatcher is used before the service finished building",
+            )
+        })
+    }
+
     /// Whether command `C` has a handler.
     #[must_use]
     pub fn handles_command<C: Command>(&self) -> bool {
-        self.inner.commands.contains_key(&TypeId::of::<C>())
+        self.routes()
+            .is_ok_and(|r| r.commands.contains_key(&TypeId::of::<C>()))
     }
 
     /// Whether query `Q` has a handler.
     #[must_use]
     pub fn handles_query<Q: Query>(&self) -> bool {
-        self.inner.queries.contains_key(&TypeId::of::<Q>())
+        self.routes()
+            .is_ok_and(|r| r.queries.contains_key(&TypeId::of::<Q>()))
     }
 
     /// The number of handlers subscribed to event `E`.
     #[must_use]
     pub fn event_handlers<E: Event>(&self) -> usize {
-        self.inner.events.get(&TypeId::of::<E>()).map_or(0, Vec::len)
+        self.routes()
+            .map_or(0, |r| r.events.get(&TypeId::of::<E>()).map_or(0, Vec::len))
     }
 
     /// Sends `command` to its handler.
@@ -418,7 +469,7 @@ impl Dispatcher {
     /// The handler's or a middleware's error, or an internal error with code
     /// `dispatch.no_handler` when `C` has no handler.
     pub async fn send<C: Command>(&self, command: C) -> Result<(), Error> {
-        let Some(route) = self.inner.commands.get(&TypeId::of::<C>()) else {
+        let Some(route) = self.routes()?.commands.get(&TypeId::of::<C>()) else {
             return Err(no_handler(MessageKind::Command, C::name()));
         };
         let envelope = envelope(MessageKind::Command, C::name(), route, command, C::validate);
@@ -431,7 +482,7 @@ impl Dispatcher {
     /// # Errors
     /// The handler's or a middleware's error, or `dispatch.no_handler`.
     pub async fn query<Q: Query>(&self, query: Q) -> Result<Q::Output, Error> {
-        let Some(route) = self.inner.queries.get(&TypeId::of::<Q>()) else {
+        let Some(route) = self.routes()?.queries.get(&TypeId::of::<Q>()) else {
             return Err(no_handler(MessageKind::Query, Q::name()));
         };
         let envelope = envelope(MessageKind::Query, Q::name(), route, query, Q::validate);
@@ -454,7 +505,7 @@ impl Dispatcher {
     /// first failure's kind with code `dispatch.event_handlers_failed` whose
     /// message names each failed handler and its error.
     pub async fn publish<E: Event>(&self, event: E) -> Result<(), Error> {
-        let Some(routes) = self.inner.events.get(&TypeId::of::<E>()) else {
+        let Some(routes) = self.routes()?.events.get(&TypeId::of::<E>()) else {
             return Ok(());
         };
         let calls = routes.iter().map(|route| {

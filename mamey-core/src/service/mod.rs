@@ -127,7 +127,8 @@ impl fmt::Display for StopFailure {
     }
 }
 
-type HandlersFn = Box<dyn FnOnce(&mut DispatcherBuilder, &Resources) -> Result<(), BoxError> + Send>;
+type HandlersFn =
+    Box<dyn FnOnce(&mut DispatcherBuilder, &Resources) -> Result<(), BoxError> + Send>;
 
 /// Assembles a [`Service`] from plug-ins. Start with [`Service::builder`].
 pub struct ServiceBuilder {
@@ -273,6 +274,8 @@ impl ServiceBuilder {
         register_lifecycle_checks(&health, &lifecycle);
         let shutdown = ShutdownHandle::new();
         let mut resources = self.resources;
+        let shared_dispatcher = Dispatcher::unbuilt();
+        resources.insert(shared_dispatcher.clone());
         let mut dispatcher = DispatcherBuilder::new()
             .layer(TracingLayer)
             .layer(LoggingLayer)
@@ -323,14 +326,18 @@ impl ServiceBuilder {
             .into_iter()
             .try_for_each(|register| register(&mut dispatcher, &resources))
             .map_err(ServiceError::Handlers);
-        let dispatcher = match registered.and_then(|()| Ok(dispatcher.build()?)) {
-            Ok(dispatcher) => dispatcher,
-            Err(error) => {
-                stop_all(&mut slots, shutdown_timeout).await;
-                return Err(error);
-            }
-        };
-        resources.insert(dispatcher.clone());
+        let built = registered.and_then(|()| Ok(dispatcher.build_into(&shared_dispatcher)?));
+        if let Err(error) = built {
+            stop_all(&mut slots, shutdown_timeout).await;
+            return Err(error);
+        }
+        let dispatcher = shared_dispatcher;
+        for section in config.unread_sections() {
+            tracing::warn!(
+                section,
+                "config section `{section}` is not read by any plug-in; misspelt, or a plug-in missing?"
+            );
+        }
         tracing::info!(
             plugins = %slots.iter().map(|s| s.plugin.name()).collect::<Vec<_>>().join(", "),
             elapsed_ms = started.elapsed().as_millis(),
@@ -353,9 +360,7 @@ impl ServiceBuilder {
 
 fn check_duplicates(plugins: &[Box<dyn DynPlugin>]) -> Result<(), ServiceError> {
     for (i, plugin) in plugins.iter().enumerate() {
-        let duplicate = plugins[..i]
-            .iter()
-            .any(|p| p.name() == plugin.name());
+        let duplicate = plugins[..i].iter().any(|p| p.name() == plugin.name());
         if duplicate {
             return Err(ServiceError::DuplicatePlugin {
                 plugin: plugin.name(),
