@@ -60,7 +60,7 @@ pub fn format(duration: Duration) -> String {
     }
 }
 
-/// Serializes as [`format`] does.
+/// Serializes as [`format()`] does.
 ///
 /// # Errors
 /// Only those of the serializer.
