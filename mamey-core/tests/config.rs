@@ -279,3 +279,94 @@ fn effective_config_shows_defaults_and_hides_secrets() {
         "{text}"
     );
 }
+
+mod overlays {
+    use mamey_core::config::ConfigOverlay;
+    use mamey_core::config::figment::value::{Dict, Value};
+    use mamey_core::{BoxError, Service, ServiceError};
+
+    use super::{Config, Dir, Greeter};
+
+    /// Reads its address from the configuration loaded so far, like a vault
+    /// overlay would, and returns a greeter section.
+    struct Store {
+        fail: bool,
+        port: Value,
+    }
+
+    impl ConfigOverlay for Store {
+        fn name(&self) -> &str {
+            "test-store"
+        }
+
+        async fn fetch(&mut self, base: &Config) -> Result<Dict, BoxError> {
+            if self.fail {
+                return Err("store unreachable at 127.0.0.1:1".into());
+            }
+            let greeting = format!("from store of {}", base.app().name);
+            let mut greeter = Dict::new();
+            greeter.insert("greeting".into(), Value::from(greeting));
+            greeter.insert("port".into(), self.port.clone());
+            Ok(Dict::from([("greeter".to_owned(), Value::from(greeter))]))
+        }
+    }
+
+    async fn build(dir: &Dir, store: Store) -> Result<Service, ServiceError> {
+        Service::builder("svc")
+            .config_dir(dir.path())
+            .env_vars([("MAMEY__GREETER__GREETING", "from env")])
+            .handle_signals(false)
+            .config_overlay(store)
+            .build()
+            .await
+    }
+
+    #[tokio::test]
+    async fn an_overlay_sees_the_base_config_and_wins_over_env() {
+        let dir = Dir::new(&[("default.toml", "[greeter]\nport = 1\n")]);
+        let store = Store {
+            fail: false,
+            port: Value::from(2_u16),
+        };
+        let service = build(&dir, store).await.unwrap();
+        let greeter = service.config().section::<Greeter>().unwrap();
+        assert_eq!(greeter.greeting, "from store of svc");
+        assert_eq!(greeter.port, 2);
+        assert_eq!(
+            service.config().sources().last(),
+            Some(&mamey_core::config::ConfigSource::Overlay(
+                "test-store".into()
+            ))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_overlay_stops_the_build_naming_it() {
+        let dir = Dir::new(&[]);
+        let store = Store {
+            fail: true,
+            port: Value::from(2_u16),
+        };
+        let error = build(&dir, store).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "config overlay `test-store` failed: store unreachable at 127.0.0.1:1"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_value_from_an_overlay_names_the_overlay() {
+        let dir = Dir::new(&[]);
+        let store = Store {
+            fail: false,
+            port: Value::from("http"),
+        };
+        let service = build(&dir, store).await.unwrap();
+        let error = service.config().section::<Greeter>().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "config key `greeter.port` (from overlay `test-store`): invalid type: found string \
+             \"http\", expected u16"
+        );
+    }
+}

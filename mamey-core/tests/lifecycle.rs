@@ -464,3 +464,68 @@ async fn two_services_run_side_by_side_in_one_process() {
     assert!(entries(&log_a).contains(&"stop shared-name".to_owned()));
     assert!(entries(&log_b).contains(&"stop shared-name".to_owned()));
 }
+
+mod dispatcher_as_resource {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use mamey_core::cqrs::{Command, Dispatcher, Event};
+    use mamey_core::{BoxError, InitContext, Plugin};
+
+    use super::builder;
+
+    struct PlaceOrder;
+    impl Command for PlaceOrder {}
+
+    #[derive(Clone)]
+    struct OrderPlaced;
+    impl Event for OrderPlaced {}
+
+    /// Registers a command handler that publishes an event through the
+    /// dispatcher it took during `init`, before the dispatcher was built.
+    struct Orders {
+        placed: Arc<AtomicUsize>,
+        early: Option<mamey_core::Error>,
+    }
+
+    impl Plugin for Orders {
+        async fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), BoxError> {
+            let dispatcher = ctx.resource::<Dispatcher>()?;
+            self.early = dispatcher.send(PlaceOrder).await.err();
+            let placed = Arc::clone(&self.placed);
+            ctx.dispatcher()
+                .add_command(move |_: PlaceOrder| {
+                    let dispatcher = dispatcher.clone();
+                    async move { dispatcher.publish(OrderPlaced).await }
+                })
+                .add_event(move |_: OrderPlaced| {
+                    let placed = Arc::clone(&placed);
+                    async move {
+                        placed.fetch_add(1, Ordering::SeqCst);
+                        Ok(())
+                    }
+                });
+            assert_eq!(
+                self.early.as_ref().map(mamey_core::Error::code),
+                Some("dispatch.not_ready"),
+                "dispatching before the build completes is refused"
+            );
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn handlers_can_dispatch_through_the_dispatcher_taken_at_init() {
+        let placed = Arc::new(AtomicUsize::new(0));
+        let service = builder("orders")
+            .plugin(Orders {
+                placed: Arc::clone(&placed),
+                early: None,
+            })
+            .build()
+            .await
+            .unwrap();
+        service.dispatcher().send(PlaceOrder).await.unwrap();
+        assert_eq!(placed.load(Ordering::SeqCst), 1);
+    }
+}

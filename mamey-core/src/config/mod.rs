@@ -8,7 +8,7 @@
 //! 3. `config/{profile}.toml`, where the profile comes from `MAMEY_PROFILE`
 //!    (default `dev`),
 //! 4. environment variables `MAMEY__SECTION__KEY` (`MAMEY__HTTP__PORT=8081`),
-//! 5. overlays added with [`ConfigLoader::overlay`] (secrets, KV stores).
+//! 5. [`ConfigOverlay`]s fetched when the service builds (secrets, KV stores).
 //!
 //! The directory is `config/` under the working directory, or
 //! `MAMEY_CONFIG_DIR`, or [`ConfigLoader::dir`]. Missing files are skipped.
@@ -41,6 +41,7 @@
 pub mod duration;
 mod env;
 mod error;
+mod overlay;
 mod secret;
 
 use std::collections::BTreeMap;
@@ -48,12 +49,15 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
-use figment::{Figment, Provider};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use error::{ConfigError, ConfigProblem};
+pub use figment;
+pub use overlay::ConfigOverlay;
+pub(crate) use overlay::DynOverlay;
 pub use secret::{REDACTED, Secret};
 
 use env::EnvProvider;
@@ -104,7 +108,7 @@ pub enum ConfigSource {
     File(PathBuf),
     /// `MAMEY__*` environment variables, by name.
     Env(Vec<String>),
-    /// An overlay added by a plug-in or the application.
+    /// A [`ConfigOverlay`], by name.
     Overlay(String),
 }
 
@@ -127,7 +131,6 @@ pub struct ConfigLoader {
     profile: Option<String>,
     dir: Option<PathBuf>,
     env: Option<Vec<(String, String)>>,
-    overlays: Vec<(String, Figment)>,
 }
 
 impl fmt::Debug for ConfigLoader {
@@ -138,10 +141,6 @@ impl fmt::Debug for ConfigLoader {
             .field("profile", &self.profile)
             .field("dir", &self.dir)
             .field("env", &self.env.as_ref().map(|_| "[custom]"))
-            .field(
-                "overlays",
-                &self.overlays.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            )
             .finish()
     }
 }
@@ -155,7 +154,6 @@ impl ConfigLoader {
             profile: None,
             dir: None,
             env: None,
-            overlays: Vec::new(),
         }
     }
 
@@ -193,13 +191,6 @@ impl ConfigLoader {
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
         );
-        self
-    }
-
-    /// Adds a layer above the environment, e.g. secrets from a vault.
-    #[must_use]
-    pub fn overlay(mut self, name: impl Into<String>, provider: impl Provider) -> Self {
-        self.overlays.push((name.into(), Figment::from(provider)));
         self
     }
 
@@ -249,10 +240,6 @@ impl ConfigLoader {
             sources.push(ConfigSource::Env(env.names().map(str::to_owned).collect()));
             figment = figment.merge(env);
         }
-        for (name, overlay) in self.overlays {
-            figment = figment.merge(overlay);
-            sources.push(ConfigSource::Overlay(name));
-        }
         // The profile is decided before files are read; a file cannot change it.
         figment = figment.merge(Serialized::default("app.profile", &profile));
 
@@ -263,16 +250,7 @@ impl ConfigLoader {
             dir,
             read: Mutex::new(BTreeMap::new()),
         };
-        // Surface syntax errors in files and env now, not at first use.
-        config
-            .figment
-            .extract::<figment::value::Value>()
-            .map_err(|e| ConfigError::from_figment(e, &config.figment, ""))?;
-        let app = config.section::<AppConfig>()?;
-        if app.name.trim().is_empty() {
-            return Err(config.invalid("app.name", "must not be empty"));
-        }
-        Ok(Config { app, ..config })
+        config.validated()
     }
 }
 
@@ -303,6 +281,42 @@ impl Config {
     /// A loader for the service called `service_name`.
     pub fn loader(service_name: impl Into<String>) -> ConfigLoader {
         ConfigLoader::new(service_name)
+    }
+
+    /// This configuration with `data` layered on top, as the service builder
+    /// does with each [`ConfigOverlay`]. The profile stays as loaded.
+    ///
+    /// # Errors
+    /// As [`ConfigLoader::load`], for the combined layers.
+    pub fn with_overlay(
+        mut self,
+        name: impl Into<String>,
+        data: figment::value::Dict,
+    ) -> Result<Self, ConfigError> {
+        let name = name.into();
+        let profile = self.app.profile.clone();
+        self.figment = self
+            .figment
+            .merge(overlay::OverlayData {
+                name: name.clone(),
+                data,
+            })
+            .merge(Serialized::default("app.profile", &profile));
+        self.sources.push(ConfigSource::Overlay(name));
+        self.validated()
+    }
+
+    /// Surfaces syntax errors in any layer now, not at first use, and reads
+    /// the `app` section.
+    fn validated(self) -> Result<Self, ConfigError> {
+        self.figment
+            .extract::<figment::value::Value>()
+            .map_err(|e| ConfigError::from_figment(e, &self.figment, ""))?;
+        let app = self.section::<AppConfig>()?;
+        if app.name.trim().is_empty() {
+            return Err(self.invalid("app.name", "must not be empty"));
+        }
+        Ok(Self { app, ..self })
     }
 
     /// The `app` section.

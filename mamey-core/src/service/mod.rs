@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AppConfig, Config, ConfigError, ConfigLoader};
+use crate::config::{AppConfig, Config, ConfigError, ConfigLoader, ConfigOverlay, DynOverlay};
 use crate::cqrs::middleware::{LoggingLayer, TracingLayer, ValidationLayer};
 use crate::cqrs::{Dispatcher, DispatcherBuilder, DispatcherError};
 use crate::error::BoxError;
@@ -48,6 +48,14 @@ pub enum ServiceError {
     /// The configuration is invalid.
     #[error("invalid configuration:\n{0}")]
     Config(#[from] ConfigError),
+    /// A [`ConfigOverlay`] could not fetch its data.
+    #[error("config overlay `{overlay}` failed: {source}")]
+    ConfigOverlay {
+        /// The overlay's name.
+        overlay: String,
+        /// Its error.
+        source: BoxError,
+    },
     /// Two plug-ins with the same [`Plugin::name`] were added.
     #[error("plug-in `{plugin}` is added twice; add each plug-in once")]
     DuplicatePlugin {
@@ -133,6 +141,7 @@ type HandlersFn =
 /// Assembles a [`Service`] from plug-ins. Start with [`Service::builder`].
 pub struct ServiceBuilder {
     loader: ConfigLoader,
+    overlays: Vec<Box<dyn DynOverlay>>,
     plugins: Vec<Box<dyn DynPlugin>>,
     handlers: Vec<HandlersFn>,
     resources: Resources,
@@ -153,6 +162,7 @@ impl ServiceBuilder {
     fn new(name: impl Into<String>) -> Self {
         Self {
             loader: ConfigLoader::new(name),
+            overlays: Vec::new(),
             plugins: Vec::new(),
             handlers: Vec::new(),
             resources: Resources::new(),
@@ -230,14 +240,12 @@ impl ServiceBuilder {
         self
     }
 
-    /// Adds a configuration layer above the environment.
+    /// Adds a configuration layer fetched during [`build`](Self::build),
+    /// above files, environment and the overlays added before it (secrets
+    /// from a vault, keys from a KV store).
     #[must_use]
-    pub fn config_overlay(
-        mut self,
-        name: impl Into<String>,
-        provider: impl figment::Provider,
-    ) -> Self {
-        self.loader = self.loader.overlay(name, provider);
+    pub fn config_overlay(mut self, overlay: impl ConfigOverlay) -> Self {
+        self.overlays.push(Box::new(overlay));
         self
     }
 
@@ -259,7 +267,19 @@ impl ServiceBuilder {
     pub async fn build(self) -> Result<Service, ServiceError> {
         let started = std::time::Instant::now();
         check_duplicates(&self.plugins)?;
-        let config = self.loader.load()?;
+        let mut config = self.loader.load()?;
+        for mut overlay in self.overlays {
+            let name = overlay.name().to_owned();
+            let data =
+                overlay
+                    .fetch(&config)
+                    .await
+                    .map_err(|source| ServiceError::ConfigOverlay {
+                        overlay: name.clone(),
+                        source,
+                    })?;
+            config = config.with_overlay(name, data)?;
+        }
         let shutdown_timeout = config.section::<ShutdownConfig>()?.timeout;
         let health = Health::with_default_timeout(config.section::<HealthConfig>()?.timeout);
         let sources: Vec<String> = config.sources().iter().map(ToString::to_string).collect();
