@@ -1,0 +1,245 @@
+//! Metrics: the `metrics` facade, Prometheus text exposition, process
+//! metrics, and RED helpers (rate, errors, duration) for every transport.
+//!
+//! Why the `metrics` facade with `metrics-exporter-prometheus` rather than
+//! OpenTelemetry metrics: recording is a lock-free atomic update behind a
+//! macro any library can call without depending on mamey, and the exporter
+//! renders Prometheus text directly, with per-metric histogram buckets.
+//!
+//! Label values must come from bounded sets: routes by template
+//! (`/orders/{id}`), never by raw path; message and handler names by type.
+
+use std::time::Duration;
+
+use mamey_core::cqrs::middleware::{HandlerMetrics, HandlerOutcome};
+use metrics::{counter, gauge, histogram};
+
+/// `http_server_requests_total` and `http_server_request_duration_seconds`,
+/// labelled `method`, `route` (the template) and `status`.
+pub fn record_http_server(method: &str, route: &str, status: u16, duration: Duration) {
+    let labels = [
+        ("method", method.to_owned()),
+        ("route", route.to_owned()),
+        ("status", status.to_string()),
+    ];
+    counter!("http_server_requests_total", &labels).increment(1);
+    histogram!("http_server_request_duration_seconds", &labels).record(duration.as_secs_f64());
+}
+
+/// `http_client_requests_total` and `http_client_request_duration_seconds`,
+/// labelled `service` (the logical name called), `method` and `status`
+/// (`"error"` when no response arrived).
+pub fn record_http_client(service: &str, method: &str, status: Option<u16>, duration: Duration) {
+    let labels = [
+        ("service", service.to_owned()),
+        ("method", method.to_owned()),
+        (
+            "status",
+            status.map_or_else(|| "error".to_owned(), |s| s.to_string()),
+        ),
+    ];
+    counter!("http_client_requests_total", &labels).increment(1);
+    histogram!("http_client_request_duration_seconds", &labels).record(duration.as_secs_f64());
+}
+
+/// `grpc_server_requests_total` and `grpc_server_request_duration_seconds`,
+/// labelled `service`, `method` and `code` (numeric gRPC status).
+pub fn record_grpc_server(service: &str, method: &str, code: i32, duration: Duration) {
+    let labels = [
+        ("service", service.to_owned()),
+        ("method", method.to_owned()),
+        ("code", code.to_string()),
+    ];
+    counter!("grpc_server_requests_total", &labels).increment(1);
+    histogram!("grpc_server_request_duration_seconds", &labels).record(duration.as_secs_f64());
+}
+
+/// How handling a consumed message ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageOutcome {
+    /// Handled and acknowledged.
+    Handled,
+    /// Failed; scheduled for another attempt.
+    Retried,
+    /// Moved to the dead-letter queue.
+    DeadLettered,
+}
+
+impl MessageOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Handled => "handled",
+            Self::Retried => "retried",
+            Self::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+/// `messages_consumed_total` and `message_handling_duration_seconds`,
+/// labelled `message` and `outcome`.
+pub fn record_message_consumed(message: &str, outcome: MessageOutcome, duration: Duration) {
+    let labels = [
+        ("message", message.to_owned()),
+        ("outcome", outcome.as_str().to_owned()),
+    ];
+    counter!("messages_consumed_total", &labels).increment(1);
+    histogram!("message_handling_duration_seconds", &labels).record(duration.as_secs_f64());
+}
+
+/// `messages_published_total`, labelled `message` and `outcome`
+/// (`"confirmed"`, `"returned"`, `"failed"`).
+pub fn record_message_published(message: &str, outcome: &'static str) {
+    counter!(
+        "messages_published_total",
+        "message" => message.to_owned(),
+        "outcome" => outcome,
+    )
+    .increment(1);
+}
+
+/// Records every dispatch of the core dispatcher as
+/// `handler_dispatches_total` and `handler_duration_seconds`, labelled
+/// `kind`, `name` and `outcome` (`ok` or the error kind). The plug-in adds it
+/// to the service's dispatcher.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DispatcherMetrics;
+
+impl HandlerMetrics for DispatcherMetrics {
+    fn record(&self, outcome: &HandlerOutcome<'_>) {
+        let labels = [
+            ("kind", outcome.kind.as_str().to_owned()),
+            ("name", outcome.name.to_owned()),
+            (
+                "outcome",
+                outcome.error.map_or("ok", |k| k.as_str()).to_owned(),
+            ),
+        ];
+        counter!("handler_dispatches_total", &labels).increment(1);
+        histogram!("handler_duration_seconds", &labels).record(outcome.duration.as_secs_f64());
+    }
+}
+
+/// Updates the standard process gauges: `process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, `process_open_fds`,
+/// `process_start_time_seconds` and `process_uptime_seconds` (since
+/// `started`). Linux reads `/proc/self`; elsewhere only the times are
+/// reported. [`Prometheus::render`](crate::Prometheus::render) calls it.
+pub fn record_process(started: std::time::Instant, start_time_unix: f64) {
+    gauge!("process_uptime_seconds").set(started.elapsed().as_secs_f64());
+    gauge!("process_start_time_seconds").set(start_time_unix);
+    #[cfg(target_os = "linux")]
+    {
+        if let Some(cpu) = linux::cpu_seconds() {
+            gauge!("process_cpu_seconds_total").set(cpu);
+        }
+        if let Some(rss) = linux::resident_bytes() {
+            gauge!("process_resident_memory_bytes").set(rss);
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            #[allow(clippy::cast_precision_loss)] // fd counts are far below 2^52
+            gauge!("process_open_fds").set(fds.count() as f64);
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    /// Kernel clock ticks per second for `/proc` times; 100 on every
+    /// mainstream Linux architecture (reading `sysconf` would need `unsafe`).
+    const TICKS_PER_SECOND: f64 = 100.0;
+
+    pub(super) fn cpu_seconds() -> Option<f64> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the parenthesised command name; utime and stime are
+        // fields 14 and 15 of the whole line, 12 and 13 after it.
+        let rest = stat.rsplit_once(')')?.1;
+        let mut fields = rest.split_whitespace().skip(11);
+        let utime: f64 = fields.next()?.parse().ok()?;
+        let stime: f64 = fields.next()?.parse().ok()?;
+        Some((utime + stime) / TICKS_PER_SECOND)
+    }
+
+    pub(super) fn resident_bytes() -> Option<f64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024.0)
+    }
+}
+
+#[cfg(feature = "prometheus")]
+pub(crate) mod prometheus {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+    use crate::config::MetricsConfig;
+
+    /// The process's recorder: one per process, shared by every service in it.
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+
+    /// Renders Prometheus text for `GET /metrics`. Cheap to clone.
+    #[derive(Clone)]
+    pub struct Prometheus {
+        pub(crate) handle: PrometheusHandle,
+        pub(crate) started: Instant,
+        pub(crate) start_time_unix: f64,
+    }
+
+    impl std::fmt::Debug for Prometheus {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Prometheus").finish_non_exhaustive()
+        }
+    }
+
+    impl Prometheus {
+        /// The current metrics in Prometheus text format (version 0.0.4),
+        /// process metrics refreshed first.
+        #[must_use]
+        pub fn render(&self) -> String {
+            super::record_process(self.started, self.start_time_unix);
+            self.handle.render()
+        }
+
+        /// Drains histogram buffers; the plug-in calls it periodically.
+        pub fn run_upkeep(&self) {
+            self.handle.run_upkeep();
+        }
+    }
+
+    /// The content type of [`Prometheus::render`]'s output.
+    pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+    /// Installs the process's recorder on first use; later calls (another
+    /// service in the process) share it and their settings are ignored.
+    pub(crate) fn install(config: &MetricsConfig) -> Result<Prometheus, String> {
+        let handle = HANDLE
+            .get_or_init(|| {
+                let mut builder = PrometheusBuilder::new()
+                    .set_buckets_for_metric(
+                        Matcher::Suffix("_seconds".into()),
+                        &config.duration_buckets,
+                    )
+                    .map_err(|e| format!("metrics.duration_buckets: {e}"))?;
+                for (k, v) in &config.global_labels {
+                    builder = builder.add_global_label(k, v);
+                }
+                let recorder = builder.build_recorder();
+                let handle = recorder.handle();
+                metrics::set_global_recorder(recorder).map_err(|_| {
+                    "another metrics recorder is already installed in this process".to_owned()
+                })?;
+                Ok(handle)
+            })
+            .clone()?;
+        let start_time_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        Ok(Prometheus {
+            handle,
+            started: Instant::now(),
+            start_time_unix,
+        })
+    }
+}

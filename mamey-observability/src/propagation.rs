@@ -1,0 +1,308 @@
+//! Carrying trace context and mamey's correlation ids across process
+//! boundaries: W3C `traceparent`/`tracestate`, W3C `baggage`, and
+//! `x-correlation-id`, `x-request-id`, `x-causation-id`.
+//!
+//! Transports call [`inject`] on outgoing headers and [`extract`] on
+//! incoming ones, through the small [`Carrier`] trait implemented for
+//! [`http::HeaderMap`], string maps, tonic metadata (feature `grpc`) and AMQP
+//! field tables (feature `amqp`).
+//!
+//! ```
+//! use mamey_core::MessageContext;
+//! use mamey_observability::propagation::{extract, inject_context};
+//!
+//! // Sending side: `inject(&mut headers)` does this with the current contexts.
+//! let sent = MessageContext::new().with_correlation_id("order-42");
+//! let mut headers = http::HeaderMap::new();
+//! inject_context(&sent, &opentelemetry::Context::current(), &mut headers);
+//!
+//! // Receiving side.
+//! let received = extract(&headers);
+//! assert_eq!(received.context.correlation_id, "order-42");
+//! assert_eq!(received.context.causation_id.as_deref(), Some(sent.message_id.as_str()));
+//! ```
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+
+use mamey_core::{MessageContext, TraceContext};
+use opentelemetry::propagation::{
+    Extractor, Injector, TextMapCompositePropagator, TextMapPropagator,
+};
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+
+/// Header carrying the correlation id.
+pub const CORRELATION_ID: &str = "x-correlation-id";
+/// Header carrying the id of this request or message.
+pub const REQUEST_ID: &str = "x-request-id";
+/// Header carrying the id of the message that caused this one.
+pub const CAUSATION_ID: &str = "x-causation-id";
+
+/// Somewhere headers can be read from and written to.
+pub trait Carrier {
+    /// The value of `key` (lower-case), if present and text.
+    fn get(&self, key: &str) -> Option<Cow<'_, str>>;
+    /// Sets `key` to `value`, replacing what was there.
+    fn set(&mut self, key: &str, value: String);
+}
+
+impl Carrier for http::HeaderMap {
+    fn get(&self, key: &str) -> Option<Cow<'_, str>> {
+        http::HeaderMap::get(self, key)
+            .and_then(|v| v.to_str().ok())
+            .map(Cow::Borrowed)
+    }
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            self.insert(name, value);
+        }
+    }
+}
+
+impl Carrier for BTreeMap<String, String> {
+    fn get(&self, key: &str) -> Option<Cow<'_, str>> {
+        BTreeMap::get(self, key).map(|v| Cow::Borrowed(v.as_str()))
+    }
+    fn set(&mut self, key: &str, value: String) {
+        self.insert(key.to_owned(), value);
+    }
+}
+
+impl Carrier for HashMap<String, String> {
+    fn get(&self, key: &str) -> Option<Cow<'_, str>> {
+        HashMap::get(self, key).map(|v| Cow::Borrowed(v.as_str()))
+    }
+    fn set(&mut self, key: &str, value: String) {
+        self.insert(key.to_owned(), value);
+    }
+}
+
+#[cfg(feature = "grpc")]
+impl Carrier for tonic::metadata::MetadataMap {
+    fn get(&self, key: &str) -> Option<Cow<'_, str>> {
+        tonic::metadata::MetadataMap::get(self, key)
+            .and_then(|v| v.to_str().ok())
+            .map(Cow::Borrowed)
+    }
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            key.parse::<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>(),
+            value.parse(),
+        ) {
+            self.insert(key, value);
+        }
+    }
+}
+
+#[cfg(feature = "amqp")]
+impl Carrier for amq_protocol_types::FieldTable {
+    fn get(&self, key: &str) -> Option<Cow<'_, str>> {
+        use amq_protocol_types::AMQPValue;
+        match self.inner().get(key)? {
+            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes())),
+            AMQPValue::ShortString(s) => Some(Cow::Borrowed(s.as_str())),
+            _ => None,
+        }
+    }
+    fn set(&mut self, key: &str, value: String) {
+        self.insert(
+            key.into(),
+            amq_protocol_types::AMQPValue::LongString(value.into()),
+        );
+    }
+}
+
+struct AsInjector<'a, C: ?Sized>(&'a mut C);
+
+impl<C: Carrier + ?Sized> Injector for AsInjector<'_, C> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.set(key, value);
+    }
+}
+
+struct AsExtractor<'a, C: ?Sized>(&'a C);
+
+impl<C: Carrier + ?Sized> Extractor for AsExtractor<'_, C> {
+    fn get(&self, key: &str) -> Option<&str> {
+        // The extractor API lends `&str`; carriers that own decoded values
+        // (AMQP tables) are read through `get_owned` below instead.
+        match self.0.get(key)? {
+            Cow::Borrowed(s) => Some(s),
+            Cow::Owned(_) => None,
+        }
+    }
+    fn keys(&self) -> Vec<&str> {
+        Vec::new()
+    }
+}
+
+/// Reads the W3C headers into an owned map first when the carrier cannot
+/// lend them (e.g. AMQP long strings are bytes).
+fn w3c_headers<C: Carrier + ?Sized>(carrier: &C) -> BTreeMap<String, String> {
+    ["traceparent", "tracestate", "baggage"]
+        .into_iter()
+        .filter_map(|k| carrier.get(k).map(|v| (k.to_owned(), v.into_owned())))
+        .collect()
+}
+
+fn propagator() -> TextMapCompositePropagator {
+    TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ])
+}
+
+/// Writes the current trace context (the active span) and the current
+/// [`MessageContext`]'s ids into `carrier`.
+///
+/// Outside a message context only the trace headers are written.
+pub fn inject<C: Carrier + ?Sized>(carrier: &mut C) {
+    let otel = opentelemetry::Context::current();
+    match MessageContext::current() {
+        Some(ctx) => inject_context(&ctx, &otel, carrier),
+        None => propagator().inject_context(&otel, &mut AsInjector(carrier)),
+    }
+}
+
+/// Writes `otel`'s trace context and `ctx`'s ids into `carrier`. When `otel`
+/// has no valid span (tracing disabled), the trace context `ctx` arrived with
+/// is passed on unchanged, so a trace is not broken by a service that does
+/// not record it.
+///
+/// The receiver's work is caused by this one: `x-causation-id` is set to
+/// `ctx.message_id`, and `x-correlation-id` to `ctx.correlation_id`.
+pub fn inject_context<C: Carrier + ?Sized>(
+    ctx: &MessageContext,
+    otel: &opentelemetry::Context,
+    carrier: &mut C,
+) {
+    if otel.span().span_context().is_valid() {
+        propagator().inject_context(otel, &mut AsInjector(carrier));
+    } else if let Some(trace) = &ctx.trace {
+        carrier.set("traceparent", trace.traceparent.clone());
+        if let Some(state) = &trace.tracestate {
+            carrier.set("tracestate", state.clone());
+        }
+    }
+    carrier.set(CORRELATION_ID, ctx.correlation_id.clone());
+    carrier.set(CAUSATION_ID, ctx.message_id.clone());
+}
+
+/// What [`extract`] read from a carrier.
+#[derive(Debug, Clone)]
+pub struct Extracted {
+    /// The context for the work that starts here: a new message id (or the
+    /// caller's `x-request-id`), the caller's correlation id (or the new
+    /// message id), causation id and trace context.
+    pub context: MessageContext,
+    /// The remote span context and baggage, for
+    /// [`Extracted::set_parent`] or other OpenTelemetry instrumentation.
+    pub otel: opentelemetry::Context,
+}
+
+impl Extracted {
+    /// Makes `span` a child of the remote span, so the trace continues.
+    pub fn set_parent(&self, span: &tracing::Span) {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        if self.otel.span().span_context().is_valid() {
+            // Fails only when the span is already started elsewhere; then the
+            // local parent stands.
+            let _ = span.set_parent(self.otel.clone());
+        }
+    }
+}
+
+/// Reads trace context and ids from `carrier`.
+pub fn extract<C: Carrier + ?Sized>(carrier: &C) -> Extracted {
+    let owned = w3c_headers(carrier);
+    let otel = propagator().extract(&AsExtractor(&owned));
+    let message_id = carrier
+        .get(REQUEST_ID)
+        .map(Cow::into_owned)
+        .filter(|id| valid_id(id))
+        .unwrap_or_else(mamey_core::new_id);
+    let correlation_id = carrier
+        .get(CORRELATION_ID)
+        .map(Cow::into_owned)
+        .filter(|id| valid_id(id))
+        .unwrap_or_else(|| message_id.clone());
+    let causation_id = carrier
+        .get(CAUSATION_ID)
+        .map(Cow::into_owned)
+        .filter(|id| valid_id(id));
+    let trace = owned.get("traceparent").map(|tp| TraceContext {
+        traceparent: tp.clone(),
+        tracestate: owned.get("tracestate").cloned(),
+    });
+    let mut context = MessageContext::new().with_correlation_id(correlation_id);
+    context.message_id = message_id;
+    context.causation_id = causation_id;
+    context.trace = trace;
+    if let Some(baggage) = owned.get("baggage") {
+        context = context.with_header("baggage", baggage.clone());
+    }
+    Extracted { context, otel }
+}
+
+/// Ids come from outside: keep them short and printable so they cannot
+/// flood logs or break header encodings.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_through_a_header_map() {
+        let ctx = MessageContext::new().with_correlation_id("corr-1");
+        let mut headers = http::HeaderMap::new();
+        inject_context(&ctx, &opentelemetry::Context::new(), &mut headers);
+        let got = extract(&headers);
+        assert_eq!(got.context.correlation_id, "corr-1");
+        assert_eq!(
+            got.context.causation_id.as_deref(),
+            Some(ctx.message_id.as_str())
+        );
+        assert_ne!(got.context.message_id, ctx.message_id);
+    }
+
+    #[test]
+    fn a_request_id_becomes_the_message_id_and_default_correlation() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(REQUEST_ID, http::HeaderValue::from_static("req-7"));
+        let got = extract(&headers);
+        assert_eq!(got.context.message_id, "req-7");
+        assert_eq!(got.context.correlation_id, "req-7");
+    }
+
+    #[test]
+    fn hostile_ids_are_replaced() {
+        let mut headers = BTreeMap::new();
+        headers.insert(CORRELATION_ID.to_owned(), "x".repeat(10_000));
+        headers.insert(REQUEST_ID.to_owned(), "has space".to_owned());
+        let got = extract(&headers);
+        assert!(got.context.correlation_id.len() <= 128);
+        assert_ne!(got.context.message_id, "has space");
+    }
+
+    #[test]
+    fn a_received_traceparent_is_passed_on_when_not_recording() {
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut incoming = BTreeMap::new();
+        incoming.insert("traceparent".to_owned(), traceparent.to_owned());
+        let got = extract(&incoming);
+        assert_eq!(
+            got.context.trace.as_ref().map(|t| t.traceparent.as_str()),
+            Some(traceparent)
+        );
+        let mut outgoing = BTreeMap::new();
+        inject_context(&got.context, &opentelemetry::Context::new(), &mut outgoing);
+        assert_eq!(outgoing["traceparent"], traceparent);
+    }
+}
