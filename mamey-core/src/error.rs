@@ -168,7 +168,7 @@ impl Error {
     }
 
     constructors! {
-        /// The input is malformed or fails validation (400/422, `INVALID_ARGUMENT`, dead-letter).
+        /// The input is malformed or fails validation (400, `INVALID_ARGUMENT`, dead-letter).
         invalid_input => InvalidInput;
         /// The caller is not authenticated (401, `UNAUTHENTICATED`).
         unauthorized => Unauthorized;

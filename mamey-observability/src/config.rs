@@ -137,6 +137,9 @@ pub struct TracingConfig {
     pub scheduled_delay: Duration,
     /// Extra resource attributes (`deployment.environment` defaults to the profile).
     pub resource: BTreeMap<String, String>,
+    /// Record `code.file.path`, `code.module.name` and `code.line.number` on
+    /// every span (three attributes per span). Default: `false`.
+    pub code_location: bool,
 }
 
 impl Default for TracingConfig {
@@ -153,6 +156,7 @@ impl Default for TracingConfig {
             max_export_batch_size: 512,
             scheduled_delay: Duration::from_secs(5),
             resource: BTreeMap::new(),
+            code_location: false,
         }
     }
 }

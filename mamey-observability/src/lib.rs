@@ -273,14 +273,22 @@ impl Plugin for Observability {
             version: app.version.clone(),
         };
         let tracer = self.provider.as_ref().map(|p| p.tracer("mamey"));
+        let code_location = tracing_config.code_location;
         let writer = self
             .writer
             .take()
             .unwrap_or_else(|| BoxMakeWriter::new(std::io::stdout));
         let layers = std::mem::take(&mut self.layers);
         let build = move || {
-            let (subscriber, level) =
-                logging::build_subscriber(filter, tracer, lines, fields, writer, layers);
+            let (subscriber, level) = logging::build_subscriber(
+                filter,
+                tracer,
+                code_location,
+                lines,
+                fields,
+                writer,
+                layers,
+            );
             (Dispatch::new(subscriber), level)
         };
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use mamey_core::MessageContext;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::trace::SdkTracer;
-use serde_json::{Map, Value};
+use std::fmt::Write as _;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_opentelemetry::OpenTelemetryLayer;
@@ -23,7 +23,13 @@ pub(crate) type Filtered = Layered<reload::Layer<EnvFilter, Registry>, Registry>
 /// The OpenTelemetry layer, absent (and free) when tracing is off. It is not
 /// behind a reload layer: those hide the layer from the span extensions API
 /// (`OpenTelemetrySpanExt`), which propagation needs.
-pub(crate) type OtelSlot = Option<OpenTelemetryLayer<Filtered, SdkTracer>>;
+pub(crate) type OtelSlot = Option<
+    tracing_subscriber::filter::Filtered<
+        OpenTelemetryLayer<Filtered, SdkTracer>,
+        tracing_subscriber::filter::FilterFn,
+        Filtered,
+    >,
+>;
 /// The subscriber user layers and the formatter sit on.
 pub type Base = Layered<OtelSlot, Filtered>;
 
@@ -118,6 +124,7 @@ pub(crate) enum Lines {
 pub(crate) fn build_subscriber<W>(
     filter: EnvFilter,
     tracer: Option<SdkTracer>,
+    code_location: bool,
     lines: Lines,
     fields: ServiceFields,
     writer: W,
@@ -127,7 +134,18 @@ where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let (filter, filter_handle) = reload::Layer::new(filter);
-    let otel: OtelSlot = tracer.map(|t| tracing_opentelemetry::layer().with_tracer(t));
+    // Thread ids, busy/idle timings and code locations cost allocations and
+    // clock reads on every span, sampled or not; off by default.
+    let otel: OtelSlot = tracer.map(|t| {
+        tracing_opentelemetry::layer()
+            .with_tracer(t)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_location(code_location)
+            .with_filter(tracing_subscriber::filter::filter_fn(
+                spans_only as fn(&tracing::Metadata<'_>) -> bool,
+            ))
+    });
     let fields = Arc::new(fields);
     let mut layers: Vec<BoxedLayer> = Vec::with_capacity(user_layers.len() + 1);
     match lines {
@@ -154,19 +172,29 @@ where
     (subscriber, level)
 }
 
-/// Trace and span ids of the active OpenTelemetry span, if it is sampled or
-/// came from a caller.
+fn spans_only(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_span()
+}
+
+/// Trace and span ids of the active OpenTelemetry span when it is sampled:
+/// only then does the id lead to a trace the collector has (unsampled work
+/// is still tied together by `correlation_id`), and formatting ids for the
+/// unsampled majority would cost every log line.
 fn trace_ids() -> Option<(String, String)> {
     let cx = opentelemetry::Context::current();
     let span = cx.span();
     let sc = span.span_context();
-    sc.is_valid()
+    (sc.is_valid() && sc.is_sampled())
         .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
 
 /// JSON lines: `timestamp`, `level`, `target`, `message`, the event's
 /// fields, `span` and the fields of the spans in scope, service fields,
 /// `trace_id`/`span_id`, `correlation_id`/`message_id`.
+///
+/// Written straight into the line buffer with JSON escaping: no intermediate
+/// maps, and span fields (already JSON, from [`JsonFields`]) are spliced in
+/// as they are.
 struct JsonLines {
     fields: Arc<ServiceFields>,
 }
@@ -182,84 +210,162 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let mut line = Map::new();
-        let mut timestamp = String::new();
-        SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
-        line.insert("timestamp".into(), Value::String(timestamp));
+        let w = &mut writer;
+        w.write_str("{\"timestamp\":\"")?;
+        SystemTime.format_time(&mut Writer::new(&mut *w))?;
         let meta = event.metadata();
-        line.insert("level".into(), Value::String(meta.level().to_string()));
-        line.insert("target".into(), Value::String(meta.target().to_owned()));
-        let mut visitor = JsonVisitor(&mut line);
+        write!(w, "\",\"level\":\"{}\",\"target\":", meta.level())?;
+        write_str(w, meta.target())?;
+        let mut visitor = JsonVisitor {
+            writer: &mut *w,
+            result: Ok(()),
+        };
         event.record(&mut visitor);
+        visitor.result?;
 
         if let Some(scope) = ctx.event_scope() {
-            let mut spans = Map::new();
             let mut innermost = None;
+            let mut first = true;
             for span in scope.from_root() {
                 innermost = Some(span.name());
                 let ext = span.extensions();
-                if let Some(fields) = ext.get::<FormattedFields<N>>()
-                    && let Ok(Value::Object(map)) = serde_json::from_str::<Value>(fields)
-                {
-                    spans.extend(map);
+                let Some(fields) = ext.get::<FormattedFields<N>>() else {
+                    continue;
+                };
+                // `JsonFields` stores `{"k":v,...}`; splice the members.
+                let members = fields
+                    .trim()
+                    .strip_prefix('{')
+                    .and_then(|f| f.strip_suffix('}'))
+                    .unwrap_or("");
+                if members.is_empty() {
+                    continue;
                 }
+                w.write_str(if first { ",\"spans\":{" } else { "," })?;
+                w.write_str(members)?;
+                first = false;
+            }
+            if !first {
+                w.write_char('}')?;
             }
             if let Some(name) = innermost {
-                line.insert("span".into(), Value::String(name.to_owned()));
-            }
-            if !spans.is_empty() {
-                line.insert("spans".into(), Value::Object(spans));
+                w.write_str(",\"span\":")?;
+                write_str(w, name)?;
             }
         }
 
         let f = &self.fields;
-        line.insert("service".into(), Value::String(f.service.clone()));
-        line.insert("instance_id".into(), Value::String(f.instance_id.clone()));
-        line.insert("version".into(), Value::String(f.version.clone()));
-        if let Some((trace_id, span_id)) = trace_ids() {
-            line.insert("trace_id".into(), Value::String(trace_id));
-            line.insert("span_id".into(), Value::String(span_id));
+        for (key, value) in [
+            ("service", &f.service),
+            ("instance_id", &f.instance_id),
+            ("version", &f.version),
+        ] {
+            write!(w, ",\"{key}\":")?;
+            write_str(w, value)?;
         }
-        MessageContext::with_current(|mc| {
-            if let Some(mc) = mc {
-                line.insert(
-                    "correlation_id".into(),
-                    Value::String(mc.correlation_id.clone()),
-                );
-                line.insert("message_id".into(), Value::String(mc.message_id.clone()));
+        if let Some((trace_id, span_id)) = trace_ids() {
+            write!(w, ",\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"")?;
+        }
+        MessageContext::with_current(|mc| match mc {
+            Some(mc) => {
+                w.write_str(",\"correlation_id\":")?;
+                write_str(w, &mc.correlation_id)?;
+                w.write_str(",\"message_id\":")?;
+                write_str(w, &mc.message_id)
             }
-        });
-        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
-        writeln!(writer, "{text}")
+            None => Ok(()),
+        })?;
+        w.write_str("}\n")
     }
 }
 
-struct JsonVisitor<'a>(&'a mut Map<String, Value>);
+/// Writes `text` as a JSON string.
+fn write_str(w: &mut impl fmt::Write, text: &str) -> fmt::Result {
+    w.write_char('"')?;
+    Escaped(&mut *w).write_str(text)?;
+    w.write_char('"')
+}
 
-impl Visit for JsonVisitor<'_> {
+/// Escapes what is written through it for a JSON string body.
+struct Escaped<'a, W: fmt::Write>(&'a mut W);
+
+impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let mut start = 0;
+        for (i, c) in text.char_indices() {
+            let escape = match c {
+                '"' => "\\\"",
+                '\\' => "\\\\",
+                '\n' => "\\n",
+                '\r' => "\\r",
+                '\t' => "\\t",
+                c if c.is_control() => "",
+                _ => continue,
+            };
+            self.0.write_str(&text[start..i])?;
+            if escape.is_empty() {
+                write!(self.0, "\\u{:04x}", u32::from(c))?;
+            } else {
+                self.0.write_str(escape)?;
+            }
+            start = i + c.len_utf8();
+        }
+        self.0.write_str(&text[start..])
+    }
+}
+
+struct JsonVisitor<'a, W: fmt::Write> {
+    writer: &'a mut W,
+    result: fmt::Result,
+}
+
+impl<W: fmt::Write> JsonVisitor<'_, W> {
+    fn key(&mut self, field: &Field) -> fmt::Result {
+        write!(self.writer, ",\"{}\":", field.name())
+    }
+
+    fn record(&mut self, field: &Field, write: impl FnOnce(&mut W) -> fmt::Result) {
+        if self.result.is_ok() {
+            self.result = self.key(field).and_then(|()| write(self.writer));
+        }
+    }
+}
+
+impl<W: fmt::Write> Visit for JsonVisitor<'_, W> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0
-            .insert(field.name().to_owned(), Value::String(format!("{value:?}")));
+        self.record(field, |w| {
+            w.write_char('"')?;
+            write!(Escaped(&mut *w), "{value:?}")?;
+            w.write_char('"')
+        });
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0
-            .insert(field.name().to_owned(), Value::String(value.to_owned()));
+        self.record(field, |w| write_str(w, value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
+        self.record(field, |w| write!(w, "{value}"));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
+        self.record(field, |w| write!(w, "{value}"));
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
+        self.record(field, |w| {
+            if value.is_finite() {
+                write!(w, "{value}")
+            } else {
+                write!(w, "\"{value}\"")
+            }
+        });
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
+        self.record(field, |w| write!(w, "{value}"));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0
-            .insert(field.name().to_owned(), Value::String(value.to_string()));
+        self.record(field, |w| {
+            w.write_char('"')?;
+            write!(Escaped(&mut *w), "{value}")?;
+            w.write_char('"')
+        });
     }
 }
 

@@ -13,9 +13,16 @@ use figment::{Figment, Metadata, Source};
 /// ```text
 /// config key `http.port` (from environment variable `MAMEY__HTTP__PORT`): invalid type: found string "abc", expected u16
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
     problems: Vec<ConfigProblem>,
+}
+
+/// `Debug` prints the message, so an error returned from `main` reads well.
+impl fmt::Debug for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 /// One problem in a [`ConfigError`].

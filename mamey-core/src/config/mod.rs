@@ -404,9 +404,11 @@ impl Config {
 
     /// The configuration the service runs with, as TOML: every key from every
     /// layer, with the sections plug-ins have read shown with their defaults
-    /// filled in. Values of [`Secret`] fields, and of keys whose names look
-    /// secret (`password`, `secret`, `token`, `key`, `credentials`), show
-    /// as `"[redacted]"`.
+    /// filled in. Values of [`Secret`] fields show as `"[redacted]"`, and so
+    /// do values whose key has a word (split at `_`, `-` and `.`) that names
+    /// a secret: `password`, `passwd`, `secret`, `token`, `key`, `apikey`,
+    /// `credentials` — so `db_password` and `signing_key` are hidden, while
+    /// `max_tokens` is not.
     #[must_use]
     pub fn effective_toml(&self) -> String {
         let mut root = self.figment.extract::<toml::Table>().unwrap_or_default();
@@ -421,23 +423,28 @@ impl Config {
     }
 }
 
-/// Names of keys whose values are hidden in printed configuration.
-const SECRET_KEY_PARTS: [&str; 6] = [
+/// Words that mark a key's value as secret in printed configuration.
+const SECRET_WORDS: [&str; 7] = [
     "password",
+    "passwd",
     "secret",
     "token",
+    "key",
+    "apikey",
     "credentials",
-    "private_key",
-    "api_key",
 ];
+
+fn is_secret_key(key: &str) -> bool {
+    key.to_ascii_lowercase()
+        .split(['_', '-', '.'])
+        .any(|word| SECRET_WORDS.contains(&word))
+}
 
 fn redact(value: &mut toml::Value) {
     match value {
         toml::Value::Table(table) => {
             for (key, value) in table.iter_mut() {
-                let key = key.to_ascii_lowercase();
-                let secret = SECRET_KEY_PARTS.iter().any(|p| key.contains(p)) || key == "key";
-                if secret && !value.is_table() {
+                if is_secret_key(key) && !value.is_table() {
                     *value = toml::Value::String(REDACTED.to_owned());
                 } else {
                     redact(value);
@@ -446,5 +453,28 @@ fn redact(value: &mut toml::Value) {
         }
         toml::Value::Array(items) => items.iter_mut().for_each(redact),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::is_secret_key;
+
+    #[test]
+    fn secret_words_are_matched_whole() {
+        for key in [
+            "password",
+            "db_password",
+            "signing_key",
+            "api-key",
+            "apikey",
+            "token",
+            "client_secret",
+        ] {
+            assert!(is_secret_key(key), "{key}");
+        }
+        for key in ["max_tokens", "keyspace", "monkey", "url", "secretariat"] {
+            assert!(!is_secret_key(key), "{key}");
+        }
     }
 }

@@ -42,7 +42,7 @@ use plugin::{DynPlugin, TaskFailure};
 
 /// Why a service could not be built, could not start, or did not stop
 /// cleanly. Every variant names the plug-in involved.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum ServiceError {
     /// The configuration is invalid.
@@ -110,6 +110,14 @@ pub enum ServiceError {
     /// Some plug-ins failed to stop or overran the shutdown deadline.
     #[error("{} plug-in(s) did not stop cleanly: {}", .0.len(), join(.0))]
     Stop(Vec<StopFailure>),
+}
+
+/// `Debug` prints the message, so `main() -> Result<(), ServiceError>` (or a
+/// boxed error) ends with a readable line rather than a struct dump.
+impl fmt::Debug for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 fn join(failures: &[StopFailure]) -> String {
@@ -296,10 +304,12 @@ impl ServiceBuilder {
         let mut resources = self.resources;
         let shared_dispatcher = Dispatcher::unbuilt();
         resources.insert(shared_dispatcher.clone());
+        // Tracing and logging outermost, plug-ins' layers next, validation
+        // innermost (added after the handlers), so that metrics and other
+        // plug-in middleware also see messages validation rejects.
         let mut dispatcher = DispatcherBuilder::new()
             .layer(TracingLayer)
-            .layer(LoggingLayer)
-            .layer(ValidationLayer);
+            .layer(LoggingLayer);
         let mut slots: Vec<Slot> = Vec::with_capacity(self.plugins.len());
 
         for mut plugin in self.plugins {
@@ -346,6 +356,7 @@ impl ServiceBuilder {
             .into_iter()
             .try_for_each(|register| register(&mut dispatcher, &resources))
             .map_err(ServiceError::Handlers);
+        dispatcher.add_layer(ValidationLayer);
         let built = registered.and_then(|()| Ok(dispatcher.build_into(&shared_dispatcher)?));
         if let Err(error) = built {
             stop_all(&mut slots, shutdown_timeout).await;
@@ -397,6 +408,7 @@ enum Lifecycle {
     Starting = 1,
     Running = 2,
     Stopping = 3,
+    Failed = 4,
 }
 
 /// Startup passes once every plug-in has started; readiness holds only while
@@ -404,12 +416,14 @@ enum Lifecycle {
 fn register_lifecycle_checks(health: &Health, lifecycle: &Arc<AtomicU8>) {
     let state = Arc::clone(lifecycle);
     health.register("lifecycle", &[Probe::Startup], move || {
-        let started = state.load(Ordering::Acquire) >= Lifecycle::Running as u8;
+        let current = state.load(Ordering::Acquire);
         async move {
-            if started {
-                HealthStatus::healthy()
-            } else {
-                HealthStatus::unhealthy("starting")
+            match current {
+                c if c == Lifecycle::Running as u8 || c == Lifecycle::Stopping as u8 => {
+                    HealthStatus::healthy()
+                }
+                c if c == Lifecycle::Failed as u8 => HealthStatus::unhealthy("failed to start"),
+                _ => HealthStatus::unhealthy("starting"),
             }
         }
     });
@@ -420,6 +434,7 @@ fn register_lifecycle_checks(health: &Health, lifecycle: &Arc<AtomicU8>) {
             match current {
                 c if c == Lifecycle::Running as u8 => HealthStatus::healthy(),
                 c if c == Lifecycle::Stopping as u8 => HealthStatus::unhealthy("stopping"),
+                c if c == Lifecycle::Failed as u8 => HealthStatus::unhealthy("failed to start"),
                 _ => HealthStatus::unhealthy("starting"),
             }
         }
@@ -457,6 +472,7 @@ async fn stop_all(slots: &mut [Slot], timeout: Duration) -> Vec<StopFailure> {
         let reserved = reserve * u32::try_from(later).unwrap_or(u32::MAX);
         let budget_end = deadline.checked_sub(reserved).unwrap_or(deadline);
         let plugin = slot.plugin.name();
+        let started = Instant::now();
         slot.token.cancel();
         let tasks: Vec<JoinHandle<()>> = slot
             .tasks
@@ -480,7 +496,8 @@ async fn stop_all(slots: &mut [Slot], timeout: Duration) -> Vec<StopFailure> {
             Err(_) => {
                 aborts.iter().for_each(tokio::task::AbortHandle::abort);
                 format!(
-                    "did not stop within the shutdown deadline ({})",
+                    "did not stop within its share of the shutdown deadline ({} of {})",
+                    crate::config::duration::format(budget_end.saturating_duration_since(started)),
                     crate::config::duration::format(timeout)
                 )
             }
@@ -593,7 +610,8 @@ impl Service {
             };
             if let Err(source) = slot.plugin.start(&ctx).await {
                 tracing::error!(plugin, error = %source, "start failed; stopping every plug-in");
-                self.set(Lifecycle::Stopping);
+                self.set(Lifecycle::Failed);
+                self.shutdown.shutdown();
                 stop_all(&mut self.slots, self.shutdown_timeout).await;
                 return Err(ServiceError::PluginStart { plugin, source });
             }
