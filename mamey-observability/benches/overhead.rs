@@ -28,7 +28,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use mamey_core::Service;
-use mamey_observability::{Observability, Telemetry};
+use mamey_observability::Telemetry;
 use serde_json::{Value, json};
 use tracing::Dispatch;
 
@@ -84,16 +84,7 @@ fn run(dispatch: &Dispatch, body: &str, seconds: f64) -> f64 {
 }
 
 async fn telemetry(vars: &[(&str, &str)]) -> (Service, Telemetry) {
-    let service = Service::builder("bench")
-        .handle_signals(false)
-        .config_dir("/nonexistent-mamey-config")
-        .env_vars(vars.iter().copied())
-        .plugin(
-            Observability::new()
-                .without_global_subscriber()
-                .with_writer(std::io::sink)
-                .with_env_vars(Vec::<(String, String)>::new()),
-        )
+    let service = support::observed("bench", vars, std::io::sink)
         .build()
         .await
         .unwrap();

@@ -4,22 +4,13 @@
 mod support;
 
 use mamey_core::{MessageContext, Service, ServiceError};
-use mamey_observability::{LogLevel, Observability, Telemetry};
+use mamey_observability::{LogLevel, Telemetry};
 use serde_json::Value;
 use support::{LogBuffer, grpc_receiver};
 
 async fn service(vars: &[(&str, &str)], logs: &LogBuffer) -> Result<Service, ServiceError> {
-    Service::builder("checkout")
+    support::observed("checkout", vars, logs.clone())
         .version("1.4.2")
-        .handle_signals(false)
-        .config_dir("/nonexistent-mamey-config")
-        .env_vars(vars.iter().copied())
-        .plugin(
-            Observability::new()
-                .without_global_subscriber()
-                .with_writer(logs.clone())
-                .with_env_vars(Vec::<(String, String)>::new()),
-        )
         .build()
         .await
 }

@@ -13,7 +13,7 @@ use mamey_observability::metrics::{
     MessageOutcome, record_grpc_server, record_http_client, record_http_server,
     record_message_consumed, record_message_published,
 };
-use mamey_observability::{MetricsAddress, Observability, Prometheus};
+use mamey_observability::{MetricsAddress, Prometheus};
 use prom_text_format_parser::{Metric, Scrape, Type, ValueType};
 use support::LogBuffer;
 
@@ -35,16 +35,7 @@ impl Command for Refund {
 }
 
 async fn service(vars: &[(&str, &str)]) -> Service {
-    Service::builder("billing")
-        .handle_signals(false)
-        .config_dir("/nonexistent-mamey-config")
-        .env_vars(vars.iter().copied())
-        .plugin(
-            Observability::new()
-                .without_global_subscriber()
-                .with_writer(LogBuffer::default())
-                .with_env_vars(Vec::<(String, String)>::new()),
-        )
+    support::observed("billing", vars, LogBuffer::default())
         .handlers(|dispatcher, _| {
             dispatcher.add_command(|_: Refund| async { Ok(()) });
             Ok(())
@@ -242,18 +233,14 @@ async fn the_metrics_listener_serves_get_metrics_only() {
 
 #[tokio::test]
 async fn a_bad_listen_address_names_the_key() {
-    let error = Service::builder("billing")
-        .handle_signals(false)
-        .config_dir("/nonexistent-mamey-config")
-        .env_vars([("MAMEY__METRICS__LISTEN", "everywhere")])
-        .plugin(
-            Observability::new()
-                .without_global_subscriber()
-                .with_writer(LogBuffer::default()),
-        )
-        .build()
-        .await
-        .unwrap_err();
+    let error = support::observed(
+        "billing",
+        &[("MAMEY__METRICS__LISTEN", "everywhere")],
+        LogBuffer::default(),
+    )
+    .build()
+    .await
+    .unwrap_err();
     assert!(
         error.to_string().ends_with(
             "config key `metrics.listen` (from environment variable `MAMEY__METRICS__LISTEN`): \

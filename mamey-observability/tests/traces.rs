@@ -7,22 +7,13 @@ mod support;
 use mamey_core::cqrs::Command;
 use mamey_core::health::{Probe, Status};
 use mamey_core::{MessageContext, Service};
+use mamey_observability::Telemetry;
 use mamey_observability::propagation::{extract, inject};
-use mamey_observability::{Observability, Telemetry};
 use support::{Collected, LogBuffer, grpc_receiver, http_receiver};
 
 async fn service(vars: &[(&str, &str)]) -> (Service, Telemetry) {
-    let service = Service::builder("checkout")
+    let service = support::observed("checkout", vars, LogBuffer::default())
         .version("1.4.2")
-        .handle_signals(false)
-        .config_dir("/nonexistent-mamey-config")
-        .env_vars(vars.iter().copied())
-        .plugin(
-            Observability::new()
-                .without_global_subscriber()
-                .with_writer(LogBuffer::default())
-                .with_env_vars(Vec::<(String, String)>::new()),
-        )
         .build()
         .await
         .unwrap();

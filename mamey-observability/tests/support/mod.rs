@@ -157,6 +157,25 @@ pub async fn http_receiver() -> (String, Collected) {
     (endpoint, collected)
 }
 
+/// A service builder with no config files and only `vars` as environment,
+/// observed by the plug-in writing logs to `writer`, without a global
+/// subscriber (tests make its dispatch current themselves).
+pub fn observed<W>(name: &str, vars: &[(&str, &str)], writer: W) -> mamey_core::ServiceBuilder
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    mamey_core::Service::builder(name)
+        .handle_signals(false)
+        .config_dir("/nonexistent-mamey-config")
+        .env_vars(vars.iter().copied())
+        .plugin(
+            mamey_observability::Observability::new()
+                .without_global_subscriber()
+                .with_writer(writer)
+                .with_env_vars(Vec::<(String, String)>::new()),
+        )
+}
+
 /// Log lines written by the subscriber, for assertions.
 #[derive(Clone, Default)]
 pub struct LogBuffer(Arc<Mutex<Vec<u8>>>);
