@@ -210,6 +210,31 @@ async fn failed_start_stops_every_initialised_plugin() {
     );
 }
 
+#[tokio::test]
+async fn a_failed_start_reports_unhealthy_and_fires_the_shutdown_handle() {
+    let log = Log::default();
+    let service = builder("start-health")
+        .plugin(Recorder::faulty("http", &log, Fault::Start))
+        .build()
+        .await
+        .unwrap();
+    let (health, handle) = (service.health().clone(), service.shutdown_handle());
+    service.run().await.unwrap_err();
+    assert!(
+        handle.is_shutdown(),
+        "code waiting on the handle is released"
+    );
+    for probe in [Probe::Startup, Probe::Ready] {
+        let report = health.check(probe).await;
+        assert_eq!(report.status, Status::Unhealthy, "{probe}");
+        assert_eq!(
+            report.checks[0].result.detail.as_deref(),
+            Some("failed to start"),
+            "{probe}"
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn shutdown_deadline_is_enforced_on_a_hung_plugin() {
     let log = Log::default();
@@ -242,6 +267,20 @@ async fn shutdown_deadline_is_enforced_on_a_hung_plugin() {
     let log = entries(&log);
     assert!(log.contains(&"stop telemetry".to_owned()), "{log:?}");
     assert!(log.contains(&"stop stuck".to_owned()), "{log:?}");
+}
+
+#[tokio::test]
+async fn a_shutdown_requested_before_start_starts_nothing_and_stops_everything() {
+    let log = Log::default();
+    let service = builder("early-stop")
+        .plugin(Recorder::new("a", &log))
+        .plugin(Recorder::new("b", &log))
+        .build()
+        .await
+        .unwrap();
+    service.shutdown_handle().shutdown();
+    service.run().await.unwrap();
+    assert_eq!(entries(&log), ["init a", "init b", "stop b", "stop a"]);
 }
 
 #[tokio::test]

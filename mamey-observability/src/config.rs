@@ -37,7 +37,8 @@ pub struct LoggingConfig {
     pub targets: BTreeMap<String, String>,
     /// Line format. Default: `auto`.
     pub format: LogFormat,
-    /// Colours in human format. Default: `true` (off when `NO_COLOR` is set).
+    /// Colours in human format when stdout is a terminal. Default: `true`
+    /// (off when `NO_COLOR` is set).
     pub ansi: bool,
 }
 
@@ -128,7 +129,7 @@ pub struct TracingConfig {
     /// Time limit of one export. Default: `10s`.
     #[serde(with = "mamey_core::config::duration")]
     pub timeout: Duration,
-    /// Spans buffered before new ones are dropped (and counted). Default: `2048`.
+    /// Spans buffered before new ones are dropped. Default: `2048`.
     pub max_queue_size: usize,
     /// Spans per export. Default: `512`.
     pub max_export_batch_size: usize,

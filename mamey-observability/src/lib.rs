@@ -215,11 +215,13 @@ impl Observability {
         self
     }
 
+    /// A variable from the injected set or the process; empty counts as unset.
     fn env(&self, name: &str) -> Option<String> {
         match &self.env {
             Some(vars) => vars.get(name).cloned(),
             None => std::env::var(name).ok(),
         }
+        .filter(|v| !v.trim().is_empty())
     }
 }
 
@@ -234,15 +236,16 @@ impl Plugin for Observability {
         let metrics_config = ctx.section::<MetricsConfig>()?;
         let app = ctx.app().clone();
 
-        let directive = self.env("RUST_LOG").unwrap_or_else(|| logging.directive());
-        let filter = logging::parse_filter(&directive).map_err(|e| {
-            let key = if self.env("RUST_LOG").is_some() {
-                "RUST_LOG"
-            } else {
-                "logging.level"
-            };
-            ctx.config().invalid(key, e.to_string())
-        })?;
+        let filter = match self.env("RUST_LOG") {
+            Some(directive) => logging::parse_filter(&directive)
+                .map_err(|e| format!("environment variable `RUST_LOG`: {e}"))?,
+            None => {
+                logging::parse_filter(&logging.level)
+                    .map_err(|e| ctx.config().invalid("logging.level", e.to_string()))?;
+                logging::parse_filter(&logging.directive())
+                    .map_err(|e| ctx.config().invalid("logging.targets", e.to_string()))?
+            }
+        };
 
         let settings = TraceSettings::resolve(&tracing_config, |name| self.env(name))?;
         let export = ExportStats::default();
@@ -430,18 +433,28 @@ impl Plugin for Observability {
             let _ = provider.shutdown();
             flushed
         });
+        // Telemetry that cannot be delivered is reported, but does not make
+        // an otherwise clean shutdown fail: the service did its work.
         match tokio::time::timeout(self.export_timeout, flushing).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(format!("flushing spans failed: {e}").into()),
-            Ok(Err(e)) => Err(format!("flushing spans panicked: {e}").into()),
-            Err(_) => Err("flushing spans timed out".into()),
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => {
+                tracing::warn!(%error, "spans buffered at shutdown were not exported");
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "flushing spans panicked"),
+            Err(_) => tracing::warn!("flushing spans at shutdown timed out"),
         }
+        Ok(())
     }
 }
 
 impl Observability {
+    /// Colours only on a terminal, never into a file, pipe or custom writer.
     fn ansi(&self, logging: &LoggingConfig) -> bool {
-        logging.ansi && self.writer.is_none() && self.env("NO_COLOR").is_none()
+        use std::io::IsTerminal;
+        logging.ansi
+            && self.writer.is_none()
+            && self.env("NO_COLOR").is_none()
+            && std::io::stdout().is_terminal()
     }
 }
 

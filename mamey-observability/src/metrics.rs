@@ -129,6 +129,9 @@ pub fn record_process(started: std::time::Instant, start_time_unix: f64) {
     gauge!("process_start_time_seconds").set(start_time_unix);
     #[cfg(target_os = "linux")]
     {
+        if let Some(start) = linux::start_time_unix() {
+            gauge!("process_start_time_seconds").set(start);
+        }
         if let Some(cpu) = linux::cpu_seconds() {
             gauge!("process_cpu_seconds_total").set(cpu);
         }
@@ -157,6 +160,27 @@ mod linux {
         let utime: f64 = fields.next()?.parse().ok()?;
         let stime: f64 = fields.next()?.parse().ok()?;
         Some((utime + stime) / TICKS_PER_SECOND)
+    }
+
+    /// When the process started: its start tick (field 22 of
+    /// `/proc/self/stat`) after the boot time in `/proc/stat`.
+    pub(super) fn start_time_unix() -> Option<f64> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let ticks: f64 = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(19)?
+            .parse()
+            .ok()?;
+        let boot = std::fs::read_to_string("/proc/stat").ok()?;
+        let btime: f64 = boot
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(btime + ticks / TICKS_PER_SECOND)
     }
 
     pub(super) fn resident_bytes() -> Option<f64> {

@@ -234,10 +234,17 @@ pub fn extract<C: Carrier + ?Sized>(carrier: &C) -> Extracted {
         .get(CAUSATION_ID)
         .map(Cow::into_owned)
         .filter(|id| valid_id(id));
-    let trace = owned.get("traceparent").map(|tp| TraceContext {
-        traceparent: tp.clone(),
-        tracestate: owned.get("tracestate").cloned(),
-    });
+    // Passed on verbatim later, so only well-formed values are kept.
+    let trace = owned
+        .get("traceparent")
+        .filter(|tp| valid_traceparent(tp))
+        .map(|tp| TraceContext {
+            traceparent: tp.clone(),
+            tracestate: owned
+                .get("tracestate")
+                .filter(|ts| ts.len() <= 512 && ts.bytes().all(|b| (0x20..0x7f).contains(&b)))
+                .cloned(),
+        });
     let mut context = MessageContext::new().with_correlation_id(correlation_id);
     context.message_id = message_id;
     context.causation_id = causation_id;
@@ -246,6 +253,24 @@ pub fn extract<C: Carrier + ?Sized>(carrier: &C) -> Extracted {
         context = context.with_header("baggage", baggage.clone());
     }
     Extracted { context, otel }
+}
+
+/// `version-traceid-parentid-flags` as W3C Trace Context defines it:
+/// `00-` + 32 + `-` + 16 + `-` + 2 lower-case hex digits, ids not all zero.
+fn valid_traceparent(value: &str) -> bool {
+    let hex = |s: &str, len: usize| {
+        s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    let parts: Vec<&str> = value.split('-').collect();
+    parts.len() == 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && hex(parts[1], 32)
+        && nonzero(parts[1])
+        && hex(parts[2], 16)
+        && nonzero(parts[2])
+        && hex(parts[3], 2)
 }
 
 /// Ids come from outside: keep them short and printable so they cannot
@@ -289,6 +314,20 @@ mod tests {
         let got = extract(&headers);
         assert!(got.context.correlation_id.len() <= 128);
         assert_ne!(got.context.message_id, "has space");
+    }
+
+    #[test]
+    fn malformed_trace_headers_are_dropped() {
+        for bad in [
+            "garbage",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        ] {
+            let mut incoming = BTreeMap::new();
+            incoming.insert("traceparent".to_owned(), bad.to_owned());
+            assert!(extract(&incoming).context.trace.is_none(), "{bad}");
+        }
     }
 
     #[test]

@@ -80,13 +80,24 @@ impl TraceSettings {
                 Some((name, v)) => return Err(bad(name, &v, "`grpc` or `http/protobuf`")),
             },
         };
-        let env_endpoint = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| {
-            env("OTEL_EXPORTER_OTLP_ENDPOINT").map(|base| match protocol {
-                Protocol::Grpc => base,
-                Protocol::HttpProtobuf => format!("{}/v1/traces", base.trim_end_matches('/')),
-            })
-        });
-        let explicit_endpoint = config.endpoint.clone().or(env_endpoint);
+        let env_endpoint = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .map(|e| ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", e))
+            .or_else(|| {
+                env("OTEL_EXPORTER_OTLP_ENDPOINT").map(|base| {
+                    let endpoint = match protocol {
+                        Protocol::Grpc => base,
+                        Protocol::HttpProtobuf => {
+                            format!("{}/v1/traces", base.trim_end_matches('/'))
+                        }
+                    };
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+                })
+            });
+        let (endpoint_source, explicit_endpoint) = match (&config.endpoint, env_endpoint) {
+            (Some(e), _) => ("tracing.endpoint", Some(e.clone())),
+            (None, Some((name, e))) => (name, Some(e)),
+            (None, None) => ("tracing.endpoint", None),
+        };
         let enabled = match (config.enabled, env("OTEL_SDK_DISABLED")) {
             (Some(enabled), _) => enabled,
             (None, Some(v)) if v.eq_ignore_ascii_case("true") => false,
@@ -98,7 +109,7 @@ impl TraceSettings {
         });
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
             return Err(bad(
-                "tracing.endpoint",
+                endpoint_source,
                 &endpoint,
                 "an http:// or https:// URL",
             ));
@@ -123,16 +134,18 @@ impl TraceSettings {
                 }
             },
         };
-        let ratio = match (config.ratio, env_ratio) {
-            (Some(r), _) => r,
-            (None, Some(v)) => v
-                .parse::<f64>()
-                .map_err(|_| bad("OTEL_TRACES_SAMPLER_ARG", &v, "a number from 0 to 1"))?,
-            (None, None) => 1.0,
+        let (ratio_source, ratio) = match (config.ratio, env_ratio) {
+            (Some(r), _) => ("tracing.ratio", r),
+            (None, Some(v)) => (
+                "OTEL_TRACES_SAMPLER_ARG",
+                v.parse::<f64>()
+                    .map_err(|_| bad("OTEL_TRACES_SAMPLER_ARG", &v, "a number from 0 to 1"))?,
+            ),
+            (None, None) => ("tracing.ratio", 1.0),
         };
         if !(0.0..=1.0).contains(&ratio) {
             return Err(bad(
-                "tracing.ratio",
+                ratio_source,
                 &ratio.to_string(),
                 "a number from 0 to 1",
             ));

@@ -6,7 +6,7 @@ mod support;
 
 use mamey_core::cqrs::Command;
 use mamey_core::health::{Probe, Status};
-use mamey_core::{MessageContext, Service};
+use mamey_core::{Error, MessageContext, Service};
 use mamey_observability::Telemetry;
 use mamey_observability::propagation::{extract, inject};
 use support::{Collected, LogBuffer, grpc_receiver, http_receiver};
@@ -68,6 +68,12 @@ async fn spans_arrive_over_otlp_http_protobuf_with_resource_attributes() {
 struct Pay;
 impl Command for Pay {}
 
+struct Refund;
+impl Command for Refund {}
+
+struct Cancel;
+impl Command for Cancel {}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dispatched_commands_become_spans() {
     let (endpoint, got) = grpc_receiver().await;
@@ -76,14 +82,37 @@ async fn dispatched_commands_become_spans() {
     let dispatcher = mamey_core::cqrs::Dispatcher::builder()
         .layer(mamey_core::cqrs::middleware::TracingLayer)
         .command(|_: Pay| async { Ok(()) })
+        .command(|_: Refund| async { Err(Error::unavailable("bank.down", "bank is down")) })
+        .command(|_: Cancel| async { Err(Error::not_found("order.missing", "no such order")) })
         .build()
         .unwrap();
     {
         let _guard = tracing::dispatcher::set_default(telemetry.dispatch());
         dispatcher.send(Pay).await.unwrap();
+        dispatcher.send(Refund).await.unwrap_err();
+        dispatcher.send(Cancel).await.unwrap_err();
     }
     telemetry.flush().await.unwrap();
     got.wait_for("handle").await;
+    let status = |message: &str| {
+        let spans = got.spans();
+        let span = spans
+            .iter()
+            .find(|s| s.attributes.get("message.name").map(String::as_str) == Some(message))
+            .unwrap_or_else(|| panic!("no span for {message}"));
+        span.status_code
+    };
+    assert_eq!(status("Pay"), 0, "success leaves the status unset");
+    assert_eq!(
+        status("Refund"),
+        2,
+        "a service-side failure marks the span as error"
+    );
+    assert_eq!(
+        status("Cancel"),
+        0,
+        "a caller's mistake is not a span error"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

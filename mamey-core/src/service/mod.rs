@@ -586,15 +586,29 @@ impl Service {
     /// [`ShutdownHandle`], or a failed background task, then stops every
     /// plug-in in reverse order within `shutdown.timeout`.
     ///
+    /// A signal or shutdown request during start-up skips the plug-ins not
+    /// started yet. A second SIGINT/SIGTERM while stopping exits the process
+    /// at once (status 130).
+    ///
     /// # Errors
     /// [`ServiceError::PluginStart`] (every initialised plug-in is stopped
     /// first), [`ServiceError::TaskFailed`], or [`ServiceError::Stop`] when a
     /// plug-in failed to stop or overran the deadline.
     pub async fn run(mut self) -> Result<(), ServiceError> {
+        // Signals are watched from the start, so one that arrives while
+        // plug-ins are starting still stops the ones already started.
+        let watcher = self
+            .handle_signals
+            .then(|| tokio::spawn(shutdown::watch_signals(self.shutdown.clone())));
         let (failure_tx, mut failure_rx) = mpsc::unbounded_channel::<TaskFailure>();
         self.set(Lifecycle::Starting);
         let started = std::time::Instant::now();
+        let mut failure = None;
         for index in 0..self.slots.len() {
+            failure = failure_rx.try_recv().ok();
+            if failure.is_some() || self.shutdown.is_shutdown() {
+                break;
+            }
             let slot = &mut self.slots[index];
             let plugin = slot.plugin.name();
             let ctx = StartContext {
@@ -613,35 +627,31 @@ impl Service {
                 self.set(Lifecycle::Failed);
                 self.shutdown.shutdown();
                 stop_all(&mut self.slots, self.shutdown_timeout).await;
+                watcher.inspect(tokio::task::JoinHandle::abort);
                 return Err(ServiceError::PluginStart { plugin, source });
             }
             tracing::debug!(plugin, "started");
         }
         drop(failure_tx);
-        self.set(Lifecycle::Running);
-        tracing::info!(
-            service = %self.app.name,
-            instance = %self.app.instance_id,
-            elapsed_ms = started.elapsed().as_millis(),
-            "service started"
-        );
 
-        let signals = self.handle_signals;
-        let failure = tokio::select! {
-            signal = shutdown::os_signal(), if signals => {
-                tracing::info!(signal, "shutdown signal received");
-                None
-            }
-            () = self.shutdown.wait() => {
-                tracing::info!("shutdown requested");
-                None
-            }
-            Some(failure) = failure_rx.recv() => Some(failure),
-        };
+        if failure.is_none() && !self.shutdown.is_shutdown() {
+            self.set(Lifecycle::Running);
+            tracing::info!(
+                service = %self.app.name,
+                instance = %self.app.instance_id,
+                elapsed_ms = started.elapsed().as_millis(),
+                "service started"
+            );
+            failure = tokio::select! {
+                () = self.shutdown.wait() => None,
+                Some(failure) = failure_rx.recv() => Some(failure),
+            };
+        }
         self.shutdown.shutdown();
         self.set(Lifecycle::Stopping);
         let stopping = std::time::Instant::now();
         let failures = stop_all(&mut self.slots, self.shutdown_timeout).await;
+        watcher.inspect(tokio::task::JoinHandle::abort);
         tracing::info!(
             elapsed_ms = stopping.elapsed().as_millis(),
             clean = failures.is_empty(),

@@ -110,6 +110,18 @@ impl ConfigSection for HealthConfig {
     const KEY: &'static str = "health";
 }
 
+/// Shuts the service down on the first SIGINT/SIGTERM; exits the process on
+/// the second, for when a plug-in hangs while stopping and someone is
+/// pressing Ctrl-C again.
+pub(crate) async fn watch_signals(shutdown: ShutdownHandle) {
+    let signal = os_signal().await;
+    tracing::info!(signal, "shutdown signal received");
+    shutdown.shutdown();
+    let signal = os_signal().await;
+    tracing::error!(signal, "second signal while stopping: exiting now");
+    std::process::exit(130);
+}
+
 /// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM. If a signal handler
 /// cannot be installed, that signal is logged and ignored.
 pub(crate) async fn os_signal() -> &'static str {

@@ -22,6 +22,10 @@ pub struct ReceivedSpan {
     pub trace_id: String,
     pub span_id: String,
     pub parent_span_id: String,
+    /// OTLP status code: 0 unset, 1 ok, 2 error.
+    pub status_code: i32,
+    /// String attributes of the span.
+    pub attributes: BTreeMap<String, String>,
     pub resource: BTreeMap<String, String>,
 }
 
@@ -35,16 +39,12 @@ impl Collected {
     fn add(&self, request: ExportTraceServiceRequest) {
         let mut spans = self.spans.lock().unwrap();
         for resource_spans in request.resource_spans {
-            let resource: BTreeMap<String, String> = resource_spans
-                .resource
-                .map(|r| r.attributes)
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|kv| match kv.value.and_then(|v| v.value) {
-                    Some(Value::StringValue(s)) => Some((kv.key, s)),
-                    _ => None,
-                })
-                .collect();
+            let resource = strings(
+                resource_spans
+                    .resource
+                    .map(|r| r.attributes)
+                    .unwrap_or_default(),
+            );
             for scope in resource_spans.scope_spans {
                 for span in scope.spans {
                     spans.push(ReceivedSpan {
@@ -52,6 +52,8 @@ impl Collected {
                         trace_id: hex(&span.trace_id),
                         span_id: hex(&span.span_id),
                         parent_span_id: hex(&span.parent_span_id),
+                        status_code: span.status.map_or(0, |s| s.code),
+                        attributes: strings(span.attributes),
                         resource: resource.clone(),
                     });
                 }
@@ -78,6 +80,18 @@ impl Collected {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+fn strings(
+    attributes: Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
+) -> BTreeMap<String, String> {
+    attributes
+        .into_iter()
+        .filter_map(|kv| match kv.value.and_then(|v| v.value) {
+            Some(Value::StringValue(s)) => Some((kv.key, s)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
