@@ -32,6 +32,10 @@ use opentelemetry::propagation::{
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 
+/// The OpenTelemetry context type, re-exported so transports need no direct
+/// dependency on `opentelemetry`.
+pub use opentelemetry::Context as OtelContext;
+
 /// Header carrying the correlation id.
 pub const CORRELATION_ID: &str = "x-correlation-id";
 /// Header carrying the id of this request or message.

@@ -1,0 +1,243 @@
+//! The [`Messaging`] plug-in: a broker, a [`Publisher`] resource, and typed
+//! subscriptions that hand messages to the core dispatcher.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use mamey_core::config::ConfigSection;
+use mamey_core::cqrs::{Command, Dispatcher, Event};
+use mamey_core::health::{HealthStatus, Probe};
+use mamey_core::{BoxError, InitContext, Plugin, StartContext};
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use crate::broker::{Broker, DeliveryHandler, Failure, RetryPolicy, Subscription};
+use crate::conventions::{Conventions, ConventionsConfig};
+use crate::message::{Delivery, Message};
+use crate::publisher::{Codec, Json, Publisher, context_of};
+
+/// The `messaging` section.
+///
+/// ```toml
+/// [messaging]
+/// concurrency = 16
+/// handler_timeout = "30s"
+/// retry = { max_retries = 3, initial_delay = "1s", multiplier = 2.0, max_delay = "60s" }
+/// conventions = { queue = "{service}/{exchange}.{routing_key}" }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MessagingConfig {
+    /// Deliveries each subscription handles at once. Default: `16`.
+    pub concurrency: usize,
+    /// Longest one handler may run; then the attempt counts as failed and is
+    /// retried. Default: `30s`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub handler_timeout: Duration,
+    /// Retries and dead-lettering.
+    pub retry: RetryPolicy,
+    /// Naming overrides.
+    pub conventions: ConventionsConfig,
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            handler_timeout: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+            conventions: ConventionsConfig::default(),
+        }
+    }
+}
+
+impl ConfigSection for MessagingConfig {
+    const KEY: &'static str = "messaging";
+}
+
+/// Builds the delivery handler of one subscribed type, given the dispatcher.
+type Binder = Box<
+    dyn Fn(&Conventions, Dispatcher) -> (String, crate::message::Route, DeliveryHandler)
+        + Send
+        + Sync,
+>;
+
+/// Messaging for a service: publish with the [`Publisher`] resource, and
+/// receive commands and events in the handlers registered on the
+/// dispatcher.
+///
+/// ```no_run
+/// use mamey_core::cqrs::Event;
+/// use mamey_messaging::{MemoryBroker, Message, Messaging};
+///
+/// #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// struct OrderCreated { id: u64 }
+/// impl Message for OrderCreated { const NAMESPACE: &'static str = "orders"; }
+/// impl Event for OrderCreated {}
+///
+/// # async fn demo() -> Result<(), mamey_core::BoxError> {
+/// let service = mamey_core::Service::builder("shipping")
+///     .plugin(Messaging::new(MemoryBroker::new()).subscribe_event::<OrderCreated>())
+///     .handlers(|dispatcher, _| {
+///         dispatcher.add_event(|event: OrderCreated| async move {
+///             println!("ship order {}", event.id);
+///             Ok(())
+///         });
+///         Ok(())
+///     })
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct Messaging {
+    broker: Arc<dyn Broker>,
+    binders: Vec<Binder>,
+    config: MessagingConfig,
+    conventions: Option<Arc<Conventions>>,
+}
+
+impl std::fmt::Debug for Messaging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Messaging")
+            .field("subscriptions", &self.binders.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Messaging {
+    /// Messaging over `broker`.
+    pub fn new(broker: impl Broker) -> Self {
+        Self {
+            broker: Arc::new(broker),
+            binders: Vec::new(),
+            config: MessagingConfig::default(),
+            conventions: None,
+        }
+    }
+
+    /// Consumes event `E` from this service's queue for it and publishes
+    /// each one to the dispatcher's handlers of `E`.
+    #[must_use]
+    pub fn subscribe_event<E: Message + Event>(mut self) -> Self {
+        self.binders.push(Box::new(|conventions, dispatcher| {
+            let handler: DeliveryHandler = Arc::new(move |delivery| {
+                let dispatcher = dispatcher.clone();
+                handle::<E, _, _>(delivery, move |event| async move {
+                    dispatcher.publish(event).await
+                })
+                .boxed()
+            });
+            (conventions.queue::<E>(), conventions.route::<E>(), handler)
+        }));
+        self
+    }
+
+    /// Consumes command `C` from this service's queue for it and sends each
+    /// one to the dispatcher's handler of `C`.
+    #[must_use]
+    pub fn subscribe_command<C: Message + Command>(mut self) -> Self {
+        self.binders.push(Box::new(|conventions, dispatcher| {
+            let handler: DeliveryHandler = Arc::new(move |delivery| {
+                let dispatcher = dispatcher.clone();
+                handle::<C, _, _>(delivery, move |command| async move {
+                    dispatcher.send(command).await
+                })
+                .boxed()
+            });
+            (conventions.queue::<C>(), conventions.route::<C>(), handler)
+        }));
+        self
+    }
+}
+
+/// Decodes a delivery and runs `dispatch` in the delivery's message context,
+/// inside a `consume` span continuing the publisher's trace.
+async fn handle<M, F, Fut>(delivery: Delivery, dispatch: F) -> Result<(), Failure>
+where
+    M: Message,
+    F: FnOnce(M) -> Fut,
+    Fut: Future<Output = Result<(), mamey_core::Error>>,
+{
+    let message: M = Json.decode(&delivery.body).map_err(Failure::Decode)?;
+    let context = context_of(&delivery);
+    let span = tracing::info_span!(
+        "consume",
+        message.name = M::name(),
+        message.id = %delivery.properties.message_id,
+        attempt = delivery.attempt,
+    );
+    mamey_observability::propagation::extract(&delivery.properties.headers).set_parent(&span);
+    context
+        .scope(dispatch(message))
+        .instrument(span)
+        .await
+        .map_err(Failure::Handler)
+}
+
+impl Plugin for Messaging {
+    fn name(&self) -> &'static str {
+        "messaging"
+    }
+
+    async fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), BoxError> {
+        self.config = ctx.section::<MessagingConfig>()?;
+        if self.config.concurrency == 0 {
+            return Err(ctx
+                .config()
+                .invalid("messaging.concurrency", "expected at least 1")
+                .into());
+        }
+        let conventions = Arc::new(Conventions::with_config(
+            ctx.app().name.clone(),
+            self.config.conventions.clone(),
+        ));
+        ctx.provide(Publisher::new(
+            Arc::clone(&self.broker),
+            Arc::clone(&conventions),
+        ))?;
+        let broker = Arc::clone(&self.broker);
+        ctx.health()
+            .register("messaging", &[Probe::Ready], move || {
+                let connected = broker.is_connected();
+                async move {
+                    if connected {
+                        HealthStatus::healthy()
+                    } else {
+                        HealthStatus::unhealthy("not connected to the broker")
+                    }
+                }
+            });
+        self.conventions = Some(conventions);
+        Ok(())
+    }
+
+    async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+        let conventions = self
+            .conventions
+            .clone()
+            .ok_or("messaging started before it was initialised")?;
+        for binder in &self.binders {
+            let (queue, binding, handler) = binder(&conventions, ctx.dispatcher().clone());
+            tracing::info!(%queue, exchange = %binding.exchange, routing_key = %binding.routing_key, "consuming");
+            self.broker
+                .subscribe(Subscription {
+                    queue,
+                    binding,
+                    handler,
+                    retry: self.config.retry.clone(),
+                    concurrency: self.config.concurrency,
+                    handler_timeout: self.config.handler_timeout,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn stop(&mut self) -> Result<(), BoxError> {
+        // Stops consuming and waits for in-flight handlers; the core's
+        // shutdown deadline bounds the wait.
+        self.broker.close().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,201 @@
+//! Publishing typed messages, and the context headers every message carries.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use mamey_core::MessageContext;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::broker::{Broker, PublishError};
+use crate::conventions::Conventions;
+use crate::message::{
+    Delivery, MESSAGE_CONTEXT_HEADER, Message, OutgoingMessage, Properties, Route,
+};
+
+/// Encodes and decodes message bodies.
+pub trait Codec: Send + Sync + 'static {
+    /// The `content_type` property, e.g. `application/json`.
+    fn content_type(&self) -> &'static str;
+    /// Encodes a message body.
+    ///
+    /// # Errors
+    /// A value the format cannot represent.
+    fn encode<M: Serialize>(&self, message: &M) -> Result<Bytes, String>;
+    /// Decodes a message body.
+    ///
+    /// # Errors
+    /// A body that is not a valid `M`.
+    fn decode<M: DeserializeOwned>(&self, body: &[u8]) -> Result<M, String>;
+}
+
+/// JSON bodies (`application/json`), the default and Convey's format.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json;
+
+impl Codec for Json {
+    fn content_type(&self) -> &'static str {
+        "application/json"
+    }
+    fn encode<M: Serialize>(&self, message: &M) -> Result<Bytes, String> {
+        serde_json::to_vec(message)
+            .map(Bytes::from)
+            .map_err(|e| e.to_string())
+    }
+    fn decode<M: DeserializeOwned>(&self, body: &[u8]) -> Result<M, String> {
+        serde_json::from_slice(body).map_err(|e| e.to_string())
+    }
+}
+
+/// Per-publish choices; everything defaults from the type and the current
+/// [`MessageContext`].
+#[derive(Debug, Clone, Default)]
+pub struct PublishOptions {
+    /// Message id. Default: a new UUID.
+    pub message_id: Option<String>,
+    /// Correlation id. Default: the current context's, else the message id.
+    pub correlation_id: Option<String>,
+    /// Route. Default: the conventions' route for the type.
+    pub route: Option<Route>,
+    /// Extra headers.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Publishes typed messages through the service's broker. Cheap to clone;
+/// a resource of the messaging plug-in.
+///
+/// Each message gets a new message id, the current context's correlation id,
+/// the current message as its causation, the `message_context` header
+/// (JSON) and the W3C `traceparent` of the current span.
+#[derive(Clone)]
+pub struct Publisher {
+    broker: Arc<dyn Broker>,
+    conventions: Arc<Conventions>,
+}
+
+impl fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publisher")
+            .field("service", &self.conventions.service())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// A publisher over `broker` naming routes by `conventions`.
+    pub fn new(broker: Arc<dyn Broker>, conventions: Arc<Conventions>) -> Self {
+        Self {
+            broker,
+            conventions,
+        }
+    }
+
+    /// Publishes `message` and waits for the broker to take it.
+    ///
+    /// # Errors
+    /// [`PublishError`]: unroutable, unencodable, or the broker unavailable.
+    pub async fn publish<M: Message>(&self, message: &M) -> Result<(), PublishError> {
+        self.publish_with(message, PublishOptions::default()).await
+    }
+
+    /// Publishes `message` with explicit ids, route or headers.
+    ///
+    /// # Errors
+    /// As [`Publisher::publish`].
+    pub async fn publish_with<M: Message>(
+        &self,
+        message: &M,
+        options: PublishOptions,
+    ) -> Result<(), PublishError> {
+        let outgoing = self.prepare(message, options)?;
+        self.broker.publish(outgoing).await
+    }
+
+    /// The message as it would go on the wire (used by the outbox, which
+    /// stores it to publish later).
+    ///
+    /// # Errors
+    /// [`PublishError::Encode`].
+    pub fn prepare<M: Message>(
+        &self,
+        message: &M,
+        options: PublishOptions,
+    ) -> Result<OutgoingMessage, PublishError> {
+        let body = Json
+            .encode(message)
+            .map_err(|reason| PublishError::Encode {
+                message: M::name().to_owned(),
+                reason,
+            })?;
+        let current = MessageContext::current();
+        let message_id = options.message_id.unwrap_or_else(mamey_core::new_id);
+        let correlation_id = options
+            .correlation_id
+            .or_else(|| current.as_ref().map(|c| c.correlation_id.clone()))
+            .unwrap_or_else(|| message_id.clone());
+        let mut context = current.clone().unwrap_or_default();
+        context.causation_id = current.map(|c| c.message_id);
+        context.message_id.clone_from(&message_id);
+        context.correlation_id.clone_from(&correlation_id);
+
+        let mut headers = options.headers;
+        mamey_observability::propagation::inject_context(
+            &context,
+            &opentelemetry_context(),
+            &mut headers,
+        );
+        // Convey's correlation context travels as JSON in one header.
+        if let Ok(json) = serde_json::to_string(&context) {
+            headers.insert(MESSAGE_CONTEXT_HEADER.to_owned(), json);
+        }
+        Ok(OutgoingMessage {
+            route: options
+                .route
+                .unwrap_or_else(|| self.conventions.route::<M>()),
+            properties: Properties {
+                message_id,
+                correlation_id,
+                message_type: M::name().to_owned(),
+                timestamp: SystemTime::now(),
+                content_type: Json.content_type().to_owned(),
+                persistent: true,
+                headers,
+            },
+            body,
+        })
+    }
+}
+
+/// The active OpenTelemetry context (the current span, when tracing).
+fn opentelemetry_context() -> mamey_observability::propagation::OtelContext {
+    mamey_observability::propagation::OtelContext::current()
+}
+
+/// The [`MessageContext`] for handling `delivery`: from its
+/// `message_context` header when it is valid JSON, else from its properties
+/// and trace headers; the message id is always the delivery's.
+#[must_use]
+pub fn context_of(delivery: &Delivery) -> MessageContext {
+    let headers = &delivery.properties.headers;
+    let mut context = headers
+        .get(MESSAGE_CONTEXT_HEADER)
+        .and_then(|json| serde_json::from_str::<MessageContext>(json).ok())
+        .unwrap_or_else(|| mamey_observability::propagation::extract(headers).context);
+    context
+        .message_id
+        .clone_from(&delivery.properties.message_id);
+    if context.correlation_id.is_empty() {
+        context
+            .correlation_id
+            .clone_from(&delivery.properties.correlation_id);
+    }
+    if context.trace.is_none() {
+        context.trace = mamey_observability::propagation::extract(headers)
+            .context
+            .trace;
+    }
+    context
+}
