@@ -14,6 +14,9 @@
 //! - [`Broker`] is the backend contract: [`MemoryBroker`] is the in-process
 //!   default; RabbitMQ (feature `rabbitmq`) follows.
 //!
+//! - [`OutboxStore`] and [`InboxStore`] with the [`OutboxRelay`]: publish in
+//!   the same transaction as the state change, apply each message once.
+//!
 //! Delivery is at-least-once: a handler that fails with a retryable error
 //! gets the message again after the retry delay; one that cannot succeed
 //! (undecodable body, invalid input, retries exhausted) goes to the
@@ -25,6 +28,7 @@ mod broker;
 mod conventions;
 mod memory;
 mod message;
+mod outbox;
 mod plugin;
 mod publisher;
 
@@ -36,6 +40,10 @@ pub use conventions::{Conventions, ConventionsConfig, snake_case};
 pub use memory::MemoryBroker;
 pub use message::{
     DeadLetter, Delivery, MESSAGE_CONTEXT_HEADER, Message, OutgoingMessage, Properties, Route,
+};
+pub use outbox::{
+    InboxStore, MemoryInbox, MemoryOutbox, OutboxEntry, OutboxRelay, OutboxStore, RelayConfig,
+    RelayRound, StoreError,
 };
 pub use plugin::{Messaging, MessagingConfig};
 pub use publisher::{Codec, Json, PublishOptions, Publisher, context_of};

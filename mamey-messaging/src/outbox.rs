@@ -1,0 +1,409 @@
+//! The transactional outbox and inbox: publish in the same transaction as the
+//! state change, and apply each message once.
+//!
+//! - A handler stages outgoing messages with [`OutboxStore::stage`] inside
+//!   its own database transaction; the [`OutboxRelay`] publishes them after
+//!   commit, with broker confirms, and marks them sent. Rows are *claimed*
+//!   with a lease before publishing, so several relays (one per service
+//!   instance) never send the same row at once.
+//! - A handler records the message id with [`InboxStore::record`] in its
+//!   transaction; a redelivered message finds its id there and is skipped.
+//!
+//! SQL stores (Postgres `FOR UPDATE SKIP LOCKED`, SQLite) live in
+//! mamey-persistence; [`MemoryOutbox`] and [`MemoryInbox`] are the embedded
+//! defaults and the reference behaviour.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{Broker, PublishError, RetryPolicy};
+use crate::message::OutgoingMessage;
+
+/// A store failed (connection lost, constraint violated, …).
+#[derive(Debug, thiserror::Error)]
+#[error("outbox/inbox store: {0}")]
+pub struct StoreError(pub String);
+
+/// A staged message the relay has claimed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    /// The message (its `properties.message_id` identifies the entry).
+    pub message: OutgoingMessage,
+    /// Publish attempts so far.
+    pub attempts: u32,
+}
+
+/// Where outgoing messages wait until they are published.
+pub trait OutboxStore: Send + Sync + 'static {
+    /// The caller's transaction (e.g. a `sqlx::Transaction`); staging joins it.
+    type Transaction<'t>: Send
+    where
+        Self: 't;
+
+    /// Stages `message` in `tx`: it becomes visible to the relay only if the
+    /// transaction commits.
+    fn stage(
+        &self,
+        tx: &mut Self::Transaction<'_>,
+        message: OutgoingMessage,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Claims up to `batch` unsent messages that are due, oldest first, for
+    /// `lease`: no other claim returns them until the lease expires.
+    fn claim(
+        &self,
+        batch: usize,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Vec<OutboxEntry>, StoreError>> + Send;
+
+    /// Marks claimed messages as sent.
+    fn mark_sent(
+        &self,
+        message_ids: &[String],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Releases a claimed message to be tried again at `not_before`.
+    fn retry_later(
+        &self,
+        message_id: &str,
+        error: &str,
+        not_before: SystemTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes messages sent before `before`; returns how many.
+    fn purge_sent(
+        &self,
+        before: SystemTime,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// Message ids a consumer has processed.
+pub trait InboxStore: Send + Sync + 'static {
+    /// The handler's transaction; recording joins it.
+    type Transaction<'t>: Send
+    where
+        Self: 't;
+
+    /// Records that `consumer` processed `message_id`. Returns `false` when it
+    /// already had: the handler must then skip the message.
+    fn record(
+        &self,
+        tx: &mut Self::Transaction<'_>,
+        consumer: &str,
+        message_id: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+#[derive(Debug)]
+struct Row {
+    entry: OutboxEntry,
+    staged: SystemTime,
+    due: SystemTime,
+    leased_until: Option<SystemTime>,
+    sent: Option<SystemTime>,
+    last_error: Option<String>,
+}
+
+/// The in-memory outbox: the embedded default and the reference behaviour.
+/// Staging needs no transaction (`&mut ()`), and wakes the relay.
+#[derive(Clone, Default)]
+pub struct MemoryOutbox {
+    rows: Arc<Mutex<Vec<Row>>>,
+    staged: Arc<Notify>,
+}
+
+impl fmt::Debug for MemoryOutbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryOutbox")
+            .field("pending", &self.pending())
+            .finish()
+    }
+}
+
+impl MemoryOutbox {
+    /// An empty outbox.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Messages not yet sent.
+    #[must_use]
+    pub fn pending(&self) -> usize {
+        self.rows().iter().filter(|r| r.sent.is_none()).count()
+    }
+
+    /// Notified whenever a message is staged; give it to the relay.
+    #[must_use]
+    pub fn notifier(&self) -> Arc<Notify> {
+        Arc::clone(&self.staged)
+    }
+
+    fn rows(&self) -> std::sync::MutexGuard<'_, Vec<Row>> {
+        match self.rows.lock() {
+            Ok(rows) => rows,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+impl OutboxStore for MemoryOutbox {
+    type Transaction<'t> = ();
+
+    async fn stage(
+        &self,
+        _tx: &mut Self::Transaction<'_>,
+        message: OutgoingMessage,
+    ) -> Result<(), StoreError> {
+        let now = SystemTime::now();
+        self.rows().push(Row {
+            entry: OutboxEntry {
+                message,
+                attempts: 0,
+            },
+            staged: now,
+            due: now,
+            leased_until: None,
+            sent: None,
+            last_error: None,
+        });
+        self.staged.notify_one();
+        Ok(())
+    }
+
+    async fn claim(&self, batch: usize, lease: Duration) -> Result<Vec<OutboxEntry>, StoreError> {
+        let now = SystemTime::now();
+        let mut rows = self.rows();
+        let mut due: Vec<&mut Row> = rows
+            .iter_mut()
+            .filter(|r| r.sent.is_none() && r.due <= now && r.leased_until.is_none_or(|l| l <= now))
+            .collect();
+        due.sort_by_key(|r| r.staged);
+        Ok(due
+            .into_iter()
+            .take(batch)
+            .map(|row| {
+                row.leased_until = Some(now + lease);
+                row.entry.attempts += 1;
+                row.entry.clone()
+            })
+            .collect())
+    }
+
+    async fn mark_sent(&self, message_ids: &[String]) -> Result<(), StoreError> {
+        let ids: HashSet<&str> = message_ids.iter().map(String::as_str).collect();
+        let now = SystemTime::now();
+        for row in self.rows().iter_mut() {
+            if ids.contains(row.entry.message.properties.message_id.as_str()) {
+                row.sent = Some(now);
+                row.leased_until = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn retry_later(
+        &self,
+        message_id: &str,
+        error: &str,
+        not_before: SystemTime,
+    ) -> Result<(), StoreError> {
+        for row in self.rows().iter_mut() {
+            if row.entry.message.properties.message_id == message_id {
+                row.due = not_before;
+                row.leased_until = None;
+                row.last_error = Some(error.to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    async fn purge_sent(&self, before: SystemTime) -> Result<u64, StoreError> {
+        let mut rows = self.rows();
+        let len = rows.len();
+        rows.retain(|r| r.sent.is_none_or(|sent| sent >= before));
+        Ok(u64::try_from(len - rows.len()).unwrap_or(u64::MAX))
+    }
+}
+
+/// The in-memory inbox.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryInbox {
+    processed: Arc<Mutex<HashMap<String, HashSet<String>>>>,
+}
+
+impl MemoryInbox {
+    /// An empty inbox.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl InboxStore for MemoryInbox {
+    type Transaction<'t> = ();
+
+    async fn record(
+        &self,
+        _tx: &mut Self::Transaction<'_>,
+        consumer: &str,
+        message_id: &str,
+    ) -> Result<bool, StoreError> {
+        let mut processed = self
+            .processed
+            .lock()
+            .map_err(|_| StoreError("inbox lock poisoned".into()))?;
+        Ok(processed
+            .entry(consumer.to_owned())
+            .or_default()
+            .insert(message_id.to_owned()))
+    }
+}
+
+/// Settings of an [`OutboxRelay`] (`messaging.outbox`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Messages claimed per round. Default: `100`.
+    pub batch: usize,
+    /// Poll interval when no notification arrives. Default: `1s`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub interval: std::time::Duration,
+    /// How long a claim holds a message; a relay that dies mid-batch frees
+    /// its messages after this. Default: `30s`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub lease: std::time::Duration,
+    /// Delay between publish attempts of one message.
+    pub retry: RetryPolicy,
+    /// Sent messages are deleted after this long. Default: `1h`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub keep_sent: std::time::Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch: 100,
+            interval: Duration::from_secs(1),
+            lease: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+            keep_sent: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Publishes staged outbox messages to the broker, waking on a notification
+/// or every `interval`.
+pub struct OutboxRelay<S: OutboxStore> {
+    store: Arc<S>,
+    broker: Arc<dyn Broker>,
+    wake: Arc<Notify>,
+    config: RelayConfig,
+}
+
+impl<S: OutboxStore> fmt::Debug for OutboxRelay<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboxRelay")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one relay round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayRound {
+    /// Messages the broker confirmed.
+    pub sent: usize,
+    /// Messages that failed and wait for a later attempt.
+    pub failed: usize,
+}
+
+impl<S: OutboxStore> OutboxRelay<S> {
+    /// A relay from `store` to `broker`, woken by `wake` (e.g.
+    /// [`MemoryOutbox::notifier`], or a Postgres `LISTEN` loop).
+    pub fn new(
+        store: Arc<S>,
+        broker: Arc<dyn Broker>,
+        wake: Arc<Notify>,
+        config: RelayConfig,
+    ) -> Self {
+        Self {
+            store,
+            broker,
+            wake,
+            config,
+        }
+    }
+
+    /// Claims one batch and publishes it; failed messages are released for a
+    /// later attempt with backoff, never dropped.
+    ///
+    /// # Errors
+    /// The store failed; nothing was marked.
+    pub async fn round(&self) -> Result<RelayRound, StoreError> {
+        let entries = self
+            .store
+            .claim(self.config.batch, self.config.lease)
+            .await?;
+        let mut round = RelayRound::default();
+        let mut sent = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let id = entry.message.properties.message_id.clone();
+            match self.broker.publish(entry.message).await {
+                Ok(()) => {
+                    sent.push(id);
+                    round.sent += 1;
+                }
+                Err(error) => {
+                    let delay = self.config.retry.delay(entry.attempts);
+                    tracing::warn!(message_id = %id, attempts = entry.attempts, %error, ?delay, "outbox publish failed; will retry");
+                    self.store
+                        .retry_later(&id, &error.to_string(), SystemTime::now() + delay)
+                        .await?;
+                    round.failed += 1;
+                    if matches!(error, PublishError::Closed) {
+                        break;
+                    }
+                }
+            }
+        }
+        if !sent.is_empty() {
+            self.store.mark_sent(&sent).await?;
+        }
+        Ok(round)
+    }
+
+    /// Runs rounds until `stop`: after each notification, every `interval`,
+    /// and at once again while batches come back full. Purges old sent
+    /// messages now and then.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut last_purge = SystemTime::now();
+        loop {
+            match self.round().await {
+                Ok(round) if round.sent + round.failed >= self.config.batch => continue,
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "outbox relay round failed"),
+            }
+            if last_purge.elapsed().unwrap_or_default() >= self.config.interval * 60 {
+                last_purge = SystemTime::now();
+                let before = SystemTime::now()
+                    .checked_sub(self.config.keep_sent)
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                if let Err(error) = self.store.purge_sent(before).await {
+                    tracing::warn!(%error, "purging sent outbox messages failed");
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.config.interval) => {}
+            }
+        }
+    }
+}

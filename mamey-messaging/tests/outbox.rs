@@ -1,0 +1,182 @@
+//! The outbox relay and the inbox over the in-memory stores.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use mamey_messaging::{
+    Broker, Conventions, Delivery, InboxStore, MemoryBroker, MemoryInbox, MemoryOutbox, Message,
+    OutboxRelay, OutboxStore, PublishOptions, Publisher, RelayConfig, RetryPolicy, Route,
+    Subscription,
+};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Serialize, Deserialize)]
+struct InvoiceIssued {
+    number: u32,
+}
+
+impl Message for InvoiceIssued {
+    const NAMESPACE: &'static str = "billing";
+}
+
+/// Subscribes a recorder of message ids to `InvoiceIssued`.
+async fn record_deliveries(broker: &MemoryBroker) -> Arc<Mutex<Vec<String>>> {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&received);
+    broker
+        .subscribe(Subscription {
+            queue: "ledger/billing.invoice_issued".into(),
+            binding: Route {
+                exchange: "billing".into(),
+                routing_key: "invoice_issued".into(),
+            },
+            handler: Arc::new(move |delivery: Delivery| {
+                let sink = Arc::clone(&sink);
+                async move {
+                    sink.lock().unwrap().push(delivery.properties.message_id);
+                    Ok(())
+                }
+                .boxed()
+            }),
+            retry: RetryPolicy::default(),
+            concurrency: 4,
+            handler_timeout: Duration::from_secs(5),
+        })
+        .await
+        .unwrap();
+    received
+}
+
+fn publisher(broker: &MemoryBroker) -> Publisher {
+    Publisher::new(
+        Arc::new(broker.clone()),
+        Arc::new(Conventions::new("billing")),
+    )
+}
+
+async fn stage(outbox: &MemoryOutbox, publisher: &Publisher, count: u32) -> Vec<String> {
+    let mut ids = Vec::new();
+    for number in 0..count {
+        let message = publisher
+            .prepare(&InvoiceIssued { number }, PublishOptions::default())
+            .unwrap();
+        ids.push(message.properties.message_id.clone());
+        outbox.stage(&mut (), message).await.unwrap();
+    }
+    ids
+}
+
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_never_send_the_same_message() {
+    let broker = MemoryBroker::new();
+    let received = record_deliveries(&broker).await;
+    let outbox = Arc::new(MemoryOutbox::new());
+    let staged = stage(&outbox, &publisher(&broker), 300).await;
+    let config = RelayConfig {
+        batch: 7,
+        ..RelayConfig::default()
+    };
+    let relay = |_: u8| {
+        OutboxRelay::new(
+            Arc::clone(&outbox),
+            Arc::new(broker.clone()),
+            outbox.notifier(),
+            config.clone(),
+        )
+    };
+    let (a, b) = (relay(1), relay(2));
+    while outbox.pending() > 0 {
+        let (ra, rb) = tokio::join!(a.round(), b.round());
+        assert_eq!(ra.unwrap().failed + rb.unwrap().failed, 0);
+    }
+    eventually("300 deliveries", || received.lock().unwrap().len() >= 300).await;
+    let received = received.lock().unwrap().clone();
+    assert_eq!(received.len(), 300, "no duplicates");
+    let unique: HashSet<&String> = received.iter().collect();
+    assert_eq!(unique.len(), 300);
+    assert_eq!(unique, staged.iter().collect::<HashSet<_>>());
+}
+
+#[tokio::test]
+async fn a_failed_publish_is_kept_and_retried_later() {
+    let broker = MemoryBroker::new(); // nothing bound yet: publishes fail
+    let outbox = Arc::new(MemoryOutbox::new());
+    stage(&outbox, &publisher(&broker), 1).await;
+    let relay = OutboxRelay::new(
+        Arc::clone(&outbox),
+        Arc::new(broker.clone()),
+        outbox.notifier(),
+        RelayConfig {
+            retry: RetryPolicy {
+                initial_delay: Duration::from_millis(50),
+                ..RetryPolicy::default()
+            },
+            ..RelayConfig::default()
+        },
+    );
+    let round = relay.round().await.unwrap();
+    assert_eq!((round.sent, round.failed), (0, 1));
+    assert_eq!(outbox.pending(), 1, "kept, not dropped");
+    let round = relay.round().await.unwrap();
+    assert_eq!(
+        (round.sent, round.failed),
+        (0, 0),
+        "not due before the delay"
+    );
+
+    let received = record_deliveries(&broker).await;
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let round = relay.round().await.unwrap();
+    assert_eq!((round.sent, round.failed), (1, 0));
+    assert_eq!(outbox.pending(), 0);
+    eventually("the delivery", || received.lock().unwrap().len() == 1).await;
+}
+
+#[tokio::test]
+async fn the_relay_wakes_when_a_message_is_staged() {
+    let broker = MemoryBroker::new();
+    let received = record_deliveries(&broker).await;
+    let outbox = Arc::new(MemoryOutbox::new());
+    let stop = CancellationToken::new();
+    let relay = OutboxRelay::new(
+        Arc::clone(&outbox),
+        Arc::new(broker.clone()),
+        outbox.notifier(),
+        RelayConfig {
+            interval: Duration::from_secs(3600), // only the notification can wake it
+            ..RelayConfig::default()
+        },
+    );
+    let running = tokio::spawn(relay.run(stop.clone()));
+    tokio::task::yield_now().await;
+    stage(&outbox, &publisher(&broker), 3).await;
+    eventually("three deliveries", || received.lock().unwrap().len() == 3).await;
+    stop.cancel();
+    running.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_inbox_skips_a_message_it_has_seen() {
+    let inbox = MemoryInbox::new();
+    assert!(inbox.record(&mut (), "ledger", "m-1").await.unwrap());
+    assert!(!inbox.record(&mut (), "ledger", "m-1").await.unwrap());
+    assert!(
+        inbox.record(&mut (), "audit", "m-1").await.unwrap(),
+        "per consumer"
+    );
+}
