@@ -125,13 +125,23 @@ impl HandlerMetrics for DispatcherMetrics {
 /// `started`). Linux reads `/proc/self`; elsewhere only the times are
 /// reported. [`Prometheus::render`](crate::Prometheus::render) calls it.
 pub fn record_process(started: std::time::Instant, start_time_unix: f64) {
-    gauge!("process_uptime_seconds").set(started.elapsed().as_secs_f64());
-    gauge!("process_start_time_seconds").set(start_time_unix);
+    // The real process start where the OS tells it, else the time given.
+    #[cfg(target_os = "linux")]
+    let start = linux::start_time_unix().unwrap_or(start_time_unix);
+    #[cfg(not(target_os = "linux"))]
+    let start = start_time_unix;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let uptime = if now >= start {
+        now - start
+    } else {
+        started.elapsed().as_secs_f64()
+    };
+    gauge!("process_start_time_seconds").set(start);
+    gauge!("process_uptime_seconds").set(uptime);
     #[cfg(target_os = "linux")]
     {
-        if let Some(start) = linux::start_time_unix() {
-            gauge!("process_start_time_seconds").set(start);
-        }
         if let Some(cpu) = linux::cpu_seconds() {
             gauge!("process_cpu_seconds_total").set(cpu);
         }

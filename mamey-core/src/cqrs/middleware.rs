@@ -97,7 +97,7 @@ impl Layer<HandlerService> for TracingLayer {
                     correlation_id = correlation,
                     handler = envelope.handler(),
                     otel.status_code = tracing::field::Empty,
-                    otel.status_message = tracing::field::Empty,
+                    otel.status_description = tracing::field::Empty,
                 )
             });
             async move {
@@ -106,7 +106,7 @@ impl Layer<HandlerService> for TracingLayer {
                     && matches!(error.kind(), ErrorKind::Internal | ErrorKind::Unavailable)
                 {
                     span.record("otel.status_code", "ERROR");
-                    span.record("otel.status_message", error.code());
+                    span.record("otel.status_description", error.code());
                 }
                 result
             }

@@ -24,6 +24,8 @@ pub struct ReceivedSpan {
     pub parent_span_id: String,
     /// OTLP status code: 0 unset, 1 ok, 2 error.
     pub status_code: i32,
+    /// OTLP status message.
+    pub status_message: String,
     /// String attributes of the span.
     pub attributes: BTreeMap<String, String>,
     pub resource: BTreeMap<String, String>,
@@ -52,7 +54,8 @@ impl Collected {
                         trace_id: hex(&span.trace_id),
                         span_id: hex(&span.span_id),
                         parent_span_id: hex(&span.parent_span_id),
-                        status_code: span.status.map_or(0, |s| s.code),
+                        status_code: span.status.as_ref().map_or(0, |s| s.code),
+                        status_message: span.status.map(|s| s.message).unwrap_or_default(),
                         attributes: strings(span.attributes),
                         resource: resource.clone(),
                     });
