@@ -12,7 +12,8 @@
 //!   registered on the core dispatcher, so the dispatcher's middleware
 //!   applies.
 //! - [`Broker`] is the backend contract: [`MemoryBroker`] is the in-process
-//!   default; RabbitMQ (feature `rabbitmq`) follows.
+//!   default; [`rabbitmq::RabbitMqBroker`] (feature `rabbitmq`) talks to
+//!   RabbitMQ.
 //!
 //! - [`OutboxStore`] and [`InboxStore`] with the [`OutboxRelay`]: publish in
 //!   the same transaction as the state change, apply each message once.
@@ -31,6 +32,8 @@ mod message;
 mod outbox;
 mod plugin;
 mod publisher;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
 
 pub use broker::{
     Broker, DeliveryHandler, Disposition, Failure, PublishError, RetryPolicy, SubscribeError,

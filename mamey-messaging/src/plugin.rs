@@ -56,6 +56,13 @@ impl ConfigSection for MessagingConfig {
     const KEY: &'static str = "messaging";
 }
 
+/// Where the broker comes from.
+enum Backend {
+    Ready(Arc<dyn Broker>),
+    #[cfg(feature = "rabbitmq")]
+    RabbitMq,
+}
+
 /// Builds the delivery handler of one subscribed type, given the dispatcher.
 type Binder = Box<
     dyn Fn(&Conventions, Dispatcher) -> (String, crate::message::Route, DeliveryHandler)
@@ -91,7 +98,8 @@ type Binder = Box<
 /// # Ok(()) }
 /// ```
 pub struct Messaging {
-    broker: Arc<dyn Broker>,
+    backend: Backend,
+    broker: Option<Arc<dyn Broker>>,
     binders: Vec<Binder>,
     config: MessagingConfig,
     conventions: Option<Arc<Conventions>>,
@@ -106,10 +114,23 @@ impl std::fmt::Debug for Messaging {
 }
 
 impl Messaging {
-    /// Messaging over `broker`.
+    /// Messaging over `broker` (e.g. a [`MemoryBroker`](crate::MemoryBroker)).
     pub fn new(broker: impl Broker) -> Self {
+        Self::with_backend(Backend::Ready(Arc::new(broker)))
+    }
+
+    /// Messaging over RabbitMQ, connecting during `init` with the
+    /// `[rabbitmq]` section ([`RabbitMqConfig`](crate::rabbitmq::RabbitMqConfig)).
+    #[cfg(feature = "rabbitmq")]
+    #[must_use]
+    pub fn rabbitmq() -> Self {
+        Self::with_backend(Backend::RabbitMq)
+    }
+
+    fn with_backend(backend: Backend) -> Self {
         Self {
-            broker: Arc::new(broker),
+            backend,
+            broker: None,
             binders: Vec::new(),
             config: MessagingConfig::default(),
             conventions: None,
@@ -192,11 +213,19 @@ impl Plugin for Messaging {
             ctx.app().name.clone(),
             self.config.conventions.clone(),
         ));
+        let broker: Arc<dyn Broker> = match &self.backend {
+            Backend::Ready(broker) => Arc::clone(broker),
+            #[cfg(feature = "rabbitmq")]
+            Backend::RabbitMq => {
+                let config = ctx.section::<crate::rabbitmq::RabbitMqConfig>()?;
+                Arc::new(crate::rabbitmq::RabbitMqBroker::connect(config).await?)
+            }
+        };
+        self.broker = Some(Arc::clone(&broker));
         ctx.provide(Publisher::new(
-            Arc::clone(&self.broker),
+            Arc::clone(&broker),
             Arc::clone(&conventions),
         ))?;
-        let broker = Arc::clone(&self.broker);
         ctx.health()
             .register("messaging", &[Probe::Ready], move || {
                 let connected = broker.is_connected();
@@ -213,14 +242,14 @@ impl Plugin for Messaging {
     }
 
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
-        let conventions = self
-            .conventions
-            .clone()
-            .ok_or("messaging started before it was initialised")?;
+        let (Some(conventions), Some(broker)) = (self.conventions.clone(), self.broker.clone())
+        else {
+            return Err("messaging started before it was initialised".into());
+        };
         for binder in &self.binders {
             let (queue, binding, handler) = binder(&conventions, ctx.dispatcher().clone());
             tracing::info!(%queue, exchange = %binding.exchange, routing_key = %binding.routing_key, "consuming");
-            self.broker
+            broker
                 .subscribe(Subscription {
                     queue,
                     binding,
@@ -237,7 +266,9 @@ impl Plugin for Messaging {
     async fn stop(&mut self) -> Result<(), BoxError> {
         // Stops consuming and waits for in-flight handlers; the core's
         // shutdown deadline bounds the wait.
-        self.broker.close().await;
+        if let Some(broker) = &self.broker {
+            broker.close().await;
+        }
         Ok(())
     }
 }

@@ -1,0 +1,52 @@
+//! Connection loss: the broker force-closes every connection mid-stream and
+//! no message is lost. Its own test binary, because closing every connection
+//! would disturb tests running beside it.
+#![cfg(feature = "rabbitmq")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod rabbitmq_common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use rabbitmq_common::{Names, OrderPlaced, Seen, eventually, raw, service, start};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_message_is_lost_when_the_broker_closes_the_connection() {
+    let Some((_connection, channel)) = raw().await else {
+        return;
+    };
+    let names = Names::new();
+    let seen = Seen::default();
+    let running = start(service(&names, &seen, Some(0), Duration::ZERO)).await;
+    let total = 300_u64;
+    for id in 0..total {
+        if id == 100 {
+            let status = tokio::process::Command::new("rabbitmqctl")
+                .args(["close_all_connections", "test: forced close"])
+                .status()
+                .await
+                .expect("rabbitmqctl runs");
+            assert!(status.success());
+        }
+        running
+            .publisher
+            .publish(&OrderPlaced { id })
+            .await
+            .unwrap_or_else(|e| panic!("publish {id} failed: {e}"));
+    }
+    eventually("every message", || {
+        let seen = seen.clone();
+        async move {
+            let unique: HashSet<u64> = seen.ids.lock().unwrap().iter().copied().collect();
+            unique.len() == usize::try_from(total).unwrap()
+        }
+    })
+    .await;
+    running.stop().await;
+    // The test's own connection was closed too; clean up over a new one.
+    if let Some((_c, channel)) = raw().await {
+        names.clean(&channel).await;
+    }
+    drop(channel);
+}
