@@ -181,15 +181,16 @@ where
     Fut: Future<Output = Result<(), mamey_core::Error>>,
 {
     let message: M = Json.decode(&delivery.body).map_err(Failure::Decode)?;
-    let context = context_of(&delivery);
+    let extracted = context_of(&delivery);
     let span = tracing::info_span!(
         "consume",
         message.name = M::name(),
         message.id = %delivery.properties.message_id,
         attempt = delivery.attempt,
     );
-    mamey_observability::propagation::extract(&delivery.properties.headers).set_parent(&span);
-    context
+    extracted.set_parent(&span);
+    extracted
+        .context
         .scope(dispatch(message))
         .instrument(span)
         .await

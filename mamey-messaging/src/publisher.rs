@@ -174,16 +174,23 @@ fn opentelemetry_context() -> mamey_observability::propagation::OtelContext {
     mamey_observability::propagation::OtelContext::current()
 }
 
-/// The [`MessageContext`] for handling `delivery`: from its
-/// `message_context` header when it is valid JSON, else from its properties
-/// and trace headers; the message id is always the delivery's.
+/// The context for handling `delivery`, read in one pass over its headers:
+/// the [`MessageContext`] from the `message_context` header when it is
+/// valid JSON, else from the properties and `x-*` headers; the message id is
+/// always the delivery's; the trace context only from a well-formed W3C
+/// `traceparent` header. `otel` continues the publisher's trace.
 #[must_use]
-pub fn context_of(delivery: &Delivery) -> MessageContext {
+pub fn context_of(delivery: &Delivery) -> mamey_observability::propagation::Extracted {
     let headers = &delivery.properties.headers;
-    let mut context = headers
+    let mut extracted = mamey_observability::propagation::extract(headers);
+    if let Some(mut context) = headers
         .get(MESSAGE_CONTEXT_HEADER)
         .and_then(|json| serde_json::from_str::<MessageContext>(json).ok())
-        .unwrap_or_else(|| mamey_observability::propagation::extract(headers).context);
+    {
+        context.trace = extracted.context.trace.take();
+        extracted.context = context;
+    }
+    let context = &mut extracted.context;
     context
         .message_id
         .clone_from(&delivery.properties.message_id);
@@ -192,10 +199,5 @@ pub fn context_of(delivery: &Delivery) -> MessageContext {
             .correlation_id
             .clone_from(&delivery.properties.correlation_id);
     }
-    if context.trace.is_none() {
-        context.trace = mamey_observability::propagation::extract(headers)
-            .context
-            .trace;
-    }
-    context
+    extracted
 }

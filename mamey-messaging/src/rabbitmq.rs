@@ -329,7 +329,7 @@ impl RabbitMqBroker {
             }
             properties = properties.with_headers(headers);
             if let Err(error) = self
-                .publish_raw("", &queue, true, &delivery.data, properties)
+                .publish_raw("", &queue, true, &ours.body, properties)
                 .await
             {
                 // Not acked, so the broker delivers it again: nothing lost.
@@ -422,7 +422,8 @@ fn text(value: &AMQPValue) -> Option<String> {
     }
 }
 
-fn from_amqp(delivery: &lapin::message::Delivery) -> Delivery {
+/// Our view of a delivery; takes the body out of `delivery` (no copy).
+fn from_amqp(delivery: &mut lapin::message::Delivery) -> Delivery {
     let p = &delivery.properties;
     let short = |v: &Option<ShortString>| {
         v.as_ref()
@@ -461,7 +462,7 @@ fn from_amqp(delivery: &lapin::message::Delivery) -> Delivery {
             persistent: *p.delivery_mode() == Some(2),
             headers,
         },
-        body: bytes::Bytes::from(delivery.data.clone()),
+        body: bytes::Bytes::from(std::mem::take(&mut delivery.data)),
         attempt,
     }
 }
@@ -540,7 +541,8 @@ impl Broker for RabbitMqBroker {
                     };
                     let (broker, subscription) = (broker.clone(), subscription.clone());
                     tasks.spawn(async move {
-                        let ours = from_amqp(&delivery);
+                        let mut delivery = delivery;
+                        let ours = from_amqp(&mut delivery);
                         let handling = (subscription.handler)(ours.clone());
                         let result = match tokio::time::timeout(subscription.handler_timeout, handling).await {
                             Ok(result) => result,

@@ -442,7 +442,7 @@ fn context_of_falls_back_to_properties_and_headers() {
         body: Bytes::new(),
         attempt: 1,
     };
-    let context = context_of(&delivery);
+    let context = context_of(&delivery).context;
     assert_eq!(context.message_id, "m-9");
     assert_eq!(context.correlation_id, "corr-h");
 }

@@ -1,0 +1,321 @@
+//! Benchmark P2: RabbitMQ throughput, raw lapin against mamey, same settings.
+//!
+//! N persistent 1 KiB messages (default 50 000, `BENCH_MESSAGES`), publisher
+//! confirms, one connection, prefetch 256, 64 concurrent publishers each
+//! awaiting its confirms:
+//!
+//! - `lapin`: `basic_publish` + confirm → `basic_consume` → `ack`;
+//! - `mamey`: `Publisher::publish` → typed event handler (JSON decode,
+//!   dispatcher with its middleware) → `ack`.
+//!
+//! Each measures from the first publish to the last ack; the two alternate
+//! over `BENCH_ROUNDS` rounds (default 2). Prints msg/s per run and
+//! `RATIO rabbitmq_vs_lapin <x>` (median mamey / median lapin).
+//!
+//! ```text
+//! cargo bench -p mamey-messaging --features rabbitmq --bench throughput
+//! ```
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+#[cfg(feature = "rabbitmq")]
+mod bench {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use futures_util::StreamExt;
+    use lapin::options::{
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+        ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+        QueueDeclareOptions, QueueDeleteOptions,
+    };
+    use lapin::types::FieldTable;
+    use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+    use mamey_core::Service;
+    use mamey_core::cqrs::Event;
+    use mamey_core::health::{Probe, Status};
+    use mamey_messaging::rabbitmq::{dead_letter_queue, retry_queue};
+    use mamey_messaging::{Message, Messaging, Publisher};
+    use serde::{Deserialize, Serialize};
+
+    const PUBLISHERS: usize = 256;
+
+    #[derive(Clone, Serialize, Deserialize)]
+    struct Payload {
+        id: u64,
+        data: String,
+    }
+
+    impl Message for Payload {
+        const NAMESPACE: &'static str = "bench";
+    }
+
+    impl Event for Payload {}
+
+    fn url() -> String {
+        std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    }
+
+    fn body() -> Vec<u8> {
+        // 1 KiB of JSON, the same bytes both sides send.
+        let payload = Payload {
+            id: 0,
+            data: "x".repeat(1024 - r#"{"id":0,"data":""}"#.len()),
+        };
+        let bytes = serde_json::to_vec(&payload).unwrap();
+        assert_eq!(bytes.len(), 1024);
+        bytes
+    }
+
+    async fn lapin_run(n: usize, tag: &str) -> f64 {
+        let connection = Connection::connect(&url(), ConnectionProperties::default())
+            .await
+            .unwrap();
+        let setup = connection.create_channel().await.unwrap();
+        let (exchange, queue) = (format!("bench-raw-{tag}"), format!("bench-raw-{tag}.q"));
+        setup
+            .exchange_declare(
+                exchange.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        setup
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        setup
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.as_str().into(),
+                "payload".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let consume = connection.create_channel().await.unwrap();
+        consume
+            .basic_qos(256, BasicQosOptions::default())
+            .await
+            .unwrap();
+        let mut consumer = consume
+            .basic_consume(
+                queue.as_str().into(),
+                "bench".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let acked = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&acked);
+        let consuming = tokio::spawn(async move {
+            while let Some(Ok(delivery)) = consumer.next().await {
+                delivery
+                    .acker
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .unwrap();
+                if counter.fetch_add(1, Ordering::Relaxed) + 1 == n {
+                    break;
+                }
+            }
+        });
+        let channels: Vec<_> = futures_util::future::join_all((0..2).map(|_| async {
+            let channel = connection.create_channel().await.unwrap();
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .unwrap();
+            channel
+        }))
+        .await;
+        let body = Arc::new(body());
+        let started = Instant::now();
+        let publishers: Vec<_> = (0..PUBLISHERS)
+            .map(|p| {
+                let channel = channels[p % channels.len()].clone();
+                let (exchange, body) = (exchange.clone(), Arc::clone(&body));
+                tokio::spawn(async move {
+                    for _ in (p..n).step_by(PUBLISHERS) {
+                        channel
+                            .basic_publish(
+                                exchange.as_str().into(),
+                                "payload".into(),
+                                BasicPublishOptions {
+                                    mandatory: true,
+                                    ..Default::default()
+                                },
+                                &body,
+                                BasicProperties::default()
+                                    .with_delivery_mode(2)
+                                    .with_content_type("application/json".into()),
+                            )
+                            .await
+                            .unwrap()
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for publisher in publishers {
+            publisher.await.unwrap();
+        }
+        consuming.await.unwrap();
+        let rate = n as f64 / started.elapsed().as_secs_f64();
+        let _ = setup
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+        let _ = setup
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+        let _ = connection.close(200, "done".into()).await;
+        rate
+    }
+
+    async fn mamey_run(n: usize, tag: &str) -> f64 {
+        let handled = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&handled);
+        let service_name = format!("bench-mamey-{tag}");
+        let exchange = format!("bench-mamey-{tag}.x");
+        let service = Service::builder(service_name.clone())
+            .handle_signals(false)
+            .config_dir("/nonexistent-mamey-config")
+            .env_vars([
+                ("MAMEY__RABBITMQ__URL".to_owned(), url()),
+                ("MAMEY__RABBITMQ__PREFETCH".to_owned(), "256".to_owned()),
+                ("MAMEY__MESSAGING__CONCURRENCY".to_owned(), "256".to_owned()),
+                (
+                    "MAMEY__MESSAGING__CONVENTIONS__EXCHANGE".to_owned(),
+                    exchange.clone(),
+                ),
+                ("MAMEY__LOGGING__LEVEL".to_owned(), "warn".to_owned()),
+            ])
+            .plugin(Messaging::rabbitmq().subscribe_event::<Payload>())
+            .handlers(move |dispatcher, _| {
+                dispatcher.add_event(move |_: Payload| {
+                    let counter = Arc::clone(&counter);
+                    async move {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        Ok(())
+                    }
+                });
+                Ok(())
+            })
+            .build()
+            .await
+            .unwrap();
+        let publisher = service.resources().get::<Publisher>().unwrap();
+        let (health, stop) = (service.health().clone(), service.shutdown_handle());
+        let running = tokio::spawn(service.run());
+        while health.check(Probe::Startup).await.status != Status::Healthy {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let payload: Payload = serde_json::from_slice(&body()).unwrap();
+        let started = Instant::now();
+        let publishers: Vec<_> = (0..PUBLISHERS)
+            .map(|p| {
+                let (publisher, payload) = (publisher.clone(), payload.clone());
+                tokio::spawn(async move {
+                    for _ in (p..n).step_by(PUBLISHERS) {
+                        publisher.publish(&payload).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for publisher in publishers {
+            publisher.await.unwrap();
+        }
+        while handled.load(Ordering::Relaxed) < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let rate = n as f64 / started.elapsed().as_secs_f64();
+        stop.shutdown();
+        running.await.unwrap().unwrap();
+        // Remove what the run declared.
+        let connection = Connection::connect(&url(), ConnectionProperties::default())
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let queue = format!("{service_name}/{exchange}.payload");
+        let mut queues = vec![queue.clone(), dead_letter_queue(&queue)];
+        queues.extend((1..=3).map(|a| retry_queue(&queue, a)));
+        for q in queues {
+            let _ = channel
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        let _ = channel
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+        let _ = connection.close(200, "done".into()).await;
+        rate
+    }
+
+    fn median(values: &mut [f64]) -> f64 {
+        values.sort_by(f64::total_cmp);
+        let mid = values.len() / 2;
+        if values.len().is_multiple_of(2) {
+            (values[mid - 1] + values[mid]) / 2.0
+        } else {
+            values[mid]
+        }
+    }
+
+    pub(crate) fn main() {
+        let n: usize = std::env::var("BENCH_MESSAGES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(50_000);
+        let rounds: usize = std::env::var("BENCH_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (mut raw, mut ours) = (Vec::new(), Vec::new());
+            for round in 0..rounds {
+                let tag = &mamey_core::new_id()[..8];
+                let r = lapin_run(n, tag).await;
+                println!("round {round}: lapin {r:>9.0} msg/s");
+                raw.push(r);
+                let m = mamey_run(n, tag).await;
+                println!("round {round}: mamey {m:>9.0} msg/s");
+                ours.push(m);
+            }
+            let (raw, ours) = (median(&mut raw), median(&mut ours));
+            println!("lapin (median) {raw:.0} msg/s");
+            println!("mamey (median) {ours:.0} msg/s");
+            println!("RATIO rabbitmq_vs_lapin {:.3}", ours / raw);
+        });
+    }
+}
+
+fn main() {
+    #[cfg(feature = "rabbitmq")]
+    bench::main();
+    #[cfg(not(feature = "rabbitmq"))]
+    {
+        eprintln!(
+            "this benchmark needs RabbitMQ: cargo bench -p mamey-messaging --features rabbitmq --bench throughput"
+        );
+        std::process::exit(2);
+    }
+}
