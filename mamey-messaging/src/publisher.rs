@@ -136,10 +136,24 @@ impl Publisher {
             .correlation_id
             .or_else(|| current.as_ref().map(|c| c.correlation_id.clone()))
             .unwrap_or_else(|| message_id.clone());
-        let mut context = current.clone().unwrap_or_default();
-        context.causation_id = current.map(|c| c.message_id);
-        context.message_id.clone_from(&message_id);
-        context.correlation_id.clone_from(&correlation_id);
+        // The outgoing message's context: the current one's caller, trace
+        // and headers, with this message's ids.
+        let context = match current {
+            Some(current) => MessageContext {
+                causation_id: Some(current.message_id),
+                message_id: message_id.clone(),
+                correlation_id: correlation_id.clone(),
+                ..current
+            },
+            None => MessageContext {
+                message_id: message_id.clone(),
+                correlation_id: correlation_id.clone(),
+                causation_id: None,
+                identity: None,
+                trace: None,
+                headers: BTreeMap::new(),
+            },
+        };
 
         let mut headers = options.headers;
         mamey_observability::propagation::inject_context(
@@ -182,14 +196,17 @@ fn opentelemetry_context() -> mamey_observability::propagation::OtelContext {
 #[must_use]
 pub fn context_of(delivery: &Delivery) -> mamey_observability::propagation::Extracted {
     let headers = &delivery.properties.headers;
-    let mut extracted = mamey_observability::propagation::extract(headers);
-    if let Some(mut context) = headers
+    let from_json = headers
         .get(MESSAGE_CONTEXT_HEADER)
-        .and_then(|json| serde_json::from_str::<MessageContext>(json).ok())
-    {
-        context.trace = extracted.context.trace.take();
-        extracted.context = context;
-    }
+        .and_then(|json| serde_json::from_str::<MessageContext>(json).ok());
+    let mut extracted = match from_json {
+        Some(mut context) => {
+            let (trace, otel, _) = mamey_observability::propagation::extract_trace(headers);
+            context.trace = trace;
+            mamey_observability::propagation::Extracted { context, otel }
+        }
+        None => mamey_observability::propagation::extract(headers),
+    };
     let context = &mut extracted.context;
     context
         .message_id

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
@@ -292,23 +293,50 @@ impl RabbitMqBroker {
         declare_queue(channel, &dead_letter_queue(queue), FieldTable::default()).await
     }
 
+    /// Handles one delivery and settles it.
+    async fn process(
+        self,
+        subscription: Arc<Subscription>,
+        mut delivery: lapin::message::Delivery,
+    ) {
+        let ours = from_amqp(&mut delivery);
+        let (attempt, message_id, body) = (
+            ours.attempt,
+            ours.properties.message_id.clone(),
+            ours.body.clone(),
+        );
+        let handling = (subscription.handler)(ours);
+        let result = match tokio::time::timeout(subscription.handler_timeout, handling).await {
+            Ok(result) => result,
+            Err(_) => Err(Failure::Timeout(subscription.handler_timeout)),
+        };
+        let disposition = Disposition::decide(&result, attempt, &subscription.retry);
+        self.settle(
+            &subscription,
+            delivery,
+            (attempt, &message_id, &body),
+            disposition,
+        )
+        .await;
+    }
+
     /// Acts on a handled delivery: ack, copy to a retry queue, or copy to the
     /// dead-letter queue — the copy confirmed before the original is acked.
     async fn settle(
         &self,
         subscription: &Subscription,
         delivery: lapin::message::Delivery,
-        ours: &Delivery,
+        (attempt, message_id, body): (u32, &str, &bytes::Bytes),
         disposition: Disposition,
     ) {
         let copy = match &disposition {
             Disposition::Ack => None,
             Disposition::Retry(_) => Some((
-                retry_queue(&subscription.queue, ours.attempt),
-                vec![(ATTEMPT_HEADER, AMQPValue::LongUInt(ours.attempt + 1))],
+                retry_queue(&subscription.queue, attempt),
+                vec![(ATTEMPT_HEADER, AMQPValue::LongUInt(attempt + 1))],
             )),
             Disposition::DeadLetter(reason) => {
-                tracing::warn!(queue = %subscription.queue, message_id = %ours.properties.message_id, %reason, "message dead-lettered");
+                tracing::warn!(queue = %subscription.queue, message_id, %reason, "message dead-lettered");
                 Some((
                     dead_letter_queue(&subscription.queue),
                     vec![
@@ -316,7 +344,7 @@ impl RabbitMqBroker {
                             DEATH_REASON_HEADER,
                             AMQPValue::LongString(reason.as_str().into()),
                         ),
-                        (ATTEMPTS_HEADER, AMQPValue::LongUInt(ours.attempt)),
+                        (ATTEMPTS_HEADER, AMQPValue::LongUInt(attempt)),
                     ],
                 ))
             }
@@ -328,10 +356,7 @@ impl RabbitMqBroker {
                 headers.insert(key.into(), value);
             }
             properties = properties.with_headers(headers);
-            if let Err(error) = self
-                .publish_raw("", &queue, true, &ours.body, properties)
-                .await
-            {
+            if let Err(error) = self.publish_raw("", &queue, true, body, properties).await {
                 // Not acked, so the broker delivers it again: nothing lost.
                 tracing::error!(%queue, %error, "could not move the message; requeueing it");
                 let _ = delivery
@@ -516,43 +541,34 @@ impl Broker for RabbitMqBroker {
             if let Ok(mut consumers) = self.inner.consumers.lock() {
                 consumers.push((channel.clone(), tag));
             }
+            // One task per consumer drives up to `concurrency` handlers at
+            // once (no task per message); on stop it takes no new delivery
+            // and finishes the ones in flight.
             let broker = self.clone();
-            let concurrency = Arc::new(Semaphore::new(subscription.concurrency.max(1)));
-            let tasks = self.inner.tasks.clone();
+            let subscription = Arc::new(subscription);
+            let limit = subscription.concurrency.max(1);
             self.inner.tasks.spawn(async move {
+                let mut in_flight = FuturesUnordered::new();
                 loop {
-                    let next = tokio::select! {
+                    tokio::select! {
+                        biased;
+                        Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
                         () = broker.inner.stop.cancelled() => break,
-                        next = consumer.next() => next,
-                    };
-                    let delivery = match next {
-                        None => break,
-                        Some(Ok(delivery)) => delivery,
-                        Some(Err(error)) => {
-                            tracing::warn!(queue = %subscription.queue, %error, "consumer interrupted; waiting for recovery");
-                            if channel.wait_for_recovery(error).await.is_err() {
-                                break;
+                        next = consumer.next(), if in_flight.len() < limit => match next {
+                            None => break,
+                            Some(Ok(delivery)) => {
+                                in_flight.push(broker.clone().process(Arc::clone(&subscription), delivery));
                             }
-                            continue;
-                        }
-                    };
-                    let Ok(permit) = Arc::clone(&concurrency).acquire_owned().await else {
-                        break;
-                    };
-                    let (broker, subscription) = (broker.clone(), subscription.clone());
-                    tasks.spawn(async move {
-                        let mut delivery = delivery;
-                        let ours = from_amqp(&mut delivery);
-                        let handling = (subscription.handler)(ours.clone());
-                        let result = match tokio::time::timeout(subscription.handler_timeout, handling).await {
-                            Ok(result) => result,
-                            Err(_) => Err(Failure::Timeout(subscription.handler_timeout)),
-                        };
-                        let disposition = Disposition::decide(&result, ours.attempt, &subscription.retry);
-                        broker.settle(&subscription, delivery, &ours, disposition).await;
-                        drop(permit);
-                    });
+                            Some(Err(error)) => {
+                                tracing::warn!(queue = %subscription.queue, %error, "consumer interrupted; waiting for recovery");
+                                if channel.wait_for_recovery(error).await.is_err() {
+                                    break;
+                                }
+                            }
+                        },
+                    }
                 }
+                while in_flight.next().await.is_some() {}
             });
             Ok(())
         }

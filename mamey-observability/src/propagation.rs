@@ -222,8 +222,7 @@ impl Extracted {
 
 /// Reads trace context and ids from `carrier`.
 pub fn extract<C: Carrier + ?Sized>(carrier: &C) -> Extracted {
-    let owned = w3c_headers(carrier);
-    let otel = propagator().extract(&AsExtractor(&owned));
+    let (trace, otel, baggage) = extract_trace(carrier);
     let message_id = carrier
         .get(REQUEST_ID)
         .map(Cow::into_owned)
@@ -238,6 +237,30 @@ pub fn extract<C: Carrier + ?Sized>(carrier: &C) -> Extracted {
         .get(CAUSATION_ID)
         .map(Cow::into_owned)
         .filter(|id| valid_id(id));
+    let mut headers = BTreeMap::new();
+    if let Some(baggage) = baggage {
+        headers.insert("baggage".to_owned(), baggage);
+    }
+    let context = MessageContext {
+        message_id,
+        correlation_id,
+        causation_id,
+        identity: None,
+        trace,
+        headers,
+    };
+    Extracted { context, otel }
+}
+
+/// Reads only the W3C headers: the trace context to pass on (when
+/// `traceparent` is well-formed), the OpenTelemetry context for a parent
+/// span, and the raw `baggage`. For transports that carry the ids their own
+/// way (AMQP's `message_context` header).
+pub fn extract_trace<C: Carrier + ?Sized>(
+    carrier: &C,
+) -> (Option<TraceContext>, OtelContext, Option<String>) {
+    let owned = w3c_headers(carrier);
+    let otel = propagator().extract(&AsExtractor(&owned));
     // Passed on verbatim later, so only well-formed values are kept.
     let trace = owned
         .get("traceparent")
@@ -249,14 +272,7 @@ pub fn extract<C: Carrier + ?Sized>(carrier: &C) -> Extracted {
                 .filter(|ts| ts.len() <= 512 && ts.bytes().all(|b| (0x20..0x7f).contains(&b)))
                 .cloned(),
         });
-    let mut context = MessageContext::new().with_correlation_id(correlation_id);
-    context.message_id = message_id;
-    context.causation_id = causation_id;
-    context.trace = trace;
-    if let Some(baggage) = owned.get("baggage") {
-        context = context.with_header("baggage", baggage.clone());
-    }
-    Extracted { context, otel }
+    (trace, otel, owned.get("baggage").cloned())
 }
 
 /// `version-traceid-parentid-flags` as W3C Trace Context defines it:
