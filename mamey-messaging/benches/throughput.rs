@@ -1,7 +1,7 @@
 //! Benchmark P2: RabbitMQ throughput, raw lapin against mamey, same settings.
 //!
 //! N persistent 1 KiB messages (default 50 000, `BENCH_MESSAGES`), publisher
-//! confirms, one connection, prefetch 256, 64 concurrent publishers each
+//! confirms, one connection, prefetch 256, 256 concurrent publishers each
 //! awaiting its confirms:
 //!
 //! - `lapin`: `basic_publish` + confirm → `basic_consume` → `ack`;

@@ -230,6 +230,25 @@ pub fn topic_matches(pattern: &str, routing_key: &str) -> bool {
     matches(&pattern, &key)
 }
 
+/// Runs a subscription's handler under its timeout; a panic counts as a
+/// failed (retryable) attempt, so it neither loses the message nor kills
+/// the consumer.
+pub(crate) async fn run_handler(
+    subscription: &Subscription,
+    delivery: Delivery,
+) -> Result<(), Failure> {
+    use futures_util::FutureExt;
+    use std::panic::AssertUnwindSafe;
+    let handling = AssertUnwindSafe((subscription.handler)(delivery)).catch_unwind();
+    match tokio::time::timeout(subscription.handler_timeout, handling).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(Failure::Handler(mamey_core::Error::internal(
+            "the handler panicked",
+        ))),
+        Err(_) => Err(Failure::Timeout(subscription.handler_timeout)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

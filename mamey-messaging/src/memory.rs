@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::{
-    Broker, Disposition, Failure, PublishError, SubscribeError, Subscription, topic_matches,
+    Broker, Disposition, PublishError, SubscribeError, Subscription, run_handler, topic_matches,
 };
 use crate::message::{DeadLetter, Delivery, OutgoingMessage, Route};
 
@@ -23,10 +23,23 @@ use crate::message::{DeadLetter, Delivery, OutgoingMessage, Route};
 /// message that cannot succeed lands in the dead-letter list with the reason.
 ///
 /// It lives as long as the process: messages are not persisted. Clones share
-/// the broker, so several services in one process can talk through one.
-#[derive(Clone, Default)]
+/// queues, bindings and dead letters, so several services in one process
+/// talk through one broker; each clone has its own consumers, so closing one
+/// (a service stopping) leaves the others running.
+#[derive(Default)]
 pub struct MemoryBroker {
     inner: Arc<Inner>,
+    handle: Arc<Handle>,
+}
+
+impl Clone for MemoryBroker {
+    /// Shares the broker, with a lifecycle of its own.
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            handle: Arc::default(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -36,7 +49,15 @@ struct Inner {
     dead_letters: Mutex<Vec<DeadLetter>>,
     /// When false, publishing to a route with no queue is not an error.
     lenient: bool,
+}
+
+/// The lifecycle of one clone: its consumers and retry timers.
+#[derive(Default)]
+struct Handle {
+    /// Consumers take no new message once cancelled.
     stop: CancellationToken,
+    /// Set when `close` is done; publishing fails from then on.
+    closed: std::sync::atomic::AtomicBool,
     tasks: TaskTracker,
 }
 
@@ -76,6 +97,16 @@ impl MemoryBroker {
                 lenient: true,
                 ..Inner::default()
             }),
+            handle: Arc::default(),
+        }
+    }
+
+    /// This clone, consumers and all (unlike `Clone`, which starts a new
+    /// lifecycle).
+    fn same_handle(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            handle: Arc::clone(&self.handle),
         }
     }
 
@@ -154,16 +185,12 @@ impl MemoryBroker {
     ) {
         loop {
             let next = tokio::select! {
-                () = self.inner.stop.cancelled() => return,
+                () = self.handle.stop.cancelled() => return,
                 next = async { receiver.lock().await.recv().await } => next,
             };
             let Some(delivery) = next else { return };
             let attempt = delivery.attempt;
-            let handling = (subscription.handler)(delivery.clone());
-            let result = match tokio::time::timeout(subscription.handler_timeout, handling).await {
-                Ok(result) => result,
-                Err(_) => Err(Failure::Timeout(subscription.handler_timeout)),
-            };
+            let result = run_handler(&subscription, delivery.clone()).await;
             match Disposition::decide(&result, attempt, &subscription.retry) {
                 Disposition::Ack => {}
                 Disposition::Retry(delay) => {
@@ -171,7 +198,7 @@ impl MemoryBroker {
                         tracing::info!(queue = %subscription.queue, attempt, ?delay, %failure, "retrying message");
                     }
                     let sender = sender.clone();
-                    let stop = self.inner.stop.clone();
+                    let stop = self.handle.stop.clone();
                     let redelivery = Delivery {
                         attempt: attempt + 1,
                         ..delivery
@@ -179,7 +206,7 @@ impl MemoryBroker {
                     // The message waits outside the queue, so other messages
                     // keep flowing; a retry pending at shutdown is lost with
                     // the process, as everything in this broker is.
-                    self.inner.tasks.spawn(async move {
+                    self.handle.tasks.spawn(async move {
                         tokio::select! {
                             () = stop.cancelled() => {}
                             () = tokio::time::sleep(delay) => { let _ = sender.send(redelivery); }
@@ -197,7 +224,12 @@ impl MemoryBroker {
 impl Broker for MemoryBroker {
     fn publish(&self, message: OutgoingMessage) -> BoxFuture<'_, Result<(), PublishError>> {
         async move {
-            if self.inner.stop.is_cancelled() {
+            // Handlers still finishing during close may publish.
+            if self
+                .handle
+                .closed
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
                 return Err(PublishError::Closed);
             }
             let queues = self.bound_queues(&message.route);
@@ -220,7 +252,7 @@ impl Broker for MemoryBroker {
 
     fn subscribe(&self, subscription: Subscription) -> BoxFuture<'_, Result<(), SubscribeError>> {
         async move {
-            if self.inner.stop.is_cancelled() {
+            if self.handle.stop.is_cancelled() {
                 return Err(SubscribeError {
                     queue: subscription.queue,
                     reason: "the broker is closed".into(),
@@ -234,12 +266,12 @@ impl Broker for MemoryBroker {
                 }
             }
             for _ in 0..subscription.concurrency.max(1) {
-                let consumer = self.clone().consume(
+                let consumer = self.same_handle().consume(
                     subscription.clone(),
                     sender.clone(),
                     Arc::clone(&receiver),
                 );
-                self.inner.tasks.spawn(consumer);
+                self.handle.tasks.spawn(consumer);
             }
             Ok(())
         }
@@ -248,9 +280,12 @@ impl Broker for MemoryBroker {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         async move {
-            self.inner.stop.cancel();
-            self.inner.tasks.close();
-            self.inner.tasks.wait().await;
+            self.handle.stop.cancel();
+            self.handle.tasks.close();
+            self.handle.tasks.wait().await;
+            self.handle
+                .closed
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         .boxed()
     }

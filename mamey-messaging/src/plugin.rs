@@ -219,7 +219,8 @@ impl Plugin for Messaging {
             #[cfg(feature = "rabbitmq")]
             Backend::RabbitMq => {
                 let config = ctx.section::<crate::rabbitmq::RabbitMqConfig>()?;
-                Arc::new(crate::rabbitmq::RabbitMqBroker::connect(config).await?)
+                let name = format!("{} ({})", ctx.app().name, ctx.app().instance_id);
+                Arc::new(crate::rabbitmq::RabbitMqBroker::connect(config, &name).await?)
             }
         };
         self.broker = Some(Arc::clone(&broker));

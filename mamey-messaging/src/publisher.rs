@@ -10,6 +10,8 @@ use mamey_core::MessageContext;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use mamey_observability::propagation::{CAUSATION_ID, CORRELATION_ID};
+
 use crate::broker::{Broker, PublishError};
 use crate::conventions::Conventions;
 use crate::message::{
@@ -156,11 +158,21 @@ impl Publisher {
         };
 
         let mut headers = options.headers;
+        // Trace headers (from the active span, or passed on), then the ids of
+        // this message: it is caused by the current message, if any.
         mamey_observability::propagation::inject_context(
             &context,
             &opentelemetry_context(),
             &mut headers,
         );
+        match &context.causation_id {
+            Some(causation) => {
+                headers.insert(CAUSATION_ID.to_owned(), causation.clone());
+            }
+            None => {
+                headers.remove(CAUSATION_ID);
+            }
+        }
         // Convey's correlation context travels as JSON in one header.
         if let Ok(json) = serde_json::to_string(&context) {
             headers.insert(MESSAGE_CONTEXT_HEADER.to_owned(), json);
@@ -205,16 +217,34 @@ pub fn context_of(delivery: &Delivery) -> mamey_observability::propagation::Extr
             context.trace = trace;
             mamey_observability::propagation::Extracted { context, otel }
         }
-        None => mamey_observability::propagation::extract(headers),
+        None => {
+            // Not mamey's JSON (e.g. Convey's): ids from the headers, else
+            // from the AMQP properties.
+            let mut extracted = mamey_observability::propagation::extract(headers);
+            if !headers.contains_key(CORRELATION_ID)
+                && !delivery.properties.correlation_id.is_empty()
+            {
+                extracted
+                    .context
+                    .correlation_id
+                    .clone_from(&delivery.properties.correlation_id);
+            }
+            extracted
+        }
     };
-    let context = &mut extracted.context;
-    context
-        .message_id
-        .clone_from(&delivery.properties.message_id);
-    if context.correlation_id.is_empty() {
-        context
+    // The delivery's own id wins; a message without one keeps a fresh id,
+    // so that id-less messages are not all taken for one by an inbox.
+    if !delivery.properties.message_id.is_empty() {
+        extracted
+            .context
+            .message_id
+            .clone_from(&delivery.properties.message_id);
+    }
+    if extracted.context.correlation_id.is_empty() {
+        extracted
+            .context
             .correlation_id
-            .clone_from(&delivery.properties.correlation_id);
+            .clone_from(&extracted.context.message_id);
     }
     extracted
 }

@@ -44,7 +44,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::{Broker, Disposition, Failure, PublishError, SubscribeError, Subscription};
+use crate::broker::{Broker, Disposition, PublishError, SubscribeError, Subscription, run_handler};
 use crate::message::{Delivery, OutgoingMessage, Properties, Route};
 
 /// Header with the attempt number of a redelivered message.
@@ -80,6 +80,10 @@ pub struct RabbitMqConfig {
     pub publish_timeout: Duration,
     /// Fail publishes no queue is bound to. Default: `true`.
     pub mandatory: bool,
+    /// How long the first connection may take before the service fails to
+    /// start. Default: `10s`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub connect_timeout: Duration,
 }
 
 impl Default for RabbitMqConfig {
@@ -91,6 +95,7 @@ impl Default for RabbitMqConfig {
             max_unconfirmed: 1024,
             publish_timeout: Duration::from_secs(30),
             mandatory: true,
+            connect_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -107,7 +112,14 @@ pub struct RabbitMqBroker {
 
 struct Inner {
     connection: Connection,
-    publish: Vec<Channel>,
+    /// Publishing channels; one closed by the broker (e.g. a channel-level
+    /// error) is replaced on next use.
+    publish: Vec<std::sync::Mutex<Channel>>,
+    /// Exchanges declared by publishers (declaring is idempotent; a publish
+    /// to a missing exchange would close the channel).
+    declared: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Set once `close` has drained the consumers; publishing fails after.
+    closed: std::sync::atomic::AtomicBool,
     next: AtomicUsize,
     window: Semaphore,
     consumers: std::sync::Mutex<Vec<(Channel, ShortString)>>,
@@ -135,29 +147,35 @@ impl RabbitMqBroker {
     ///
     /// # Errors
     /// [`ConnectError`] when the broker is unreachable or refuses.
-    pub async fn connect(config: RabbitMqConfig) -> Result<Self, ConnectError> {
+    pub async fn connect(config: RabbitMqConfig, name: &str) -> Result<Self, ConnectError> {
         let properties = ConnectionProperties::default()
-            .with_connection_name("mamey".into())
+            .with_connection_name(name.into())
             .enable_auto_recover();
-        let connection = Connection::connect(config.url.expose(), properties)
-            .await
-            .map_err(|e| ConnectError(e.to_string()))?;
+        let connection = tokio::time::timeout(
+            config.connect_timeout,
+            Connection::connect(config.url.expose(), properties),
+        )
+        .await
+        .map_err(|_| {
+            ConnectError(format!(
+                "no connection within {:?} (rabbitmq.connect_timeout)",
+                config.connect_timeout
+            ))
+        })?
+        .map_err(|e| ConnectError(e.to_string()))?;
         let mut publish = Vec::with_capacity(config.publish_channels.max(1));
         for _ in 0..config.publish_channels.max(1) {
-            let channel = connection
-                .create_channel()
+            let channel = confirm_channel(&connection)
                 .await
                 .map_err(|e| ConnectError(e.to_string()))?;
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await
-                .map_err(|e| ConnectError(e.to_string()))?;
-            publish.push(channel);
+            publish.push(std::sync::Mutex::new(channel));
         }
         Ok(Self {
             inner: Arc::new(Inner {
                 connection,
                 publish,
+                declared: std::sync::Mutex::new(std::collections::HashSet::new()),
+                closed: std::sync::atomic::AtomicBool::new(false),
                 next: AtomicUsize::new(0),
                 window: Semaphore::new(config.max_unconfirmed.max(1)),
                 consumers: std::sync::Mutex::new(Vec::new()),
@@ -168,9 +186,43 @@ impl RabbitMqBroker {
         })
     }
 
-    fn channel(&self) -> &Channel {
+    /// A publishing channel (round robin), replacing one the broker closed
+    /// while the connection itself is up.
+    async fn channel(&self) -> Result<Channel, PublishError> {
         let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.publish.len();
-        &self.inner.publish[i]
+        let current = lock(&self.inner.publish[i]).clone();
+        if current.status().connected() || !self.inner.connection.status().connected() {
+            return Ok(current);
+        }
+        tracing::info!("replacing a publishing channel the broker closed");
+        let fresh = confirm_channel(&self.inner.connection)
+            .await
+            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+        *lock(&self.inner.publish[i]) = fresh.clone();
+        Ok(fresh)
+    }
+
+    /// Declares `exchange` (topic, durable) once before the first publish.
+    async fn ensure_exchange(&self, channel: &Channel, exchange: &str) -> Result<(), PublishError> {
+        if exchange.is_empty() || lock(&self.inner.declared).contains(exchange) {
+            return Ok(());
+        }
+        channel
+            .exchange_declare(
+                exchange.into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| {
+                PublishError::Unavailable(format!("declaring exchange `{exchange}`: {e}"))
+            })?;
+        lock(&self.inner.declared).insert(exchange.to_owned());
+        Ok(())
     }
 
     /// Publishes raw and waits for the confirm, retrying once the connection
@@ -191,7 +243,8 @@ impl RabbitMqBroker {
             .map_err(|_| PublishError::Closed)?;
         let deadline = tokio::time::Instant::now() + self.inner.config.publish_timeout;
         loop {
-            let channel = self.channel();
+            let channel = self.channel().await?;
+            self.ensure_exchange(&channel, exchange).await?;
             let attempt = async {
                 channel
                     .basic_publish(
@@ -223,7 +276,7 @@ impl RabbitMqBroker {
                         "the broker refused the message (nack)".into(),
                     ));
                 }
-                Err(error) if !self.inner.stop.is_cancelled() => {
+                Err(error) if !self.inner.closed.load(Ordering::Acquire) => {
                     tracing::warn!(%error, "publish interrupted; waiting for the connection to recover");
                     let recovered =
                         tokio::time::timeout_at(deadline, channel.wait_for_recovery(error)).await;
@@ -305,11 +358,7 @@ impl RabbitMqBroker {
             ours.properties.message_id.clone(),
             ours.body.clone(),
         );
-        let handling = (subscription.handler)(ours);
-        let result = match tokio::time::timeout(subscription.handler_timeout, handling).await {
-            Ok(result) => result,
-            Err(_) => Err(Failure::Timeout(subscription.handler_timeout)),
-        };
+        let result = run_handler(&subscription, ours).await;
         let disposition = Disposition::decide(&result, attempt, &subscription.retry);
         self.settle(
             &subscription,
@@ -359,6 +408,9 @@ impl RabbitMqBroker {
             if let Err(error) = self.publish_raw("", &queue, true, body, properties).await {
                 // Not acked, so the broker delivers it again: nothing lost.
                 tracing::error!(%queue, %error, "could not move the message; requeueing it");
+                // Not at once: a broker refusing the copy would otherwise
+                // bounce the message in a tight loop.
+                tokio::time::sleep(Duration::from_secs(1)).await;
                 let _ = delivery
                     .acker
                     .nack(BasicNackOptions {
@@ -374,6 +426,21 @@ impl RabbitMqBroker {
             tracing::warn!(%error, "ack failed; the message will be delivered again");
         }
     }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+async fn confirm_channel(connection: &Connection) -> lapin::Result<Channel> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
 }
 
 async fn declare_queue(
@@ -495,7 +562,8 @@ fn from_amqp(delivery: &mut lapin::message::Delivery) -> Delivery {
 impl Broker for RabbitMqBroker {
     fn publish(&self, message: OutgoingMessage) -> BoxFuture<'_, Result<(), PublishError>> {
         async move {
-            if self.inner.stop.is_cancelled() {
+            // Handlers still finishing during close may publish.
+            if self.inner.closed.load(Ordering::Acquire) {
                 return Err(PublishError::Closed);
             }
             let properties = to_amqp(&message.properties);
@@ -592,6 +660,7 @@ impl Broker for RabbitMqBroker {
             // In-flight handlers finish and settle their messages.
             self.inner.tasks.close();
             self.inner.tasks.wait().await;
+            self.inner.closed.store(true, Ordering::Release);
             let _ = self
                 .inner
                 .connection

@@ -224,6 +224,7 @@ async fn the_wire_message_carries_every_property_and_header() {
     assert_eq!(context["message_id"], p.message_id.as_str());
     assert_eq!(context["causation_id"], caller.message_id.as_str());
     assert_eq!(p.headers["x-correlation-id"], "corr-1");
+    assert_eq!(p.headers["x-causation-id"], caller.message_id.as_str());
 }
 
 #[tokio::test]
@@ -351,6 +352,62 @@ async fn every_subscribing_service_gets_each_event() {
 }
 
 #[tokio::test]
+async fn stopping_one_service_leaves_the_others_on_the_broker_running() {
+    let broker = MemoryBroker::new();
+    let (a, b) = (Seen::default(), Seen::default());
+    let billing = orders_service("billing", &broker, &a, Some(0), Duration::ZERO).await;
+    let shipping = orders_service("shipping", &broker, &b, Some(0), Duration::ZERO).await;
+    billing.stop().await;
+    shipping
+        .publisher
+        .publish(&OrderPlaced { id: 8 })
+        .await
+        .unwrap();
+    eventually("shipping still consumes", || b.calls() == 1).await;
+    shipping.stop().await;
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_retried_not_lost() {
+    let broker = MemoryBroker::new();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&attempts);
+    let service = Service::builder("billing")
+        .handle_signals(false)
+        .config_dir("/nonexistent-mamey-config")
+        .env_vars([("MAMEY__MESSAGING__RETRY__INITIAL_DELAY", "10ms")])
+        .plugin(Messaging::new(broker.clone()).subscribe_event::<OrderPlaced>())
+        .handlers(move |dispatcher, _| {
+            dispatcher.add_event(move |_: OrderPlaced| {
+                let counter = Arc::clone(&counter);
+                async move {
+                    assert!(
+                        counter.fetch_add(1, Ordering::SeqCst) > 0,
+                        "first attempt panics"
+                    );
+                    Ok(())
+                }
+            });
+            Ok(())
+        })
+        .build()
+        .await
+        .unwrap();
+    let running = start(service).await;
+    running
+        .publisher
+        .publish(&OrderPlaced { id: 1 })
+        .await
+        .unwrap();
+    eventually("the second attempt", || {
+        attempts.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    running.stop().await;
+    assert!(broker.dead_letters().is_empty());
+}
+
+#[tokio::test]
 async fn graceful_shutdown_finishes_the_handler_in_flight() {
     let broker = MemoryBroker::new();
     let seen = Seen::default();
@@ -442,7 +499,16 @@ fn context_of_falls_back_to_properties_and_headers() {
         body: Bytes::new(),
         attempt: 1,
     };
-    let context = context_of(&delivery).context;
+    let context = context_of(&delivery.clone()).context;
     assert_eq!(context.message_id, "m-9");
     assert_eq!(context.correlation_id, "corr-h");
+
+    // Without mamey's headers (a Convey publisher), the AMQP properties count.
+    let mut convey = delivery;
+    convey.properties.headers.clear();
+    let context = context_of(&convey).context;
+    assert_eq!(context.correlation_id, "corr-p");
+    convey.properties.message_id.clear();
+    let id_less = context_of(&convey).context;
+    assert!(!id_less.message_id.is_empty(), "a fresh id, never empty");
 }

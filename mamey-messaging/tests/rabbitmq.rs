@@ -322,3 +322,46 @@ async fn a_queue_declared_with_other_arguments_is_a_clear_start_error() {
     assert!(error.contains("exists with different arguments"), "{error}");
     names.clean(&channel).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unroutable_publish_fails_and_publishing_goes_on() {
+    let Some((_connection, channel)) = raw().await else {
+        return;
+    };
+    let names = Names::new();
+    let running = start(service(&names, &Seen::default(), Some(0), Duration::ZERO)).await;
+    let nowhere = format!("{}-nowhere", names.exchange);
+    let error = running
+        .publisher
+        .publish_with(
+            &OrderPlaced { id: 1 },
+            mamey_messaging::PublishOptions {
+                route: Some(mamey_messaging::Route {
+                    exchange: nowhere.clone(),
+                    routing_key: "order_placed".into(),
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, mamey_messaging::PublishError::Unroutable(_)),
+        "{error}"
+    );
+    for id in 0..10 {
+        running
+            .publisher
+            .publish(&OrderPlaced { id })
+            .await
+            .unwrap();
+    }
+    running.stop().await;
+    let _ = channel
+        .exchange_delete(
+            nowhere.as_str().into(),
+            lapin::options::ExchangeDeleteOptions::default(),
+        )
+        .await;
+    names.clean(&channel).await;
+}
