@@ -230,23 +230,42 @@ pub fn topic_matches(pattern: &str, routing_key: &str) -> bool {
     matches(&pattern, &key)
 }
 
-/// Runs a subscription's handler under its timeout; a panic counts as a
-/// failed (retryable) attempt, so it neither loses the message nor kills
-/// the consumer.
-pub(crate) async fn run_handler(
+/// Runs a subscription's handler under its timeout, decides what becomes of
+/// the delivery, and records `messages_consumed_total` /
+/// `message_handling_duration_seconds` by message type and outcome. A panic
+/// counts as a failed (retryable) attempt, so it neither loses the message
+/// nor kills the consumer.
+pub(crate) async fn handle_delivery(
     subscription: &Subscription,
     delivery: Delivery,
-) -> Result<(), Failure> {
+) -> (Result<(), Failure>, Disposition) {
     use futures_util::FutureExt;
+    use mamey_observability::metrics::{MessageOutcome, record_message_consumed};
     use std::panic::AssertUnwindSafe;
+
+    let attempt = delivery.attempt;
+    let name = if delivery.properties.message_type.is_empty() {
+        delivery.route.routing_key.clone()
+    } else {
+        delivery.properties.message_type.clone()
+    };
+    let started = std::time::Instant::now();
     let handling = AssertUnwindSafe((subscription.handler)(delivery)).catch_unwind();
-    match tokio::time::timeout(subscription.handler_timeout, handling).await {
+    let result = match tokio::time::timeout(subscription.handler_timeout, handling).await {
         Ok(Ok(result)) => result,
         Ok(Err(_)) => Err(Failure::Handler(mamey_core::Error::internal(
             "the handler panicked",
         ))),
         Err(_) => Err(Failure::Timeout(subscription.handler_timeout)),
-    }
+    };
+    let disposition = Disposition::decide(&result, attempt, &subscription.retry);
+    let outcome = match disposition {
+        Disposition::Ack => MessageOutcome::Handled,
+        Disposition::Retry(_) => MessageOutcome::Retried,
+        Disposition::DeadLetter(_) => MessageOutcome::DeadLettered,
+    };
+    record_message_consumed(&name, outcome, started.elapsed());
+    (result, disposition)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::{
-    Broker, Disposition, PublishError, SubscribeError, Subscription, run_handler, topic_matches,
+    Broker, Disposition, PublishError, SubscribeError, Subscription, handle_delivery, topic_matches,
 };
 use crate::message::{DeadLetter, Delivery, OutgoingMessage, Route};
 
@@ -190,8 +190,8 @@ impl MemoryBroker {
             };
             let Some(delivery) = next else { return };
             let attempt = delivery.attempt;
-            let result = run_handler(&subscription, delivery.clone()).await;
-            match Disposition::decide(&result, attempt, &subscription.retry) {
+            let (result, disposition) = handle_delivery(&subscription, delivery.clone()).await;
+            match disposition {
                 Disposition::Ack => {}
                 Disposition::Retry(delay) => {
                     if let Err(failure) = &result {

@@ -113,7 +113,14 @@ impl Publisher {
         options: PublishOptions,
     ) -> Result<(), PublishError> {
         let outgoing = self.prepare(message, options)?;
-        self.broker.publish(outgoing).await
+        let result = self.broker.publish(outgoing).await;
+        let outcome = match &result {
+            Ok(()) => "confirmed",
+            Err(PublishError::Unroutable(_)) => "returned",
+            Err(_) => "failed",
+        };
+        mamey_observability::metrics::record_message_published(M::name(), outcome);
+        result
     }
 
     /// The message as it would go on the wire (used by the outbox, which

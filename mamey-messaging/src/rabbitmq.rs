@@ -44,7 +44,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::{Broker, Disposition, PublishError, SubscribeError, Subscription, run_handler};
+use crate::broker::{
+    Broker, Disposition, PublishError, SubscribeError, Subscription, handle_delivery,
+};
 use crate::message::{Delivery, OutgoingMessage, Properties, Route};
 
 /// Header with the attempt number of a redelivered message.
@@ -358,8 +360,7 @@ impl RabbitMqBroker {
             ours.properties.message_id.clone(),
             ours.body.clone(),
         );
-        let result = run_handler(&subscription, ours).await;
-        let disposition = Disposition::decide(&result, attempt, &subscription.retry);
+        let (_, disposition) = handle_delivery(&subscription, ours).await;
         self.settle(
             &subscription,
             delivery,
