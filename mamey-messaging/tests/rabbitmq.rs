@@ -8,9 +8,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lapin::BasicProperties;
 use lapin::options::{BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel};
 use mamey_core::{MessageContext, TraceContext};
 use mamey_messaging::rabbitmq::{
     ATTEMPTS_HEADER, DEATH_REASON_HEADER, dead_letter_queue, header_text,
@@ -19,6 +19,23 @@ use mamey_messaging::rabbitmq::{
 mod rabbitmq_common;
 
 use rabbitmq_common::{Names, OrderPlaced, Seen, eventually, get, raw, service, start};
+
+/// Polls the dead-letter queue of the test's queue until a message is there.
+async fn next_dead_letter(channel: &Channel, names: &Names) -> lapin::message::BasicGetMessage {
+    let dlq = dead_letter_queue(&names.queue());
+    let dead = Arc::new(Mutex::new(None));
+    eventually("a dead letter", || {
+        let (channel, dlq, dead) = (channel.clone(), dlq.clone(), Arc::clone(&dead));
+        async move {
+            if let Some(message) = get(&channel, &dlq).await {
+                *dead.lock().unwrap() = Some(message);
+            }
+            dead.lock().unwrap().is_some()
+        }
+    })
+    .await;
+    dead.lock().unwrap().take().unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_carries_every_property_and_header() {
@@ -165,19 +182,7 @@ async fn a_handler_that_always_fails_ends_in_the_dlq_with_reason_and_attempts() 
         .publish(&OrderPlaced { id: 2 })
         .await
         .unwrap();
-    let dlq = dead_letter_queue(&names.queue());
-    let dead = Arc::new(Mutex::new(None));
-    eventually("a dead letter", || {
-        let (channel, dlq, dead) = (channel.clone(), dlq.clone(), Arc::clone(&dead));
-        async move {
-            if let Some(message) = get(&channel, &dlq).await {
-                *dead.lock().unwrap() = Some(message);
-            }
-            dead.lock().unwrap().is_some()
-        }
-    })
-    .await;
-    let dead = dead.lock().unwrap().take().unwrap();
+    let dead = next_dead_letter(&channel, &names).await;
     let headers = dead.delivery.properties.headers().clone().unwrap();
     let reason = header_text(&headers, DEATH_REASON_HEADER).unwrap();
     assert!(reason.contains("database is down"), "{reason}");
@@ -211,19 +216,7 @@ async fn an_undecodable_body_goes_straight_to_the_dlq() {
         .unwrap()
         .await
         .unwrap();
-    let dlq = dead_letter_queue(&names.queue());
-    let dead = Arc::new(Mutex::new(None));
-    eventually("a dead letter", || {
-        let (channel, dlq, dead) = (channel.clone(), dlq.clone(), Arc::clone(&dead));
-        async move {
-            if let Some(message) = get(&channel, &dlq).await {
-                *dead.lock().unwrap() = Some(message);
-            }
-            dead.lock().unwrap().is_some()
-        }
-    })
-    .await;
-    let dead = dead.lock().unwrap().take().unwrap();
+    let dead = next_dead_letter(&channel, &names).await;
     let headers = dead.delivery.properties.headers().clone().unwrap();
     assert!(
         header_text(&headers, DEATH_REASON_HEADER)
