@@ -124,9 +124,12 @@ async fn eight_orders_handled_and_two_dead_lettered() {
         format!("{queue}.retry.2"),
         format!("{queue}.retry.3"),
     ] {
-        let _ = channel
+        if let Err(error) = channel
             .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await;
+            .await
+        {
+            eprintln!("cleanup: deleting {q}: {error}");
+        }
     }
     let _ = channel
         .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
