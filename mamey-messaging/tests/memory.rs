@@ -1,34 +1,88 @@
-//! Behaviour of messaging over the in-process broker: round trip with every
-//! property, retries, dead-letters, competing consumers, fan-out, graceful
-//! shutdown. Written against the `Broker` trait so the RabbitMQ backend can
-//! run the same cases.
+//! Messaging over the in-process broker: the shared behaviour suite, plus
+//! what is particular to it (the wire message, fan-out, lifecycles of
+//! clones, panics, commands and unroutable publishes).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod suite;
+
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use mamey_core::cqrs::{Command, Event};
-use mamey_core::health::{Probe, Status};
-use mamey_core::{Error, MessageContext, Service, ShutdownHandle, TraceContext};
+use mamey_core::cqrs::Command;
+use mamey_core::{MessageContext, Service};
 use mamey_messaging::{
     Broker, Delivery, MESSAGE_CONTEXT_HEADER, MemoryBroker, Message, Messaging, OutgoingMessage,
     Properties, Publisher, Route, context_of,
 };
 use serde::{Deserialize, Serialize};
+use suite::{OrderPlaced, Seen, eventually, service, start};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct OrderPlaced {
-    id: u64,
+/// The in-process backend of the shared suite.
+struct Memory {
+    broker: MemoryBroker,
+    service: &'static str,
 }
 
-impl Message for OrderPlaced {
-    const NAMESPACE: &'static str = "orders";
+impl Memory {
+    fn new() -> Self {
+        Self::named(MemoryBroker::new(), "billing")
+    }
+
+    fn named(broker: MemoryBroker, service: &'static str) -> Self {
+        Self { broker, service }
+    }
 }
 
-impl Event for OrderPlaced {}
+impl suite::Backend for Memory {
+    fn messaging(&self) -> Messaging {
+        Messaging::new(self.broker.clone())
+    }
+
+    fn vars(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    fn service_name(&self) -> String {
+        self.service.to_owned()
+    }
+
+    async fn publish_garbage(&self) {
+        self.broker
+            .publish(OutgoingMessage {
+                route: Route {
+                    exchange: "orders".into(),
+                    routing_key: "order_placed".into(),
+                },
+                properties: properties("m-1", BTreeMap::new()),
+                body: Bytes::from_static(b"{not json"),
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn dead_letters(&self) -> Vec<(String, u32)> {
+        self.broker
+            .dead_letters()
+            .into_iter()
+            .map(|d| (d.reason, d.delivery.attempt))
+            .collect()
+    }
+}
+
+fn properties(message_id: &str, headers: BTreeMap<String, String>) -> Properties {
+    Properties {
+        message_id: message_id.into(),
+        correlation_id: "corr-p".into(),
+        message_type: "OrderPlaced".into(),
+        timestamp: std::time::SystemTime::now(),
+        content_type: "application/json".into(),
+        persistent: true,
+        headers,
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ShipOrder {
@@ -41,154 +95,45 @@ impl Message for ShipOrder {
 
 impl Command for ShipOrder {}
 
-/// What handlers saw.
-#[derive(Clone, Default)]
-struct Seen {
-    calls: Arc<AtomicUsize>,
-    contexts: Arc<Mutex<Vec<MessageContext>>>,
-    ids: Arc<Mutex<Vec<u64>>>,
-}
-
-impl Seen {
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-}
-
-/// A running service; stops when dropped.
-struct Running {
-    publisher: Publisher,
-    shutdown: ShutdownHandle,
-    task: Option<tokio::task::JoinHandle<Result<(), mamey_core::ServiceError>>>,
-}
-
-impl Running {
-    async fn stop(mut self) {
-        self.shutdown.shutdown();
-        if let Some(task) = self.task.take() {
-            task.await.unwrap().unwrap();
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.shutdown();
-    }
-}
-
-/// A service named `name` subscribed to `OrderPlaced`, whose handler fails
-/// `fail_first` times before succeeding (forever if `None`).
-async fn orders_service(
-    name: &str,
-    broker: &MemoryBroker,
-    seen: &Seen,
-    fail_first: Option<usize>,
-    handler_delay: Duration,
-) -> Running {
-    let seen = seen.clone();
-    let service = Service::builder(name)
-        .handle_signals(false)
-        .config_dir("/nonexistent-mamey-config")
-        .env_vars([
-            ("MAMEY__MESSAGING__RETRY__INITIAL_DELAY", "20ms"),
-            ("MAMEY__MESSAGING__RETRY__MAX_RETRIES", "3"),
-            ("MAMEY__MESSAGING__CONCURRENCY", "2"),
-        ])
-        .plugin(Messaging::new(broker.clone()).subscribe_event::<OrderPlaced>())
-        .handlers(move |dispatcher, _| {
-            dispatcher.add_event(move |event: OrderPlaced| {
-                let seen = seen.clone();
-                async move {
-                    let call = seen.calls.fetch_add(1, Ordering::SeqCst);
-                    if let Some(context) = MessageContext::current() {
-                        seen.contexts.lock().unwrap().push(context);
-                    }
-                    tokio::time::sleep(handler_delay).await;
-                    match fail_first {
-                        Some(n) if call < n => {
-                            Err(Error::unavailable("db.down", "database is down"))
-                        }
-                        None => Err(Error::unavailable("db.down", "database is down")),
-                        _ => {
-                            seen.ids.lock().unwrap().push(event.id);
-                            Ok(())
-                        }
-                    }
-                }
-            });
-            Ok(())
-        })
-        .build()
-        .await
-        .unwrap();
-    start(service).await
-}
-
-async fn start(service: Service) -> Running {
-    let publisher = service.resources().get::<Publisher>().unwrap();
-    let shutdown = service.shutdown_handle();
-    let health = service.health().clone();
-    let task = tokio::spawn(service.run());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while health.check(Probe::Startup).await.status != Status::Healthy {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "service never started"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    Running {
-        publisher,
-        shutdown,
-        task: Some(task),
-    }
-}
-
-async fn eventually(what: &str, check: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+#[tokio::test]
+async fn suite_context_reaches_the_handler() {
+    suite::context_reaches_the_handler(&Memory::new()).await;
 }
 
 #[tokio::test]
-async fn a_published_event_arrives_with_ids_context_and_trace() {
-    let broker = MemoryBroker::new();
-    let seen = Seen::default();
-    let service = orders_service("shipping", &broker, &seen, Some(0), Duration::ZERO).await;
+async fn suite_retried_then_acked_once() {
+    suite::retried_then_acked_once(&Memory::new()).await;
+}
 
-    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let caller = MessageContext::new()
-        .with_correlation_id("checkout-42")
-        .with_trace(TraceContext {
-            traceparent: traceparent.into(),
-            tracestate: None,
-        });
-    caller
-        .clone()
-        .scope(service.publisher.publish(&OrderPlaced { id: 7 }))
-        .await
-        .unwrap();
-    eventually("the handler", || seen.calls() == 1).await;
+#[tokio::test]
+async fn suite_dead_lettered_after_the_retries() {
+    suite::dead_lettered_after_the_retries(&Memory::new()).await;
+}
 
-    let context = seen.contexts.lock().unwrap()[0].clone();
-    assert_eq!(context.correlation_id, "checkout-42");
-    assert_eq!(
-        context.causation_id.as_deref(),
-        Some(caller.message_id.as_str())
-    );
-    assert_ne!(context.message_id, caller.message_id);
-    assert_eq!(
-        context.trace.map(|t| t.traceparent).as_deref(),
-        Some(traceparent)
-    );
-    assert_eq!(*seen.ids.lock().unwrap(), [7]);
-    service.stop().await;
+#[tokio::test]
+async fn suite_undecodable_dead_lettered_at_once() {
+    suite::undecodable_dead_lettered_at_once(&Memory::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_competing_consumers_share_the_work() {
+    suite::competing_consumers_share_the_work(&Memory::new()).await;
+}
+
+#[tokio::test]
+async fn suite_shutdown_finishes_the_handler_in_flight() {
+    suite::shutdown_finishes_the_handler_in_flight(&Memory::new()).await;
+}
+
+/// A service on `broker` named `name`, subscribed to `OrderPlaced`.
+async fn orders_service(name: &'static str, broker: &MemoryBroker, seen: &Seen) -> suite::Running {
+    start(service(
+        &Memory::named(broker.clone(), name),
+        seen,
+        Some(0),
+        Duration::ZERO,
+    ))
+    .await
 }
 
 #[tokio::test]
@@ -228,125 +173,21 @@ async fn the_wire_message_carries_every_property_and_header() {
 }
 
 #[tokio::test]
-async fn a_handler_failing_twice_is_retried_and_then_acked_once() {
-    let broker = MemoryBroker::new();
-    let seen = Seen::default();
-    let service = orders_service("billing", &broker, &seen, Some(2), Duration::ZERO).await;
-    service
-        .publisher
-        .publish(&OrderPlaced { id: 1 })
-        .await
-        .unwrap();
-    eventually("three attempts", || seen.ids.lock().unwrap().len() == 1).await;
-    assert_eq!(seen.calls(), 3);
-    service.stop().await;
-    assert!(broker.dead_letters().is_empty());
-    assert_eq!(seen.calls(), 3, "no redelivery after the ack");
-}
-
-#[tokio::test]
-async fn a_handler_that_always_fails_ends_in_the_dead_letter_queue() {
-    let broker = MemoryBroker::new();
-    let seen = Seen::default();
-    let service = orders_service("billing", &broker, &seen, None, Duration::ZERO).await;
-    service
-        .publisher
-        .publish(&OrderPlaced { id: 2 })
-        .await
-        .unwrap();
-    eventually("a dead letter", || !broker.dead_letters().is_empty()).await;
-    let dead = broker.dead_letters();
-    assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].queue, "billing/orders.order_placed");
-    assert_eq!(dead[0].delivery.attempt, 4, "first attempt + 3 retries");
-    assert!(
-        dead[0].reason.contains("database is down"),
-        "{}",
-        dead[0].reason
-    );
-    assert!(
-        dead[0].reason.ends_with("(after 4 attempts)"),
-        "{}",
-        dead[0].reason
-    );
-    assert_eq!(seen.calls(), 4);
-    service.stop().await;
-}
-
-#[tokio::test]
-async fn an_undecodable_body_is_dead_lettered_at_once() {
-    let broker = MemoryBroker::new();
-    let seen = Seen::default();
-    let service = orders_service("billing", &broker, &seen, Some(0), Duration::ZERO).await;
-    broker
-        .publish(OutgoingMessage {
-            route: Route {
-                exchange: "orders".into(),
-                routing_key: "order_placed".into(),
-            },
-            properties: Properties {
-                message_id: "m-1".into(),
-                correlation_id: "c-1".into(),
-                message_type: "OrderPlaced".into(),
-                timestamp: std::time::SystemTime::now(),
-                content_type: "application/json".into(),
-                persistent: true,
-                headers: BTreeMap::new(),
-            },
-            body: Bytes::from_static(b"{not json"),
-        })
-        .await
-        .unwrap();
-    eventually("a dead letter", || !broker.dead_letters().is_empty()).await;
-    let dead = &broker.dead_letters()[0];
-    assert_eq!(dead.delivery.attempt, 1);
-    assert!(
-        dead.reason.starts_with("cannot decode the message:"),
-        "{}",
-        dead.reason
-    );
-    assert_eq!(seen.calls(), 0);
-    service.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_of_a_service_share_the_work() {
-    let broker = MemoryBroker::new();
-    let (a, b) = (Seen::default(), Seen::default());
-    let slow = Duration::from_millis(5);
-    let first = orders_service("warehouse", &broker, &a, Some(0), slow).await;
-    let second = orders_service("warehouse", &broker, &b, Some(0), slow).await;
-    for id in 0..40 {
-        first.publisher.publish(&OrderPlaced { id }).await.unwrap();
-    }
-    let handled = || a.ids.lock().unwrap().len() + b.ids.lock().unwrap().len();
-    eventually("all 40 handled", || handled() == 40).await;
-    assert!(
-        a.calls() > 0 && b.calls() > 0,
-        "{} / {}",
-        a.calls(),
-        b.calls()
-    );
-    let mut ids: Vec<u64> = a.ids.lock().unwrap().clone();
-    ids.extend(b.ids.lock().unwrap().iter());
-    ids.sort_unstable();
-    assert_eq!(ids, (0..40).collect::<Vec<_>>(), "each exactly once");
-    first.stop().await;
-    second.stop().await;
-}
-
-#[tokio::test]
 async fn every_subscribing_service_gets_each_event() {
     let broker = MemoryBroker::new();
     let (a, b) = (Seen::default(), Seen::default());
-    let billing = orders_service("billing", &broker, &a, Some(0), Duration::ZERO).await;
-    let shipping = orders_service("shipping", &broker, &b, Some(0), Duration::ZERO).await;
+    let billing = orders_service("billing", &broker, &a).await;
+    let shipping = orders_service("shipping", &broker, &b).await;
     billing
         .publisher
         .publish(&OrderPlaced { id: 5 })
         .await
         .unwrap();
-    eventually("both services", || a.calls() == 1 && b.calls() == 1).await;
+    eventually("both services", || {
+        let (a, b) = (a.clone(), b.clone());
+        async move { a.calls() == 1 && b.calls() == 1 }
+    })
+    .await;
     billing.stop().await;
     shipping.stop().await;
 }
@@ -355,15 +196,19 @@ async fn every_subscribing_service_gets_each_event() {
 async fn stopping_one_service_leaves_the_others_on_the_broker_running() {
     let broker = MemoryBroker::new();
     let (a, b) = (Seen::default(), Seen::default());
-    let billing = orders_service("billing", &broker, &a, Some(0), Duration::ZERO).await;
-    let shipping = orders_service("shipping", &broker, &b, Some(0), Duration::ZERO).await;
+    let billing = orders_service("billing", &broker, &a).await;
+    let shipping = orders_service("shipping", &broker, &b).await;
     billing.stop().await;
     shipping
         .publisher
         .publish(&OrderPlaced { id: 8 })
         .await
         .unwrap();
-    eventually("shipping still consumes", || b.calls() == 1).await;
+    eventually("shipping still consumes", || {
+        let b = b.clone();
+        async move { b.calls() == 1 }
+    })
+    .await;
     shipping.stop().await;
 }
 
@@ -389,10 +234,7 @@ async fn a_panicking_handler_is_retried_not_lost() {
                 }
             });
             Ok(())
-        })
-        .build()
-        .await
-        .unwrap();
+        });
     let running = start(service).await;
     running
         .publisher
@@ -400,38 +242,12 @@ async fn a_panicking_handler_is_retried_not_lost() {
         .await
         .unwrap();
     eventually("the second attempt", || {
-        attempts.load(Ordering::SeqCst) == 2
+        let attempts = Arc::clone(&attempts);
+        async move { attempts.load(Ordering::SeqCst) == 2 }
     })
     .await;
     running.stop().await;
     assert!(broker.dead_letters().is_empty());
-}
-
-#[tokio::test]
-async fn graceful_shutdown_finishes_the_handler_in_flight() {
-    let broker = MemoryBroker::new();
-    let seen = Seen::default();
-    let service = orders_service(
-        "billing",
-        &broker,
-        &seen,
-        Some(0),
-        Duration::from_millis(300),
-    )
-    .await;
-    service
-        .publisher
-        .publish(&OrderPlaced { id: 3 })
-        .await
-        .unwrap();
-    eventually("the handler to start", || seen.calls() == 1).await;
-    assert!(seen.ids.lock().unwrap().is_empty(), "still in flight");
-    service.stop().await;
-    assert_eq!(
-        *seen.ids.lock().unwrap(),
-        [3],
-        "finished before stop returned"
-    );
 }
 
 #[tokio::test]
@@ -453,17 +269,18 @@ async fn a_command_reaches_its_handler_and_unroutable_publishes_fail() {
                 }
             });
             Ok(())
-        })
-        .build()
-        .await
-        .unwrap();
+        });
     let running = start(service).await;
     running
         .publisher
         .publish(&ShipOrder { id: 1 })
         .await
         .unwrap();
-    eventually("the command", || handled.load(Ordering::SeqCst) == 1).await;
+    eventually("the command", || {
+        let handled = Arc::clone(&handled);
+        async move { handled.load(Ordering::SeqCst) == 1 }
+    })
+    .await;
 
     let error = running
         .publisher

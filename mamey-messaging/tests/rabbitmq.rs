@@ -1,50 +1,52 @@
 //! The RabbitMQ backend against a real broker (`AMQP_URL`, default
-//! `amqp://guest:guest@127.0.0.1:5672/%2f`). Each test uses its own service
-//! name and exchange, and deletes what it declared.
+//! `amqp://guest:guest@127.0.0.1:5672/%2f`): the shared behaviour suite, plus
+//! what is particular to RabbitMQ (the AMQP message on the wire, queue
+//! argument mismatches, unroutable publishes). Each test uses its own
+//! service name and exchange, and deletes what it declared.
 #![cfg(feature = "rabbitmq")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+mod rabbitmq_common;
+mod suite;
+
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel};
 use mamey_core::{MessageContext, TraceContext};
-use mamey_messaging::rabbitmq::{
-    ATTEMPTS_HEADER, DEATH_REASON_HEADER, dead_letter_queue, header_text,
-};
+use mamey_messaging::rabbitmq::header_text;
+use rabbitmq_common::{Rabbit, get};
+use suite::{OrderPlaced, Seen, eventually, service, start};
 
-mod rabbitmq_common;
-
-use rabbitmq_common::{Names, OrderPlaced, Seen, eventually, get, raw, service, start};
-
-/// Polls the dead-letter queue of the test's queue until a message is there.
-async fn next_dead_letter(channel: &Channel, names: &Names) -> lapin::message::BasicGetMessage {
-    let dlq = dead_letter_queue(&names.queue());
-    let dead = Arc::new(Mutex::new(None));
-    eventually("a dead letter", || {
-        let (channel, dlq, dead) = (channel.clone(), dlq.clone(), Arc::clone(&dead));
-        async move {
-            if let Some(message) = get(&channel, &dlq).await {
-                *dead.lock().unwrap() = Some(message);
-            }
-            dead.lock().unwrap().is_some()
+/// Runs a shared case against a fresh RabbitMQ setup, then cleans up.
+macro_rules! suite_case {
+    ($name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let Some(rabbit) = Rabbit::new().await else {
+                return;
+            };
+            suite::$name(&rabbit).await;
+            rabbit.clean().await;
         }
-    })
-    .await;
-    dead.lock().unwrap().take().unwrap()
+    };
 }
+
+suite_case!(context_reaches_the_handler);
+suite_case!(retried_then_acked_once);
+suite_case!(dead_lettered_after_the_retries);
+suite_case!(undecodable_dead_lettered_at_once);
+suite_case!(competing_consumers_share_the_work);
+suite_case!(shutdown_finishes_the_handler_in_flight);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_carries_every_property_and_header() {
-    let Some((_connection, channel)) = raw().await else {
+    let Some(rabbit) = Rabbit::new().await else {
         return;
     };
-    let names = Names::new();
+    let (names, channel) = (&rabbit.names, &rabbit.channel);
     let seen = Seen::default();
-    let running = start(service(&names, &seen, Some(0), Duration::ZERO)).await;
+    let running = start(service(&rabbit, &seen, Some(0), Duration::ZERO)).await;
     // A raw queue on the same binding shows the message as it is on the wire.
     let wire_queue = format!("{}.raw", names.queue());
     channel
@@ -95,7 +97,7 @@ async fn round_trip_carries_every_property_and_header() {
         Some(traceparent)
     );
 
-    let wire = get(&channel, &wire_queue)
+    let wire = get(channel, &wire_queue)
         .await
         .expect("the raw queue got a copy");
     let p = &wire.delivery.properties;
@@ -138,158 +140,15 @@ async fn round_trip_carries_every_property_and_header() {
     assert_eq!(&wire.delivery.data, br#"{"id":7}"#);
 
     running.stop().await;
-    names.clean(&channel).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handler_failing_twice_is_retried_then_acked() {
-    let Some((_connection, channel)) = raw().await else {
-        return;
-    };
-    let names = Names::new();
-    let seen = Seen::default();
-    let running = start(service(&names, &seen, Some(2), Duration::ZERO)).await;
-    running
-        .publisher
-        .publish(&OrderPlaced { id: 1 })
-        .await
-        .unwrap();
-    eventually("success on the third attempt", || {
-        let seen = seen.clone();
-        async move { seen.ids.lock().unwrap().len() == 1 }
-    })
-    .await;
-    assert_eq!(seen.calls.load(Ordering::SeqCst), 3);
-    running.stop().await;
-    assert!(
-        get(&channel, &dead_letter_queue(&names.queue()))
-            .await
-            .is_none()
-    );
-    names.clean(&channel).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handler_that_always_fails_ends_in_the_dlq_with_reason_and_attempts() {
-    let Some((_connection, channel)) = raw().await else {
-        return;
-    };
-    let names = Names::new();
-    let seen = Seen::default();
-    let running = start(service(&names, &seen, None, Duration::ZERO)).await;
-    running
-        .publisher
-        .publish(&OrderPlaced { id: 2 })
-        .await
-        .unwrap();
-    let dead = next_dead_letter(&channel, &names).await;
-    let headers = dead.delivery.properties.headers().clone().unwrap();
-    let reason = header_text(&headers, DEATH_REASON_HEADER).unwrap();
-    assert!(reason.contains("database is down"), "{reason}");
-    assert!(reason.ends_with("(after 3 attempts)"), "{reason}");
-    assert_eq!(
-        headers.inner().get(ATTEMPTS_HEADER),
-        Some(&AMQPValue::LongUInt(3))
-    );
-    assert_eq!(seen.calls.load(Ordering::SeqCst), 3);
-    running.stop().await;
-    names.clean(&channel).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_undecodable_body_goes_straight_to_the_dlq() {
-    let Some((_connection, channel)) = raw().await else {
-        return;
-    };
-    let names = Names::new();
-    let seen = Seen::default();
-    let running = start(service(&names, &seen, Some(0), Duration::ZERO)).await;
-    channel
-        .basic_publish(
-            names.exchange.as_str().into(),
-            "order_placed".into(),
-            BasicPublishOptions::default(),
-            b"{not json",
-            BasicProperties::default().with_message_id("bad-1".into()),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    let dead = next_dead_letter(&channel, &names).await;
-    let headers = dead.delivery.properties.headers().clone().unwrap();
-    assert!(
-        header_text(&headers, DEATH_REASON_HEADER)
-            .unwrap()
-            .starts_with("cannot decode the message")
-    );
-    assert_eq!(
-        headers.inner().get(ATTEMPTS_HEADER),
-        Some(&AMQPValue::LongUInt(1))
-    );
-    assert_eq!(seen.calls.load(Ordering::SeqCst), 0);
-    running.stop().await;
-    names.clean(&channel).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_consumers_of_one_queue_share_the_work() {
-    let Some((_connection, channel)) = raw().await else {
-        return;
-    };
-    let names = Names::new();
-    let (a, b) = (Seen::default(), Seen::default());
-    let first = start(service(&names, &a, Some(0), Duration::from_millis(5))).await;
-    let second = start(service(&names, &b, Some(0), Duration::from_millis(5))).await;
-    for id in 0..60 {
-        first.publisher.publish(&OrderPlaced { id }).await.unwrap();
-    }
-    eventually("all 60", || {
-        let (a, b) = (a.clone(), b.clone());
-        async move { a.ids.lock().unwrap().len() + b.ids.lock().unwrap().len() >= 60 }
-    })
-    .await;
-    assert!(!a.ids.lock().unwrap().is_empty() && !b.ids.lock().unwrap().is_empty());
-    first.stop().await;
-    second.stop().await;
-    names.clean(&channel).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_shutdown_finishes_the_handler_in_flight() {
-    let Some((_connection, channel)) = raw().await else {
-        return;
-    };
-    let names = Names::new();
-    let seen = Seen::default();
-    let running = start(service(&names, &seen, Some(0), Duration::from_millis(500))).await;
-    running
-        .publisher
-        .publish(&OrderPlaced { id: 3 })
-        .await
-        .unwrap();
-    eventually("the handler to start", || {
-        let seen = seen.clone();
-        async move { seen.calls.load(Ordering::SeqCst) == 1 }
-    })
-    .await;
-    running.stop().await;
-    assert_eq!(
-        *seen.ids.lock().unwrap(),
-        [3],
-        "finished before stop returned"
-    );
-    // It was acked: nothing waits in the queue.
-    assert!(get(&channel, &names.queue()).await.is_none());
-    names.clean(&channel).await;
+    rabbit.clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_declared_with_other_arguments_is_a_clear_start_error() {
-    let Some((_connection, channel)) = raw().await else {
+    let Some(rabbit) = Rabbit::new().await else {
         return;
     };
-    let names = Names::new();
+    let (names, channel) = (&rabbit.names, &rabbit.channel);
     let mut arguments = FieldTable::default();
     arguments.insert("x-max-length".into(), AMQPValue::LongUInt(10));
     channel
@@ -303,7 +162,7 @@ async fn a_queue_declared_with_other_arguments_is_a_clear_start_error() {
         )
         .await
         .unwrap();
-    let service = service(&names, &Seen::default(), Some(0), Duration::ZERO)
+    let service = service(&rabbit, &Seen::default(), Some(0), Duration::ZERO)
         .build()
         .await
         .unwrap();
@@ -313,16 +172,16 @@ async fn a_queue_declared_with_other_arguments_is_a_clear_start_error() {
         "{error}"
     );
     assert!(error.contains("exists with different arguments"), "{error}");
-    names.clean(&channel).await;
+    rabbit.clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unroutable_publish_fails_and_publishing_goes_on() {
-    let Some((_connection, channel)) = raw().await else {
+    let Some(rabbit) = Rabbit::new().await else {
         return;
     };
-    let names = Names::new();
-    let running = start(service(&names, &Seen::default(), Some(0), Duration::ZERO)).await;
+    let (names, channel) = (&rabbit.names, &rabbit.channel);
+    let running = start(service(&rabbit, &Seen::default(), Some(0), Duration::ZERO)).await;
     let nowhere = format!("{}-nowhere", names.exchange);
     let error = running
         .publisher
@@ -356,5 +215,5 @@ async fn an_unroutable_publish_fails_and_publishing_goes_on() {
             lapin::options::ExchangeDeleteOptions::default(),
         )
         .await;
-    names.clean(&channel).await;
+    rabbit.clean().await;
 }

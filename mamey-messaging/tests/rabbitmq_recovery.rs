@@ -5,20 +5,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod rabbitmq_common;
+mod suite;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use rabbitmq_common::{Names, OrderPlaced, Seen, eventually, raw, service, start};
+use rabbitmq_common::Rabbit;
+use suite::{OrderPlaced, Seen, eventually, service, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_message_is_lost_when_the_broker_closes_the_connection() {
-    let Some((_connection, channel)) = raw().await else {
+    let Some(rabbit) = Rabbit::new().await else {
         return;
     };
-    let names = Names::new();
     let seen = Seen::default();
-    let running = start(service(&names, &seen, Some(0), Duration::ZERO)).await;
+    let running = start(service(&rabbit, &seen, Some(0), Duration::ZERO)).await;
     let total = 300_u64;
     for id in 0..total {
         if id == 100 {
@@ -44,9 +45,5 @@ async fn no_message_is_lost_when_the_broker_closes_the_connection() {
     })
     .await;
     running.stop().await;
-    // The test's own connection was closed too; clean up over a new one.
-    if let Some((_c, channel)) = raw().await {
-        names.clean(&channel).await;
-    }
-    drop(channel);
+    rabbit.clean().await;
 }

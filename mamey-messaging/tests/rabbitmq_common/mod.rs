@@ -1,55 +1,21 @@
-//! Shared helpers of the RabbitMQ test binaries.
+//! The RabbitMQ backend of the shared suite, for the RabbitMQ test binaries.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
 
-use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
-use lapin::{Channel, Connection, ConnectionProperties};
-use mamey_core::cqrs::Event;
-use mamey_core::health::{Probe, Status};
-use mamey_core::{Error, MessageContext, Service, ServiceError, ShutdownHandle};
-use mamey_messaging::rabbitmq::{dead_letter_queue, retry_queue};
-use mamey_messaging::{Message, Messaging, Publisher};
-use serde::{Deserialize, Serialize};
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueDeleteOptions,
+};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use mamey_messaging::Messaging;
+use mamey_messaging::rabbitmq::{
+    ATTEMPTS_HEADER, DEATH_REASON_HEADER, dead_letter_queue, header_text, retry_queue,
+};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OrderPlaced {
-    pub id: u64,
-}
-
-impl Message for OrderPlaced {
-    const NAMESPACE: &'static str = "orders";
-}
-
-impl Event for OrderPlaced {}
-
-pub const MAX_RETRIES: u32 = 2;
+use crate::suite::{Backend, MAX_RETRIES};
 
 pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-/// A raw connection for setup and inspection, or `None` (test skipped) when
-/// RabbitMQ is down and `MAMEY_REQUIRE_SERVICES` is not set.
-pub async fn raw() -> Option<(Connection, Channel)> {
-    match Connection::connect(&amqp_url(), ConnectionProperties::default()).await {
-        Ok(connection) => {
-            let channel = connection.create_channel().await.unwrap();
-            Some((connection, channel))
-        }
-        Err(error) if std::env::var("MAMEY_REQUIRE_SERVICES").as_deref() == Ok("1") => {
-            panic!(
-                "RabbitMQ is required (MAMEY_REQUIRE_SERVICES=1) but unreachable at {}: {error}",
-                amqp_url()
-            )
-        }
-        Err(error) => {
-            eprintln!("SKIPPED: RabbitMQ unreachable at {}: {error}", amqp_url());
-            None
-        }
-    }
 }
 
 /// Names unique to one test.
@@ -70,9 +36,53 @@ impl Names {
     pub fn queue(&self) -> String {
         format!("{}/{}.order_placed", self.service, self.exchange)
     }
+}
 
-    pub async fn clean(&self, channel: &Channel) {
-        let queue = self.queue();
+/// One test's RabbitMQ: its names, and a raw connection for setup and
+/// inspection. `Rabbit::new` returns `None` (the test skips) when RabbitMQ is
+/// down and `MAMEY_REQUIRE_SERVICES` is not set.
+pub struct Rabbit {
+    pub names: Names,
+    pub connection: Connection,
+    pub channel: Channel,
+    dead: Mutex<Vec<(String, u32)>>,
+}
+
+impl Rabbit {
+    pub async fn new() -> Option<Self> {
+        match Connection::connect(&amqp_url(), ConnectionProperties::default()).await {
+            Ok(connection) => {
+                let channel = connection.create_channel().await.unwrap();
+                Some(Self {
+                    names: Names::new(),
+                    connection,
+                    channel,
+                    dead: Mutex::new(Vec::new()),
+                })
+            }
+            Err(error) if std::env::var("MAMEY_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+                panic!(
+                    "RabbitMQ is required (MAMEY_REQUIRE_SERVICES=1) but unreachable at {}: {error}",
+                    amqp_url()
+                )
+            }
+            Err(error) => {
+                eprintln!("SKIPPED: RabbitMQ unreachable at {}: {error}", amqp_url());
+                None
+            }
+        }
+    }
+
+    /// Deletes the queues and exchange the test declared (over a fresh
+    /// channel: a test may have had its connections closed).
+    pub async fn clean(&self) {
+        let Ok(connection) =
+            Connection::connect(&amqp_url(), ConnectionProperties::default()).await
+        else {
+            return;
+        };
+        let channel = connection.create_channel().await.unwrap();
+        let queue = self.names.queue();
         let mut queues = vec![
             queue.clone(),
             dead_letter_queue(&queue),
@@ -86,44 +96,21 @@ impl Names {
         }
         let _ = channel
             .exchange_delete(
-                self.exchange.as_str().into(),
+                self.names.exchange.as_str().into(),
                 ExchangeDeleteOptions::default(),
             )
             .await;
+        let _ = connection.close(200, "clean".into()).await;
     }
 }
 
-#[derive(Clone, Default)]
-pub struct Seen {
-    pub calls: Arc<AtomicUsize>,
-    pub ids: Arc<Mutex<Vec<u64>>>,
-    pub contexts: Arc<Mutex<Vec<MessageContext>>>,
-}
-
-pub struct Running {
-    pub publisher: Publisher,
-    pub shutdown: ShutdownHandle,
-    pub task: tokio::task::JoinHandle<Result<(), ServiceError>>,
-}
-
-impl Running {
-    pub async fn stop(self) {
-        self.shutdown.shutdown();
-        self.task.await.unwrap().unwrap();
+impl Backend for Rabbit {
+    fn messaging(&self) -> Messaging {
+        Messaging::rabbitmq()
     }
-}
 
-pub fn service(
-    names: &Names,
-    seen: &Seen,
-    fail_first: Option<usize>,
-    delay: Duration,
-) -> mamey_core::ServiceBuilder {
-    let seen = seen.clone();
-    Service::builder(names.service.clone())
-        .handle_signals(false)
-        .config_dir("/nonexistent-mamey-config")
-        .env_vars([
+    fn vars(&self) -> Vec<(String, String)> {
+        vec![
             ("MAMEY__RABBITMQ__URL".to_owned(), amqp_url()),
             (
                 "MAMEY__RABBITMQ__PUBLISH_TIMEOUT".to_owned(),
@@ -131,80 +118,55 @@ pub fn service(
             ),
             (
                 "MAMEY__MESSAGING__CONVENTIONS__EXCHANGE".to_owned(),
-                names.exchange.clone(),
+                self.names.exchange.clone(),
             ),
-            (
-                "MAMEY__MESSAGING__RETRY__INITIAL_DELAY".to_owned(),
-                "50ms".to_owned(),
-            ),
-            (
-                "MAMEY__MESSAGING__RETRY__MAX_RETRIES".to_owned(),
-                MAX_RETRIES.to_string(),
-            ),
-            ("MAMEY__MESSAGING__CONCURRENCY".to_owned(), "4".to_owned()),
-        ])
-        .plugin(Messaging::rabbitmq().subscribe_event::<OrderPlaced>())
-        .handlers(move |dispatcher, _| {
-            dispatcher.add_event(move |event: OrderPlaced| {
-                let seen = seen.clone();
-                async move {
-                    let call = seen.calls.fetch_add(1, Ordering::SeqCst);
-                    if let Some(context) = MessageContext::current() {
-                        seen.contexts.lock().unwrap().push(context);
-                    }
-                    tokio::time::sleep(delay).await;
-                    match fail_first {
-                        Some(n) if call < n => {
-                            Err(Error::unavailable("db.down", "database is down"))
-                        }
-                        None => Err(Error::unavailable("db.down", "database is down")),
-                        _ => {
-                            seen.ids.lock().unwrap().push(event.id);
-                            Ok(())
-                        }
-                    }
-                }
-            });
-            Ok(())
-        })
-}
+        ]
+    }
 
-pub async fn start(builder: mamey_core::ServiceBuilder) -> Running {
-    let service = builder.build().await.unwrap();
-    let publisher = service.resources().get::<Publisher>().unwrap();
-    let shutdown = service.shutdown_handle();
-    let health = service.health().clone();
-    let task = tokio::spawn(service.run());
-    eventually("the service to start", || {
-        let health = health.clone();
-        async move { health.check(Probe::Startup).await.status == Status::Healthy }
-    })
-    .await;
-    Running {
-        publisher,
-        shutdown,
-        task,
+    fn service_name(&self) -> String {
+        self.names.service.clone()
+    }
+
+    async fn publish_garbage(&self) {
+        self.channel
+            .basic_publish(
+                self.names.exchange.as_str().into(),
+                "order_placed".into(),
+                BasicPublishOptions::default(),
+                b"{not json",
+                BasicProperties::default().with_message_id("bad-1".into()),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    async fn dead_letters(&self) -> Vec<(String, u32)> {
+        let dlq = dead_letter_queue(&self.names.queue());
+        while let Some(message) = get(&self.channel, &dlq).await {
+            let headers = message
+                .delivery
+                .properties
+                .headers()
+                .clone()
+                .unwrap_or_default();
+            let reason = header_text(&headers, DEATH_REASON_HEADER).unwrap_or_default();
+            let attempts = match headers.inner().get(ATTEMPTS_HEADER) {
+                Some(lapin::types::AMQPValue::LongUInt(n)) => *n,
+                _ => 0,
+            };
+            self.dead.lock().unwrap().push((reason, attempts));
+        }
+        self.dead.lock().unwrap().clone()
     }
 }
 
-pub async fn eventually<F, Fut>(what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
+/// Takes one message from `queue`, if any (or if the queue does not exist).
 pub async fn get(channel: &Channel, queue: &str) -> Option<lapin::message::BasicGetMessage> {
     channel
         .basic_get(queue.into(), BasicGetOptions { no_ack: true })
         .await
-        .unwrap()
+        .ok()
+        .flatten()
 }
