@@ -70,6 +70,6 @@ pub use context::{Identity, MessageContext, TraceContext, new_id};
 pub use error::{BoxError, Error, ErrorKind, FieldError};
 pub use resources::{MissingResource, Requirement, Resources};
 pub use service::{
-    HealthConfig, InitContext, Plugin, ResourceConflict, Service, ServiceBuilder, ServiceError,
-    ShutdownConfig, ShutdownHandle, StartContext, StopFailure,
+    HealthConfig, InitContext, Plugin, ResourceConflict, RunningService, Service, ServiceBuilder,
+    ServiceError, ShutdownConfig, ShutdownHandle, StartContext, StopFailure,
 };

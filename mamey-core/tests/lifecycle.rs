@@ -103,14 +103,9 @@ fn builder(name: &str) -> ServiceBuilder {
         .config_dir("/nonexistent-mamey-config")
 }
 
-/// Runs the service until it reports started, then asks it to stop.
+/// Starts the service, then asks it to stop.
 async fn run_and_stop(service: Service) -> Result<(), ServiceError> {
-    let handle = service.shutdown_handle();
-    let health = service.health().clone();
-    let running = tokio::spawn(service.run());
-    wait_until_started(&health).await;
-    handle.shutdown();
-    running.await.unwrap()
+    service.start().await?.stop().await
 }
 
 async fn wait_until_started(health: &mamey_core::health::Health) {
@@ -567,4 +562,39 @@ mod dispatcher_as_resource {
         service.dispatcher().send(PlaceOrder).await.unwrap();
         assert_eq!(placed.load(Ordering::SeqCst), 1);
     }
+}
+
+#[tokio::test]
+async fn start_returns_once_running_and_stop_waits_for_the_stop() {
+    let log = Log::default();
+    let service = builder("embedded")
+        .plugin(Recorder::new("a", &log))
+        .build()
+        .await
+        .unwrap();
+    let health = service.health().clone();
+    let running = service.start().await.unwrap();
+    assert_eq!(health.check(Probe::Ready).await.status, Status::Healthy);
+    assert_eq!(entries(&log), ["init a", "start a"]);
+    running.stop().await.unwrap();
+    assert_eq!(
+        entries(&log),
+        ["init a", "start a", "stop a", "task-done a"]
+    );
+}
+
+#[tokio::test]
+async fn start_reports_a_failed_start() {
+    let log = Log::default();
+    let service = builder("embedded-fails")
+        .plugin(Recorder::faulty("http", &log, Fault::Start))
+        .build()
+        .await
+        .unwrap();
+    let error = service.start().await.unwrap_err();
+    assert!(matches!(
+        error,
+        ServiceError::PluginStart { plugin: "http", .. }
+    ));
+    assert_eq!(entries(&log), ["init http", "start http", "stop http"]);
 }

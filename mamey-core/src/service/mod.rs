@@ -385,6 +385,7 @@ impl ServiceBuilder {
             shutdown_timeout,
             handle_signals: self.handle_signals,
             lifecycle,
+            changed: Arc::new(tokio::sync::Notify::new()),
         })
     }
 }
@@ -521,6 +522,8 @@ pub struct Service {
     shutdown_timeout: Duration,
     handle_signals: bool,
     lifecycle: Arc<AtomicU8>,
+    /// Notified on every lifecycle change (for [`Service::start`]).
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl fmt::Debug for Service {
@@ -674,5 +677,103 @@ impl Service {
 
     fn set(&self, state: Lifecycle) {
         self.lifecycle.store(state as u8, Ordering::Release);
+        self.changed.notify_waiters();
     }
+
+    /// Runs the service in the background and returns once every plug-in
+    /// has started — for tests and for embedding a service in a larger
+    /// program. Stop it with [`RunningService::stop`].
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let service = mamey_core::Service::builder("embedded")
+    ///     .handle_signals(false)
+    ///     .build()
+    ///     .await?;
+    /// let running = service.start().await?;
+    /// // ... talk to it ...
+    /// running.stop().await?;
+    /// # Ok::<(), mamey_core::ServiceError>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Service::run`] when start-up fails (every initialised plug-in
+    /// has then been stopped).
+    pub async fn start(self) -> Result<RunningService, ServiceError> {
+        let state = Arc::clone(&self.lifecycle);
+        let changed = Arc::clone(&self.changed);
+        let shutdown = self.shutdown.clone();
+        let mut task = tokio::spawn(self.run());
+        loop {
+            let notified = changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let current = state.load(Ordering::Acquire);
+            if current == Lifecycle::Running as u8 || current == Lifecycle::Stopping as u8 {
+                return Ok(RunningService {
+                    shutdown,
+                    task: Some(task),
+                });
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                finished = &mut task => {
+                    flatten(finished)?;
+                    return Ok(RunningService { shutdown, task: None });
+                }
+            }
+        }
+    }
+}
+
+/// A service started with [`Service::start`], running in the background.
+#[derive(Debug)]
+pub struct RunningService {
+    shutdown: ShutdownHandle,
+    task: Option<JoinHandle<Result<(), ServiceError>>>,
+}
+
+impl RunningService {
+    /// The handle that stops the service.
+    #[must_use]
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Stops every plug-in in reverse order and waits until it is done.
+    ///
+    /// # Errors
+    /// As [`Service::run`]: a failed background task, or plug-ins that did
+    /// not stop cleanly.
+    pub async fn stop(self) -> Result<(), ServiceError> {
+        self.shutdown.shutdown();
+        self.wait().await
+    }
+
+    /// Waits until the service stops by itself (signal, shutdown handle,
+    /// failed task).
+    ///
+    /// # Errors
+    /// As [`Service::run`].
+    pub async fn wait(mut self) -> Result<(), ServiceError> {
+        match self.task.take() {
+            Some(task) => flatten(task.await),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The result of the background `run` task; a panic in it is reported as a
+/// failed task of the service itself.
+fn flatten(
+    finished: Result<Result<(), ServiceError>, tokio::task::JoinError>,
+) -> Result<(), ServiceError> {
+    finished.unwrap_or_else(|error| {
+        Err(ServiceError::TaskFailed {
+            plugin: "service",
+            task: "run".into(),
+            source: error.to_string().into(),
+        })
+    })
 }

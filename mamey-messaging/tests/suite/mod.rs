@@ -11,10 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mamey_core::cqrs::Event;
-use mamey_core::health::{Probe, Status};
-use mamey_core::{
-    Error, MessageContext, Service, ServiceBuilder, ServiceError, ShutdownHandle, TraceContext,
-};
+use mamey_core::{Error, MessageContext, RunningService, Service, ServiceBuilder, TraceContext};
 use mamey_messaging::{Message, Messaging, Publisher};
 use serde::{Deserialize, Serialize};
 
@@ -116,36 +113,25 @@ pub fn service<B: Backend>(
         })
 }
 
-/// A running service.
+/// A running service and its publisher.
 pub struct Running {
     pub publisher: Publisher,
-    pub shutdown: ShutdownHandle,
-    pub task: tokio::task::JoinHandle<Result<(), ServiceError>>,
+    pub service: RunningService,
 }
 
 impl Running {
     pub async fn stop(self) {
-        self.shutdown.shutdown();
-        self.task.await.unwrap().unwrap();
+        self.service.stop().await.unwrap();
     }
 }
 
-/// Builds and runs `builder`, returning once every plug-in has started.
+/// Builds and starts `builder`, returning once every plug-in has started.
 pub async fn start(builder: ServiceBuilder) -> Running {
     let service = builder.build().await.unwrap();
     let publisher = service.resources().get::<Publisher>().unwrap();
-    let shutdown = service.shutdown_handle();
-    let health = service.health().clone();
-    let task = tokio::spawn(service.run());
-    eventually("the service to start", || {
-        let health = health.clone();
-        async move { health.check(Probe::Startup).await.status == Status::Healthy }
-    })
-    .await;
     Running {
         publisher,
-        shutdown,
-        task,
+        service: service.start().await.unwrap(),
     }
 }
 
