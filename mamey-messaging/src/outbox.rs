@@ -266,7 +266,8 @@ impl InboxStore for MemoryInbox {
     }
 }
 
-/// Settings of an [`OutboxRelay`] (`messaging.outbox`).
+/// Settings of an [`OutboxRelay`] (`messaging.outbox` when the relay runs in
+/// the [`Messaging`](crate::Messaging) plug-in).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RelayConfig {
@@ -276,7 +277,8 @@ pub struct RelayConfig {
     #[serde(with = "mamey_core::config::duration")]
     pub interval: std::time::Duration,
     /// How long a claim holds a message; a relay that dies mid-batch frees
-    /// its messages after this. Default: `30s`.
+    /// its messages after this. Keep it well above `batch` × the publish
+    /// timeout, or a slow round may outlive its claim. Default: `5m`.
     #[serde(with = "mamey_core::config::duration")]
     pub lease: std::time::Duration,
     /// Delay between publish attempts of one message.
@@ -291,7 +293,7 @@ impl Default for RelayConfig {
         Self {
             batch: 100,
             interval: Duration::from_secs(1),
-            lease: Duration::from_secs(30),
+            lease: Duration::from_secs(300),
             retry: RetryPolicy::default(),
             keep_sent: Duration::from_secs(3600),
         }
@@ -385,6 +387,9 @@ impl<S: OutboxStore> OutboxRelay<S> {
     pub async fn run(self, stop: CancellationToken) {
         let mut last_purge = SystemTime::now();
         loop {
+            if stop.is_cancelled() {
+                return;
+            }
             match self.round().await {
                 Ok(round) if round.sent + round.failed >= self.config.batch => continue,
                 Ok(_) => {}

@@ -39,6 +39,8 @@ pub struct MessagingConfig {
     pub retry: RetryPolicy,
     /// Naming overrides.
     pub conventions: ConventionsConfig,
+    /// The outbox relay, when one is added with [`Messaging::outbox`].
+    pub outbox: crate::outbox::RelayConfig,
 }
 
 impl Default for MessagingConfig {
@@ -48,6 +50,7 @@ impl Default for MessagingConfig {
             handler_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             conventions: ConventionsConfig::default(),
+            outbox: crate::outbox::RelayConfig::default(),
         }
     }
 }
@@ -55,6 +58,17 @@ impl Default for MessagingConfig {
 impl ConfigSection for MessagingConfig {
     const KEY: &'static str = "messaging";
 }
+
+/// Starts the outbox relay over the service's broker.
+type RelayStarter = Box<
+    dyn FnOnce(
+            Arc<dyn Broker>,
+            crate::outbox::RelayConfig,
+            tokio_util::sync::CancellationToken,
+        ) -> futures_util::future::BoxFuture<'static, ()>
+        + Send
+        + Sync,
+>;
 
 /// Where the broker comes from.
 enum Backend {
@@ -101,6 +115,7 @@ pub struct Messaging {
     backend: Backend,
     broker: Option<Arc<dyn Broker>>,
     binders: Vec<Binder>,
+    relay: Option<RelayStarter>,
     config: MessagingConfig,
     conventions: Option<Arc<Conventions>>,
 }
@@ -132,9 +147,30 @@ impl Messaging {
             backend,
             broker: None,
             binders: Vec::new(),
+            relay: None,
             config: MessagingConfig::default(),
             conventions: None,
         }
+    }
+
+    /// Runs an [`OutboxRelay`](crate::OutboxRelay) from `store` to the
+    /// service's broker while the service runs (settings in
+    /// `messaging.outbox`), woken by `wake` — e.g.
+    /// [`MemoryOutbox::notifier`](crate::MemoryOutbox::notifier) — and on its
+    /// interval. Handlers stage messages in the store; the relay publishes
+    /// them after commit.
+    #[must_use]
+    pub fn outbox<S: crate::OutboxStore>(
+        mut self,
+        store: Arc<S>,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> Self {
+        self.relay = Some(Box::new(move |broker, config, stop| {
+            crate::OutboxRelay::new(store, broker, wake, config)
+                .run(stop)
+                .boxed()
+        }));
+        self
     }
 
     /// Consumes event `E` from this service's queue for it and publishes
@@ -261,6 +297,18 @@ impl Plugin for Messaging {
                     handler_timeout: self.config.handler_timeout,
                 })
                 .await?;
+        }
+        // After the subscriptions: what it relays may be for this service.
+        if let Some(start_relay) = self.relay.take() {
+            let relay = start_relay(
+                Arc::clone(&broker),
+                self.config.outbox.clone(),
+                ctx.shutdown_token(),
+            );
+            ctx.spawn("outbox-relay", async move {
+                relay.await;
+                Ok(())
+            });
         }
         Ok(())
     }

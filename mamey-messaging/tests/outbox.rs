@@ -180,3 +180,57 @@ async fn the_inbox_skips_a_message_it_has_seen() {
         "per consumer"
     );
 }
+
+#[tokio::test]
+async fn the_plugin_runs_the_relay_while_the_service_runs() {
+    use mamey_core::cqrs::Event;
+
+    #[derive(Clone, Serialize, Deserialize)]
+    struct Paid {
+        invoice: u32,
+    }
+    impl Message for Paid {
+        const NAMESPACE: &'static str = "payments";
+    }
+    impl Event for Paid {}
+
+    let broker = MemoryBroker::new();
+    let outbox = Arc::new(MemoryOutbox::new());
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&received);
+    let service = mamey_core::Service::builder("ledger")
+        .handle_signals(false)
+        .config_dir("/nonexistent-mamey-config")
+        .env_vars([("MAMEY__MESSAGING__OUTBOX__INTERVAL", "1h")])
+        .plugin(
+            mamey_messaging::Messaging::new(broker.clone())
+                .subscribe_event::<Paid>()
+                .outbox(Arc::clone(&outbox), outbox.notifier()),
+        )
+        .handlers(move |dispatcher, _| {
+            dispatcher.add_event(move |paid: Paid| {
+                let sink = Arc::clone(&sink);
+                async move {
+                    sink.lock().unwrap().push(paid.invoice.to_string());
+                    Ok(())
+                }
+            });
+            Ok(())
+        })
+        .build()
+        .await
+        .unwrap();
+    let publisher = service.resources().get::<Publisher>().unwrap();
+    let running = service.start().await.unwrap();
+    // A handler would stage this inside its transaction.
+    let message = publisher
+        .prepare(&Paid { invoice: 42 }, PublishOptions::default())
+        .unwrap();
+    outbox.stage(&mut (), message).await.unwrap();
+    eventually("the relayed message", || {
+        received.lock().unwrap().len() == 1
+    })
+    .await;
+    assert_eq!(outbox.pending(), 0);
+    running.stop().await.unwrap();
+}
