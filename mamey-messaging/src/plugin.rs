@@ -221,7 +221,7 @@ where
     let span = tracing::info_span!(
         "consume",
         message.name = M::name(),
-        message.id = %delivery.properties.message_id,
+        message.id = %extracted.context.message_id,
         attempt = delivery.attempt,
     );
     extracted.set_parent(&span);

@@ -228,9 +228,12 @@ pub fn context_of(delivery: &Delivery) -> mamey_observability::propagation::Extr
             // Not mamey's JSON (e.g. Convey's): ids from the headers, else
             // from the AMQP properties.
             let mut extracted = mamey_observability::propagation::extract(headers);
-            if !headers.contains_key(CORRELATION_ID)
-                && !delivery.properties.correlation_id.is_empty()
-            {
+            // A usable x-correlation-id was taken by `extract`; otherwise
+            // (absent, or rejected as malformed) the AMQP property counts.
+            let header_used = headers
+                .get(CORRELATION_ID)
+                .is_some_and(|id| extracted.context.correlation_id == *id);
+            if !header_used && !delivery.properties.correlation_id.is_empty() {
                 extracted
                     .context
                     .correlation_id

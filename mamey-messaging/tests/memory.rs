@@ -325,6 +325,16 @@ fn context_of_falls_back_to_properties_and_headers() {
     convey.properties.headers.clear();
     let context = context_of(&convey).context;
     assert_eq!(context.correlation_id, "corr-p");
+    let mut malformed = convey.clone();
+    malformed
+        .properties
+        .headers
+        .insert("x-correlation-id".to_owned(), "has space".to_owned());
+    assert_eq!(
+        context_of(&malformed).context.correlation_id,
+        "corr-p",
+        "a rejected header falls back to the property"
+    );
     convey.properties.message_id.clear();
     let id_less = context_of(&convey).context;
     assert!(!id_less.message_id.is_empty(), "a fresh id, never empty");
