@@ -217,18 +217,22 @@ where
     Fut: Future<Output = Result<(), mamey_core::Error>>,
 {
     let message: M = Json.decode(&delivery.body).map_err(Failure::Decode)?;
-    let extracted = context_of(&delivery);
-    let span = tracing::info_span!(
-        "consume",
-        message.name = M::name(),
-        message.id = %extracted.context.message_id,
-        attempt = delivery.attempt,
-    );
-    extracted.set_parent(&span);
-    extracted
-        .context
-        .scope(dispatch(message))
-        .instrument(span)
+    let mamey_observability::propagation::Extracted { context, otel } = context_of(&delivery);
+    let message_id = context.message_id.clone();
+    let attempt = delivery.attempt;
+    // The span is created inside the context, where the head sampler sees
+    // the publisher's sampling decision.
+    context
+        .scope(async move {
+            let span = tracing::info_span!(
+                "consume",
+                message.name = M::name(),
+                message.id = %message_id,
+                attempt,
+            );
+            mamey_observability::propagation::continue_trace(&span, &otel);
+            dispatch(message).instrument(span).await
+        })
         .await
         .map_err(Failure::Handler)
 }

@@ -37,6 +37,8 @@ pub mod config;
 mod logging;
 pub mod metrics;
 pub mod propagation;
+mod sampling;
+pub use sampling::HeadSampler;
 mod traces;
 
 use std::collections::BTreeMap;
@@ -275,7 +277,11 @@ impl Plugin for Observability {
             instance_id: app.instance_id.clone(),
             version: app.version.clone(),
         };
-        let tracer = self.provider.as_ref().map(|p| p.tracer("mamey"));
+        let sampler = sampling::HeadSampler {
+            kind: settings.sampler,
+            ratio: settings.ratio,
+        };
+        let tracer = self.provider.as_ref().map(|p| (p.tracer("mamey"), sampler));
         let code_location = tracing_config.code_location;
         let writer = self
             .writer

@@ -26,7 +26,7 @@ pub(crate) type Filtered = Layered<reload::Layer<EnvFilter, Registry>, Registry>
 pub(crate) type OtelSlot = Option<
     tracing_subscriber::filter::Filtered<
         OpenTelemetryLayer<Filtered, SdkTracer>,
-        tracing_subscriber::filter::FilterFn,
+        crate::sampling::HeadSampler,
         Filtered,
     >,
 >;
@@ -123,7 +123,7 @@ pub(crate) enum Lines {
 /// Builds the subscriber: filter → OpenTelemetry → formatter → user layers.
 pub(crate) fn build_subscriber<W>(
     filter: EnvFilter,
-    tracer: Option<SdkTracer>,
+    tracer: Option<(SdkTracer, crate::sampling::HeadSampler)>,
     code_location: bool,
     lines: Lines,
     fields: ServiceFields,
@@ -136,15 +136,14 @@ where
     let (filter, filter_handle) = reload::Layer::new(filter);
     // Thread ids, busy/idle timings and code locations cost allocations and
     // clock reads on every span, sampled or not; off by default.
-    let otel: OtelSlot = tracer.map(|t| {
+    // The head sampler keeps unsampled traces from the layer altogether.
+    let otel: OtelSlot = tracer.map(|(tracer, sampler)| {
         tracing_opentelemetry::layer()
-            .with_tracer(t)
+            .with_tracer(tracer)
             .with_threads(false)
             .with_tracked_inactivity(false)
             .with_location(code_location)
-            .with_filter(tracing_subscriber::filter::filter_fn(
-                spans_only as fn(&tracing::Metadata<'_>) -> bool,
-            ))
+            .with_filter(sampler)
     });
     let fields = Arc::new(fields);
     let mut layers: Vec<BoxedLayer> = Vec::with_capacity(user_layers.len() + 1);
@@ -170,10 +169,6 @@ where
         handle: filter_handle,
     };
     (subscriber, level)
-}
-
-fn spans_only(meta: &tracing::Metadata<'_>) -> bool {
-    meta.is_span()
 }
 
 /// Trace and span ids of the active OpenTelemetry span when it is sampled:

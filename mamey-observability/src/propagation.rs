@@ -210,13 +210,23 @@ pub struct Extracted {
 
 impl Extracted {
     /// Makes `span` a child of the remote span, so the trace continues.
+    ///
+    /// Create `span` inside [`MessageContext::scope`] of
+    /// [`Extracted::context`]: the plug-in's head sampler reads the caller's
+    /// sampling decision from the current context when the span is created.
     pub fn set_parent(&self, span: &tracing::Span) {
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
-        if self.otel.span().span_context().is_valid() {
-            // Fails only when the span is already started elsewhere; then the
-            // local parent stands.
-            let _ = span.set_parent(self.otel.clone());
-        }
+        continue_trace(span, &self.otel);
+    }
+}
+
+/// Makes `span` a child of the remote span in `otel`, if there is one (see
+/// [`Extracted::set_parent`]).
+pub fn continue_trace(span: &tracing::Span, otel: &OtelContext) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if otel.span().span_context().is_valid() {
+        // Fails only when the span is already started elsewhere, or is not
+        // recorded (unsampled); then nothing is to be continued.
+        let _ = span.set_parent(otel.clone());
     }
 }
 

@@ -177,7 +177,9 @@ impl TraceSettings {
         })
     }
 
-    /// The OpenTelemetry sampler these settings describe.
+    /// The OpenTelemetry sampler these settings describe. The plug-in itself
+    /// samples at the head (before span data is built) and gives the SDK
+    /// `AlwaysOn`; this is for providers built outside it.
     #[must_use]
     pub fn sampler(&self) -> Sampler {
         match self.sampler {
@@ -345,7 +347,8 @@ pub(crate) fn provider<E: SpanExporter + 'static>(
     .with_batch_config(batch)
     .build();
     SdkTracerProvider::builder()
-        .with_sampler(settings.sampler())
+        // The head sampler in front of the layer has decided already.
+        .with_sampler(Sampler::AlwaysOn)
         .with_resource(resource(app, &settings.resource))
         .with_span_processor(processor)
         .build()

@@ -245,3 +245,44 @@ async fn parent_and_correlation_survive_grpc_metadata() {
     assert_eq!(server.trace_id, client.trace_id);
     assert_eq!(server.parent_span_id, client.span_id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_sampling_follows_the_callers_decision_and_drops_the_rest() {
+    let (endpoint, got) = grpc_receiver().await;
+    let (_service, telemetry) = service(&[
+        ("MAMEY__TRACING__ENDPOINT", endpoint.as_str()),
+        ("MAMEY__TRACING__SAMPLER", "parent_ratio"),
+        ("MAMEY__TRACING__RATIO", "0"),
+    ])
+    .await;
+    let caller = |flags: &str| {
+        MessageContext::new().with_trace(mamey_core::TraceContext {
+            traceparent: format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}"),
+            tracestate: None,
+        })
+    };
+    {
+        let _guard = tracing::dispatcher::set_default(telemetry.dispatch());
+        // The caller sampled: recorded, with its child, despite ratio 0.
+        caller("01")
+            .scope(async {
+                tracing::info_span!("sampled.root")
+                    .in_scope(|| tracing::info_span!("sampled.child").in_scope(|| {}));
+            })
+            .await;
+        // The caller did not sample, and no caller at all with ratio 0.
+        caller("00")
+            .scope(async { tracing::info_span!("unsampled.remote").in_scope(|| {}) })
+            .await;
+        tracing::info_span!("unsampled.root").in_scope(|| {});
+    }
+    telemetry.flush().await.unwrap();
+    let root = got.wait_for("sampled.root").await;
+    let child = got.wait_for("sampled.child").await;
+    assert_eq!(child.parent_span_id, root.span_id);
+    let names: Vec<String> = got.spans().into_iter().map(|s| s.name).collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with("unsampled")),
+        "{names:?}"
+    );
+}
