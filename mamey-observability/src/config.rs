@@ -86,7 +86,7 @@ pub enum SamplerKind {
     Always,
     /// No span (instrumentation stays, nothing is exported).
     Never,
-    /// A `ratio` of traces, decided by trace id.
+    /// A `ratio` of traces, drawn when the first span of the work starts.
     Ratio,
     /// Follow the caller's decision when there is one, else `ratio`.
     ParentRatio,
