@@ -13,10 +13,9 @@ use std::time::Duration;
 
 use lapin::options::{QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use mamey_core::{MessageContext, TraceContext};
 use mamey_messaging::rabbitmq::header_text;
 use rabbitmq_common::{Rabbit, get};
-use suite::{OrderPlaced, Seen, eventually, service, start};
+use suite::{OrderPlaced, Seen, service, start};
 
 /// Runs a shared case against a fresh RabbitMQ setup, then cleans up.
 macro_rules! suite_case {
@@ -68,27 +67,8 @@ async fn round_trip_carries_every_property_and_header() {
         .await
         .unwrap();
 
-    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let caller = MessageContext::new()
-        .with_correlation_id("checkout-7")
-        .with_trace(TraceContext {
-            traceparent: traceparent.into(),
-            tracestate: None,
-        });
-    caller
-        .clone()
-        .scope(running.publisher.publish(&OrderPlaced { id: 7 }))
-        .await
-        .unwrap();
-
-    // The handler's view of the same message is the shared suite's
-    // `context_reaches_the_handler`; here, the wire.
-    eventually("the handler", || {
-        let seen = seen.clone();
-        async move { seen.handled() == 1 }
-    })
-    .await;
-    let context = seen.contexts.lock().unwrap()[0].clone();
+    // The handler's view is checked by the shared suite; here, the wire.
+    let (_caller, context) = suite::publish_traced(&running, &seen, "checkout-7").await;
     let wire = get(channel, &wire_queue)
         .await
         .expect("the raw queue got a copy");
@@ -124,7 +104,7 @@ async fn round_trip_carries_every_property_and_header() {
     let headers = p.headers().clone().unwrap();
     assert_eq!(
         header_text(&headers, "traceparent").as_deref(),
-        Some(traceparent)
+        Some(suite::TRACEPARENT)
     );
     let message_context: serde_json::Value =
         serde_json::from_str(&header_text(&headers, "message_context").unwrap()).unwrap();

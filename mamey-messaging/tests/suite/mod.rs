@@ -166,15 +166,21 @@ async fn dead_letter<B: Backend>(backend: &B) -> (String, u32) {
     found.lock().unwrap().take().unwrap()
 }
 
-/// Ids, correlation, causation and trace context reach the handler.
-pub async fn context_reaches_the_handler<B: Backend>(backend: &B) {
-    let seen = Seen::default();
-    let running = start(service(backend, &seen, Some(0), Duration::ZERO)).await;
-    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+/// The `traceparent` the traced publishes carry.
+pub const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// Publishes `OrderPlaced { id: 7 }` from a caller context with
+/// `correlation` and [`TRACEPARENT`]; waits for the handler and returns the
+/// caller's context and the handler's.
+pub async fn publish_traced(
+    running: &Running,
+    seen: &Seen,
+    correlation: &str,
+) -> (MessageContext, MessageContext) {
     let caller = MessageContext::new()
-        .with_correlation_id("checkout-42")
+        .with_correlation_id(correlation)
         .with_trace(TraceContext {
-            traceparent: traceparent.into(),
+            traceparent: TRACEPARENT.into(),
             tracestate: None,
         });
     caller
@@ -187,7 +193,15 @@ pub async fn context_reaches_the_handler<B: Backend>(backend: &B) {
         async move { seen.handled() == 1 }
     })
     .await;
-    let context = seen.contexts.lock().unwrap()[0].clone();
+    let handled = seen.contexts.lock().unwrap()[0].clone();
+    (caller, handled)
+}
+
+/// Ids, correlation, causation and trace context reach the handler.
+pub async fn context_reaches_the_handler<B: Backend>(backend: &B) {
+    let seen = Seen::default();
+    let running = start(service(backend, &seen, Some(0), Duration::ZERO)).await;
+    let (caller, context) = publish_traced(&running, &seen, "checkout-42").await;
     assert_eq!(context.correlation_id, "checkout-42");
     assert_eq!(
         context.causation_id.as_deref(),
@@ -196,7 +210,7 @@ pub async fn context_reaches_the_handler<B: Backend>(backend: &B) {
     assert_ne!(context.message_id, caller.message_id);
     assert_eq!(
         context.trace.map(|t| t.traceparent).as_deref(),
-        Some(traceparent)
+        Some(TRACEPARENT)
     );
     running.stop().await;
 }
