@@ -1,6 +1,25 @@
-//! Web API on axum, endpoint DSL mapping routes to commands and queries, problem+json errors, JWT auth, OpenAPI, a resilient service client and (feature `grpc`) tonic services.
-//!
-//! This crate is a placeholder in the mamey workspace: its contracts live in
-//! [`mamey-core`](https://docs.rs/mamey-core) and its implementation lands in
-//! a later release. See `docs/` in the repository for the plan.
+//! Web API on axum for mamey services: an endpoint DSL that maps routes to
+//! commands and queries, RFC 9457 problem+json errors, JWT authentication
+//! with roles and policies, OpenAPI, health and metrics endpoints, and a
+//! resilient service client.
 #![forbid(unsafe_code)]
+
+mod auth;
+mod client;
+mod config;
+mod endpoints;
+mod openapi;
+mod pipeline;
+mod problem;
+mod webapi;
+
+pub use auth::{Auth, Caller, JwtIssuer};
+pub use config::{CorsConfig, HttpConfig, JwtConfig, OperationalEndpoints};
+pub use endpoints::{Endpoint, Endpoints};
+pub use problem::{ApiError, Json, PROBLEM_JSON, Path, Problem, ProblemField, Query};
+pub use webapi::{HttpAddress, WebApi};
+
+/// Re-exported so that services name one axum version.
+pub use axum;
+/// Re-exported for `#[derive(ToSchema)]` on DSL messages.
+pub use utoipa;

@@ -169,6 +169,9 @@ pub struct Subscription {
     /// The binding: messages published to this exchange with this routing
     /// key (topic patterns `*` and `#` allowed) reach the queue.
     pub binding: Route,
+    /// The message's name (see [`Message`](crate::Message)): the `message`
+    /// label of the consumed-message metrics, one per subscription.
+    pub message: &'static str,
     /// The handler.
     pub handler: DeliveryHandler,
     /// Retries and dead-lettering.
@@ -184,6 +187,7 @@ impl fmt::Debug for Subscription {
         f.debug_struct("Subscription")
             .field("queue", &self.queue)
             .field("binding", &self.binding)
+            .field("message", &self.message)
             .field("retry", &self.retry)
             .field("concurrency", &self.concurrency)
             .field("handler_timeout", &self.handler_timeout)
@@ -232,7 +236,8 @@ pub fn topic_matches(pattern: &str, routing_key: &str) -> bool {
 
 /// Runs a subscription's handler under its timeout, decides what becomes of
 /// the delivery, and records `messages_consumed_total` /
-/// `message_handling_duration_seconds` by message type and outcome. A panic
+/// `message_handling_duration_seconds` by the subscription's message name
+/// and outcome. A panic
 /// counts as a failed (retryable) attempt, so it neither loses the message
 /// nor kills the consumer.
 pub(crate) async fn handle_delivery(
@@ -244,11 +249,6 @@ pub(crate) async fn handle_delivery(
     use std::panic::AssertUnwindSafe;
 
     let attempt = delivery.attempt;
-    let name = if delivery.properties.message_type.is_empty() {
-        delivery.route.routing_key.clone()
-    } else {
-        delivery.properties.message_type.clone()
-    };
     let started = std::time::Instant::now();
     let handling = AssertUnwindSafe((subscription.handler)(delivery)).catch_unwind();
     let result = match tokio::time::timeout(subscription.handler_timeout, handling).await {
@@ -264,7 +264,9 @@ pub(crate) async fn handle_delivery(
         Disposition::Retry(_) => MessageOutcome::Retried,
         Disposition::DeadLetter(_) => MessageOutcome::DeadLettered,
     };
-    record_message_consumed(&name, outcome, started.elapsed());
+    // Labelled by the subscription's type, never by the delivery's own `type`:
+    // a publisher must not be able to grow the number of series.
+    record_message_consumed(subscription.message, outcome, started.elapsed());
     (result, disposition)
 }
 

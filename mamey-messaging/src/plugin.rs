@@ -77,12 +77,8 @@ enum Backend {
     RabbitMq,
 }
 
-/// Builds the delivery handler of one subscribed type, given the dispatcher.
-type Binder = Box<
-    dyn Fn(&Conventions, Dispatcher) -> (String, crate::message::Route, DeliveryHandler)
-        + Send
-        + Sync,
->;
+/// Builds the subscription of one subscribed type, given the dispatcher.
+type Binder = Box<dyn Fn(&Conventions, Dispatcher, &MessagingConfig) -> Subscription + Send + Sync>;
 
 /// Messaging for a service: publish with the [`Publisher`] resource, and
 /// receive commands and events in the handlers registered on the
@@ -177,7 +173,7 @@ impl Messaging {
     /// each one to the dispatcher's handlers of `E`.
     #[must_use]
     pub fn subscribe_event<E: Message + Event>(mut self) -> Self {
-        self.binders.push(Box::new(|conventions, dispatcher| {
+        self.binders.push(Box::new(|conventions, dispatcher, config| {
             let handler: DeliveryHandler = Arc::new(move |delivery| {
                 let dispatcher = dispatcher.clone();
                 handle::<E, _, _>(delivery, move |event| async move {
@@ -185,7 +181,7 @@ impl Messaging {
                 })
                 .boxed()
             });
-            (conventions.queue::<E>(), conventions.route::<E>(), handler)
+            subscription::<E>(conventions, handler, config)
         }));
         self
     }
@@ -194,7 +190,7 @@ impl Messaging {
     /// one to the dispatcher's handler of `C`.
     #[must_use]
     pub fn subscribe_command<C: Message + Command>(mut self) -> Self {
-        self.binders.push(Box::new(|conventions, dispatcher| {
+        self.binders.push(Box::new(|conventions, dispatcher, config| {
             let handler: DeliveryHandler = Arc::new(move |delivery| {
                 let dispatcher = dispatcher.clone();
                 handle::<C, _, _>(delivery, move |command| async move {
@@ -202,9 +198,26 @@ impl Messaging {
                 })
                 .boxed()
             });
-            (conventions.queue::<C>(), conventions.route::<C>(), handler)
+            subscription::<C>(conventions, handler, config)
         }));
         self
+    }
+}
+
+/// The subscription of `M` on this service's queue for it.
+fn subscription<M: Message>(
+    conventions: &Conventions,
+    handler: DeliveryHandler,
+    config: &MessagingConfig,
+) -> Subscription {
+    Subscription {
+        queue: conventions.queue::<M>(),
+        binding: conventions.route::<M>(),
+        message: M::name(),
+        handler,
+        retry: config.retry.clone(),
+        concurrency: config.concurrency,
+        handler_timeout: config.handler_timeout,
     }
 }
 
@@ -289,18 +302,14 @@ impl Plugin for Messaging {
             return Err("messaging started before it was initialised".into());
         };
         for binder in &self.binders {
-            let (queue, binding, handler) = binder(&conventions, ctx.dispatcher().clone());
-            tracing::info!(%queue, exchange = %binding.exchange, routing_key = %binding.routing_key, "consuming");
-            broker
-                .subscribe(Subscription {
-                    queue,
-                    binding,
-                    handler,
-                    retry: self.config.retry.clone(),
-                    concurrency: self.config.concurrency,
-                    handler_timeout: self.config.handler_timeout,
-                })
-                .await?;
+            let subscription = binder(&conventions, ctx.dispatcher().clone(), &self.config);
+            tracing::info!(
+                queue = %subscription.queue,
+                exchange = %subscription.binding.exchange,
+                routing_key = %subscription.binding.routing_key,
+                "consuming"
+            );
+            broker.subscribe(subscription).await?;
         }
         // After the subscriptions: what it relays may be for this service.
         if let Some(start_relay) = self.relay.take() {

@@ -34,6 +34,7 @@ async fn record_deliveries(broker: &MemoryBroker) -> Arc<Mutex<Vec<String>>> {
                 exchange: "billing".into(),
                 routing_key: "invoice_issued".into(),
             },
+            message: "InvoiceIssued",
             handler: Arc::new(move |delivery: Delivery| {
                 let sink = Arc::clone(&sink);
                 async move {

@@ -6,8 +6,10 @@ use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
-use futures_util::future::join_all;
-use tower::util::BoxCloneSyncService;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::future::{BoxFuture, join_all};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 use super::{Command, CommandHandler, Event, EventHandler, Query, QueryHandler, short_type_name};
@@ -17,9 +19,71 @@ use crate::{Error, MessageContext};
 /// `Q::Output` for queries. Middleware may inspect it with `downcast_ref`.
 pub type Reply = Box<dyn Any + Send>;
 
-/// A handler with its middleware, as a boxed tower service. Layers given to
-/// [`DispatcherBuilder::layer`] wrap services of this type.
-pub type HandlerService = BoxCloneSyncService<Envelope, Reply, Error>;
+/// A handler with its middleware, as a type-erased tower service. Layers
+/// given to [`DispatcherBuilder::layer`] wrap services of this type.
+///
+/// The chain is built once and shared: cloning a `HandlerService` is a
+/// reference-count increment, whatever the depth of the chain, and a call
+/// boxes one future per layer.
+#[derive(Clone)]
+pub struct HandlerService {
+    inner: Arc<dyn ErasedService>,
+}
+
+impl fmt::Debug for HandlerService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerService").finish_non_exhaustive()
+    }
+}
+
+impl HandlerService {
+    /// Erases `service`.
+    pub fn new<S>(service: S) -> Self
+    where
+        S: Service<Envelope, Response = Reply, Error = Error> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+    {
+        Self {
+            inner: Arc::new(service),
+        }
+    }
+
+    /// Runs the chain on `envelope`; the service is always ready.
+    pub(crate) fn dispatch(&self, envelope: Envelope) -> BoxFuture<'static, Result<Reply, Error>> {
+        self.inner.call(envelope)
+    }
+}
+
+impl Service<Envelope> for HandlerService {
+    type Response = Reply;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Reply, Error>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        // Each call clones the wrapped service and waits for it to be ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, envelope: Envelope) -> Self::Future {
+        self.inner.call(envelope)
+    }
+}
+
+/// A service shared behind an `Arc`: called through `&self` by calling a
+/// clone, the way tower services are shared.
+trait ErasedService: Send + Sync {
+    fn call(&self, envelope: Envelope) -> BoxFuture<'static, Result<Reply, Error>>;
+}
+
+impl<S> ErasedService for S
+where
+    S: Service<Envelope, Response = Reply, Error = Error> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    fn call(&self, envelope: Envelope) -> BoxFuture<'static, Result<Reply, Error>> {
+        Box::pin(self.clone().oneshot(envelope))
+    }
+}
 
 /// Which kind of message an [`Envelope`] holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -165,7 +229,7 @@ impl Next {
     /// # Errors
     /// Whatever the rest of the chain returns.
     pub async fn run(self, envelope: Envelope) -> Result<Reply, Error> {
-        self.inner.oneshot(envelope).await
+        self.inner.dispatch(envelope).await
     }
 }
 
@@ -208,7 +272,7 @@ impl Route {
         Fut: Future<Output = Result<Reply, Error>> + Send + 'static,
     {
         Self {
-            service: BoxCloneSyncService::new(service_fn(call)),
+            service: HandlerService::new(service_fn(call)),
             handler,
         }
     }
@@ -267,7 +331,7 @@ impl DispatcherBuilder {
         <L::Service as Service<Envelope>>::Future: Send + 'static,
     {
         self.layers.push(Arc::new(move |inner| {
-            BoxCloneSyncService::new(layer.layer(inner))
+            HandlerService::new(layer.layer(inner))
         }));
         self
     }
@@ -491,7 +555,7 @@ impl Dispatcher {
             return Err(no_handler(MessageKind::Command, C::name()));
         };
         let envelope = envelope(MessageKind::Command, C::name(), route, command, C::validate);
-        in_context(route.service.clone().oneshot(envelope)).await?;
+        in_context(route.service.dispatch(envelope)).await?;
         Ok(())
     }
 
@@ -504,7 +568,7 @@ impl Dispatcher {
             return Err(no_handler(MessageKind::Query, Q::name()));
         };
         let envelope = envelope(MessageKind::Query, Q::name(), route, query, Q::validate);
-        let reply = in_context(route.service.clone().oneshot(envelope)).await?;
+        let reply = in_context(route.service.dispatch(envelope)).await?;
         reply.downcast::<Q::Output>().map(|o| *o).map_err(|_| {
             Error::internal(format!(
                 "a middleware replaced the reply of query `{}`",
@@ -534,7 +598,7 @@ impl Dispatcher {
                 event.clone(),
                 E::validate,
             );
-            let call = route.service.clone().oneshot(envelope);
+            let call = route.service.dispatch(envelope);
             async move { (&route.handler, call.await) }
         });
         let results = in_context(join_all(calls)).await;

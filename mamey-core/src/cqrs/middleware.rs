@@ -22,8 +22,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tower::util::BoxCloneSyncService;
-use tower::{Layer, service_fn};
+use std::task::{Context, Poll};
+
+use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::{Envelope, HandlerService, MessageKind, Next, Reply};
@@ -59,15 +60,40 @@ where
     type Service = HandlerService;
 
     fn layer(&self, inner: HandlerService) -> HandlerService {
-        let f = self.f.clone();
-        BoxCloneSyncService::new(service_fn(move |envelope: Envelope| {
-            f(
-                envelope,
-                Next {
-                    inner: inner.clone(),
-                },
-            )
-        }))
+        HandlerService::new(FnService {
+            f: self.f.clone(),
+            inner,
+        })
+    }
+}
+
+/// The service a [`FnLayer`] makes: the function with the rest of the chain.
+#[derive(Clone)]
+struct FnService<F> {
+    f: F,
+    inner: HandlerService,
+}
+
+impl<F, Fut> Service<Envelope> for FnService<F>
+where
+    F: Fn(Envelope, Next) -> Fut,
+    Fut: Future<Output = Result<Reply, Error>>,
+{
+    type Response = Reply;
+    type Error = Error;
+    type Future = Fut;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, envelope: Envelope) -> Fut {
+        (self.f)(
+            envelope,
+            Next {
+                inner: self.inner.clone(),
+            },
+        )
     }
 }
 

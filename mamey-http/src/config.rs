@@ -1,0 +1,187 @@
+//! The `http` configuration section.
+
+use std::time::Duration;
+
+use mamey_core::config::{ConfigSection, Secret};
+use serde::{Deserialize, Serialize};
+
+/// The `http` section: the listener, limits, CORS, operational endpoints and
+/// bearer-token authentication. Every key has a default.
+///
+/// ```toml
+/// [http]
+/// address = "0.0.0.0:8080"
+/// request_timeout = "30s"
+/// body_limit = 2097152
+/// concurrency_limit = 1024
+/// compression = true
+/// cors = { allowed_origins = ["https://app.example.com"] }
+/// jwt = { issuer = "identity", audiences = ["orders"], jwks_url = "http://identity/.well-known/jwks.json" }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Where to listen, `host:port`. Port `0` picks a free port; the bound
+    /// address is the [`HttpAddress`](crate::HttpAddress) resource.
+    /// Default: `"0.0.0.0:8080"`.
+    pub address: String,
+    /// Longest a request may take before it is answered with
+    /// `504 Gateway Timeout`. Default: `30s`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub request_timeout: Duration,
+    /// Largest request body accepted, in bytes; larger ones get
+    /// `413 Content Too Large`. Default: `2097152` (2 MiB).
+    pub body_limit: usize,
+    /// Requests handled at once; more are shed at once with
+    /// `503 Service Unavailable` and `retry-after`. Default: `1024`.
+    pub concurrency_limit: usize,
+    /// Compress responses (gzip) when the client accepts it. Default: `true`.
+    pub compression: bool,
+    /// Request headers never written to logs, lower-case. Default:
+    /// `authorization`, `cookie`, `set-cookie`, `proxy-authorization`,
+    /// `x-api-key`.
+    pub sensitive_headers: Vec<String>,
+    /// Cross-origin requests; off unless origins are listed.
+    pub cors: CorsConfig,
+    /// Bearer-token (JWT) authentication; off unless a key is configured.
+    pub jwt: JwtConfig,
+    /// The operational endpoints mamey adds to the router.
+    pub endpoints: OperationalEndpoints,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            address: "0.0.0.0:8080".to_owned(),
+            request_timeout: Duration::from_secs(30),
+            body_limit: 2 * 1024 * 1024,
+            concurrency_limit: 1024,
+            compression: true,
+            sensitive_headers: [
+                "authorization",
+                "cookie",
+                "set-cookie",
+                "proxy-authorization",
+                "x-api-key",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            cors: CorsConfig::default(),
+            jwt: JwtConfig::default(),
+            endpoints: OperationalEndpoints::default(),
+        }
+    }
+}
+
+impl ConfigSection for HttpConfig {
+    const KEY: &'static str = "http";
+}
+
+/// `http.cors`: which browser origins may call the API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Allowed origins (`"https://app.example.com"`), or `["*"]` for any.
+    /// Default: none, and CORS is off.
+    pub allowed_origins: Vec<String>,
+    /// Allowed methods. Default (when empty): `GET`, `POST`, `PUT`,
+    /// `PATCH`, `DELETE`.
+    pub allowed_methods: Vec<String>,
+    /// Allowed request headers. Default (when empty): `authorization`,
+    /// `content-type`, `x-request-id`, `x-correlation-id`, `traceparent`.
+    pub allowed_headers: Vec<String>,
+    /// Whether credentials (cookies, authorization) may be sent. Not allowed
+    /// with `"*"`. Default: `false`.
+    pub allow_credentials: bool,
+    /// How long a browser may cache a preflight answer, in seconds.
+    /// Default: `0` (not sent).
+    pub max_age_secs: u64,
+}
+
+/// `http.jwt`: validating bearer tokens.
+///
+/// Configure exactly one key source: `secret` (HS256/384/512),
+/// `public_key_pem` (RS256 or ES256, by the key's type), or `jwks_url`.
+/// The accepted algorithms follow from the key, never from the token, so a
+/// token cannot pick `none` or turn an RSA public key into an HMAC secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Shared secret for HMAC tokens. Default: none.
+    pub secret: Option<Secret<String>>,
+    /// PEM public key (RSA or EC P-256). Default: none.
+    pub public_key_pem: Option<String>,
+    /// URL of a JSON Web Key Set; keys are cached and fetched again after
+    /// `jwks_refresh`, or when a token names a key id not in the cache.
+    /// Default: none.
+    pub jwks_url: Option<String>,
+    /// How long fetched keys are trusted before the set is fetched again.
+    /// Default: `5m`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub jwks_refresh: Duration,
+    /// Required `iss`. Default: none (not checked).
+    pub issuer: Option<String>,
+    /// Accepted `aud` values; a token must name one. Default: none (not
+    /// checked).
+    pub audiences: Vec<String>,
+    /// Clock skew allowed for `exp` and `nbf`. Default: `30s`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub leeway: Duration,
+    /// The claim holding roles (a string or an array of strings).
+    /// Default: `"roles"`.
+    pub roles_claim: String,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            public_key_pem: None,
+            jwks_url: None,
+            jwks_refresh: Duration::from_secs(300),
+            issuer: None,
+            audiences: Vec::new(),
+            leeway: Duration::from_secs(30),
+            roles_claim: "roles".to_owned(),
+        }
+    }
+}
+
+impl JwtConfig {
+    /// Whether a key source is configured.
+    #[must_use]
+    pub fn is_enabled(&self) -> bool {
+        self.secret.is_some() || self.public_key_pem.is_some() || self.jwks_url.is_some()
+    }
+}
+
+/// `http.endpoints`: the operational routes mamey serves beside the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OperationalEndpoints {
+    /// `/health/live`, `/health/ready` and `/health/startup`. Default: `true`.
+    pub health: bool,
+    /// `/metrics` in Prometheus text format, when the observability plug-in
+    /// is added before this one. Default: `true`. (The observability
+    /// plug-in can serve metrics on a port of its own: `metrics.listen`.)
+    pub metrics: bool,
+    /// `/openapi.json` and the `/docs` page. Default: `true`.
+    pub openapi: bool,
+    /// `/log-level` (GET to read, PUT to change the filter), for callers
+    /// with `admin_role`. Default: `true`.
+    pub log_level: bool,
+    /// The role a caller needs for `/log-level`. Default: `"admin"`.
+    pub admin_role: String,
+}
+
+impl Default for OperationalEndpoints {
+    fn default() -> Self {
+        Self {
+            health: true,
+            metrics: true,
+            openapi: true,
+            log_level: true,
+            admin_role: "admin".to_owned(),
+        }
+    }
+}

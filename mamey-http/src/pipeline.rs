@@ -1,0 +1,213 @@
+//! mamey's request pipeline: one tower layer doing, per request, load
+//! shedding, the body-size check, context extraction, authentication, the
+//! server span, the timeout, the `x-request-id` response header and the RED
+//! metrics — in one future, so the default stack costs one allocation.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::MatchedPath;
+use axum::response::{IntoResponse, Response};
+use futures_util::future::BoxFuture;
+use http::{HeaderName, HeaderValue, Request, StatusCode, header};
+use tokio::sync::Semaphore;
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+use crate::auth::{Authentication, Authenticator};
+use crate::problem::{Problem, too_large};
+use mamey_observability::metrics::HttpServerMetrics;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The settings the pipeline runs with.
+pub(crate) struct Pipeline {
+    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) timeout: Duration,
+    pub(crate) body_limit: usize,
+    pub(crate) authenticator: Option<Arc<Authenticator>>,
+    pub(crate) sensitive_headers: Vec<HeaderName>,
+    pub(crate) metrics: HttpServerMetrics,
+}
+
+#[derive(Clone)]
+pub(crate) struct PipelineLayer(pub(crate) Arc<Pipeline>);
+
+impl<S> Layer<S> for PipelineLayer {
+    type Service = PipelineService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PipelineService {
+            pipeline: Arc::clone(&self.0),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct PipelineService<S> {
+    pipeline: Arc<Pipeline>,
+    inner: S,
+}
+
+impl<S> Service<Request<Body>> for PipelineService<S>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Routes are always ready; readiness is taken in `call` (the clone's).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let pipeline = Arc::clone(&self.pipeline);
+        // The clone is ready (axum routes always are); keep the original.
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        Box::pin(async move {
+            let started = Instant::now();
+            let route = request.extensions().get::<MatchedPath>().cloned();
+            let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+            let method = request.method().clone();
+
+            let Ok(permit) = pipeline.permits.try_acquire() else {
+                let response = shed();
+                pipeline.metrics.record(
+                    method.as_str(),
+                    route,
+                    response.status().as_u16(),
+                    started.elapsed(),
+                );
+                return Ok(response);
+            };
+
+            let extracted = mamey_observability::propagation::extract(request.headers());
+            let mut context = extracted.context;
+            if let Some(authenticator) = &pipeline.authenticator {
+                let authentication = authenticator.authenticate(request.headers()).await;
+                if let Authentication::Valid(identity) = &authentication {
+                    context.identity = Some(identity.clone());
+                }
+                request.extensions_mut().insert(authentication);
+            } else if request.headers().contains_key(header::AUTHORIZATION) {
+                request.extensions_mut().insert(Authentication::Invalid(
+                    "bearer tokens are not accepted: `http.jwt` is not configured".to_owned(),
+                ));
+            }
+            let request_id = HeaderValue::from_str(&context.message_id).ok();
+            let otel = extracted.otel;
+
+            let mut response = context
+                .scope(async {
+                    // Created inside the context: the head sampler reads the
+                    // caller's sampling decision from it.
+                    let span = tracing::info_span!(
+                        "request",
+                        otel.kind = "server",
+                        http.request.method = %method,
+                        http.route = route,
+                        http.response.status_code = tracing::field::Empty,
+                        otel.status_code = tracing::field::Empty,
+                    );
+                    mamey_observability::propagation::continue_trace(&span, &otel);
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        let _entered = span.enter();
+                        log_request(&request, &pipeline.sensitive_headers);
+                    }
+                    let response = if content_length(&request) > Some(pipeline.body_limit) {
+                        too_large().into_response()
+                    } else {
+                        match tokio::time::timeout(pipeline.timeout, inner.call(request))
+                            .instrument(span.clone())
+                            .await
+                        {
+                            Ok(Ok(response)) => response,
+                            Ok(Err(never)) => match never {},
+                            Err(_) => timed_out(pipeline.timeout),
+                        }
+                    };
+                    let status = response.status();
+                    span.record("http.response.status_code", status.as_u16());
+                    if status.is_server_error() {
+                        span.record("otel.status_code", "ERROR");
+                    }
+                    response
+                })
+                .await;
+            drop(permit);
+            if let Some(id) = request_id {
+                response.headers_mut().insert(REQUEST_ID, id);
+            }
+            pipeline.metrics.record(
+                method.as_str(),
+                route,
+                response.status().as_u16(),
+                started.elapsed(),
+            );
+            Ok(response)
+        })
+    }
+}
+
+fn content_length<B>(request: &Request<B>) -> Option<usize> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn shed() -> Response {
+    let mut response = Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "request.overloaded",
+        "too many requests in progress (`http.concurrency_limit`); try again shortly",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+fn timed_out(timeout: Duration) -> Response {
+    Problem::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "request.timeout",
+        format!(
+            "the request took longer than {} ms (`http.request_timeout`)",
+            timeout.as_millis()
+        ),
+    )
+    .into_response()
+}
+
+/// Logs the request line and headers at debug level, with sensitive header
+/// values replaced.
+fn log_request<B>(request: &Request<B>, sensitive: &[HeaderName]) {
+    let headers: Vec<String> = request
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            if sensitive.contains(name) {
+                format!("{name}: {}", mamey_core::config::REDACTED)
+            } else {
+                format!("{name}: {}", value.to_str().unwrap_or("<binary>"))
+            }
+        })
+        .collect();
+    tracing::debug!(
+        method = %request.method(),
+        uri = %request.uri(),
+        headers = %headers.join(", "),
+        "request"
+    );
+}

@@ -1,0 +1,470 @@
+//! The [`WebApi`] plug-in.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use mamey_core::config::ConfigError;
+use mamey_core::cqrs::Dispatcher;
+use mamey_core::health::{Health, Probe};
+use mamey_core::{BoxError, Identity, InitContext, Plugin, StartContext};
+use mamey_observability::metrics::HttpServerMetrics;
+use mamey_observability::{LogLevel, Prometheus};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::auth::{Auth, Authentication, Authenticator, Policies};
+use crate::config::{CorsConfig, HttpConfig};
+use crate::endpoints::{Endpoints, RouteEnv};
+use crate::openapi::{DOCS_PAGE, document};
+use crate::pipeline::{Pipeline, PipelineLayer};
+use crate::problem::{Json, Problem};
+
+/// The address the web API listens on, as a resource (useful with port 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpAddress(pub SocketAddr);
+
+/// The web API plug-in: serves your axum routes and the DSL
+/// [`Endpoints`] with mamey's request pipeline and operational endpoints.
+///
+/// ```no_run
+/// use axum::routing::get;
+/// use mamey_core::Service;
+/// use mamey_http::WebApi;
+///
+/// # async fn run() -> Result<(), mamey_core::ServiceError> {
+/// Service::builder("greeter")
+///     .plugin(WebApi::new().router(axum::Router::new().route("/hello", get(|| async { "hello" }))))
+///     .build()
+///     .await?
+///     .run()
+///     .await
+/// # }
+/// ```
+///
+/// Every request goes through, outermost first: load shedding
+/// (`http.concurrency_limit`), the body-size check, trace and correlation
+/// context extraction, bearer-token authentication, a `request` server span,
+/// the timeout (`http.request_timeout`), panic recovery, CORS and
+/// compression. Errors of every kind are problem+json.
+///
+/// Mamey's own routes: `/health/live`, `/health/ready`, `/health/startup`,
+/// `/metrics` (with the observability plug-in added first),
+/// `/openapi.json`, `/docs`, and `/log-level` (for `http.endpoints.admin_role`).
+pub struct WebApi {
+    router: Router,
+    endpoints: Endpoints,
+    policies: Policies,
+    listener: Option<TcpListener>,
+    app: Option<Router>,
+}
+
+impl std::fmt::Debug for WebApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebApi")
+            .field("endpoints", &self.endpoints)
+            .field("policies", &self.policies)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for WebApi {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WebApi {
+    /// No routes yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            router: Router::new(),
+            endpoints: Endpoints::new(),
+            policies: Policies::default(),
+            listener: None,
+            app: None,
+        }
+    }
+
+    /// Serves `router`'s routes too (merged with the others).
+    #[must_use]
+    pub fn router(mut self, router: Router) -> Self {
+        self.router = self.router.merge(router);
+        self
+    }
+
+    /// Serves the DSL `endpoints` too.
+    #[must_use]
+    pub fn endpoints(mut self, endpoints: impl Into<Endpoints>) -> Self {
+        self.endpoints = std::mem::take(&mut self.endpoints).merge(endpoints);
+        self
+    }
+
+    /// Registers a named policy for [`Auth::Policy`]: allowed when `rule`
+    /// returns `true` for the caller's identity.
+    #[must_use]
+    pub fn policy<F>(mut self, name: impl Into<String>, rule: F) -> Self
+    where
+        F: Fn(&Identity) -> bool + Send + Sync + 'static,
+    {
+        self.policies.insert(name.into(), Arc::new(rule));
+        self
+    }
+}
+
+impl Plugin for WebApi {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    async fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), BoxError> {
+        let config: HttpConfig = ctx.section()?;
+        for def in &self.endpoints.defs {
+            if let Auth::Policy(name) = def.auth()
+                && !self.policies.contains(name)
+            {
+                return Err(format!(
+                    "endpoint {} {} requires policy `{name}`, which is not registered (WebApi::policy)",
+                    def.method(),
+                    def.path()
+                )
+                .into());
+            }
+        }
+        let authenticator = Authenticator::from_config(&config.jwt)?.map(Arc::new);
+        let cors = cors_layer(&config.cors)?;
+        let sensitive_headers = config
+            .sensitive_headers
+            .iter()
+            .map(|name| {
+                HeaderName::try_from(name.as_str()).map_err(|_| {
+                    ConfigError::new(
+                        "http.sensitive_headers",
+                        format!("expected header names, found `{name}`"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let address: SocketAddr = config.address.parse().map_err(|e| {
+            ConfigError::new(
+                "http.address",
+                format!("expected `host:port` such as `0.0.0.0:8080`: {e}"),
+            )
+        })?;
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|e| format!("binding the web API to {address}: {e}"))?;
+        let bound = listener.local_addr()?;
+        ctx.provide(HttpAddress(bound))?;
+
+        let env = RouteEnv {
+            dispatcher: ctx.resource::<Dispatcher>()?,
+            policies: Arc::new(std::mem::take(&mut self.policies)),
+            body_limit: config.body_limit,
+        };
+        let operational = Operational {
+            health: ctx.health().clone(),
+            prometheus: ctx.resource::<Prometheus>().ok(),
+            log_level: ctx.resource::<LogLevel>().ok(),
+            policies: Arc::clone(&env.policies),
+            admin: Auth::roles([config.endpoints.admin_role.clone()]),
+        };
+
+        let mut schemas = Vec::new();
+        let mut docs = Vec::new();
+        let mut app = std::mem::take(&mut self.router);
+        for def in std::mem::take(&mut self.endpoints.defs) {
+            docs.push(def.describe(&mut schemas));
+            let path = def.path().to_owned();
+            app = app.route(&path, def.route(env.clone()));
+        }
+        if config.endpoints.openapi {
+            let app_config = ctx.app();
+            let doc = document(&app_config.name, &app_config.version, docs, schemas);
+            let doc = Arc::new(serde_json::to_vec_pretty(&doc)?);
+            app = app
+                .route(
+                    "/openapi.json",
+                    get(move || {
+                        let doc = Arc::clone(&doc);
+                        async move {
+                            (
+                                [(header::CONTENT_TYPE, "application/json")],
+                                doc.as_ref().clone(),
+                            )
+                        }
+                    }),
+                )
+                .route("/docs", get(|| async { axum::response::Html(DOCS_PAGE) }));
+        }
+        app = operational.routes(app, &config);
+        app = app
+            .fallback(|| async {
+                Problem::new(
+                    StatusCode::NOT_FOUND,
+                    "request.no_route",
+                    "no route matches the path",
+                )
+            })
+            .method_not_allowed_fallback(|| async {
+                Problem::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "request.method_not_allowed",
+                    "the route does not accept this method",
+                )
+            })
+            .layer(DefaultBodyLimit::max(config.body_limit));
+        if config.compression {
+            app = app.layer(CompressionLayer::new());
+        }
+        if let Some(cors) = cors {
+            app = app.layer(cors);
+        }
+        let pipeline = Pipeline {
+            permits: Arc::new(Semaphore::new(config.concurrency_limit.max(1))),
+            timeout: config.request_timeout,
+            body_limit: config.body_limit,
+            authenticator,
+            sensitive_headers,
+            metrics: HttpServerMetrics::new(),
+        };
+        app = app
+            .layer(CatchPanicLayer::custom(panicked))
+            .layer(PipelineLayer(Arc::new(pipeline)));
+        self.app = Some(app);
+        self.listener = Some(listener);
+        tracing::info!(address = %bound, "web API bound");
+        Ok(())
+    }
+
+    async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+        let (Some(listener), Some(app)) = (self.listener.take(), self.app.take()) else {
+            return Err("the web API started before it was initialised".into());
+        };
+        let shutdown = ctx.shutdown_token();
+        ctx.spawn("serve", async move {
+            // Stops accepting when the plug-in stops, then drains the
+            // requests in flight; the service bounds the wait by
+            // `shutdown.timeout`.
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+                .map_err(|e| format!("serving HTTP: {e}").into())
+        });
+        Ok(())
+    }
+}
+
+fn panicked(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "an internal error occurred",
+    )
+    .into_response()
+}
+
+fn cors_layer(config: &CorsConfig) -> Result<Option<CorsLayer>, ConfigError> {
+    if config.allowed_origins.is_empty() {
+        return Ok(None);
+    }
+    let any = config.allowed_origins.iter().any(|o| o == "*");
+    if any && config.allow_credentials {
+        return Err(ConfigError::new(
+            "http.cors.allow_credentials",
+            "credentials cannot be allowed for every origin (`*`); list the origins",
+        ));
+    }
+    let origin = if any {
+        AllowOrigin::any()
+    } else {
+        let origins = config
+            .allowed_origins
+            .iter()
+            .map(|o| {
+                HeaderValue::try_from(o.as_str()).map_err(|_| {
+                    ConfigError::new(
+                        "http.cors.allowed_origins",
+                        format!("expected origins such as `https://app.example.com`, found `{o}`"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        AllowOrigin::list(origins)
+    };
+    let methods = if config.allowed_methods.is_empty() {
+        vec![
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ]
+    } else {
+        config
+            .allowed_methods
+            .iter()
+            .map(|m| {
+                Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                    ConfigError::new(
+                        "http.cors.allowed_methods",
+                        format!("expected HTTP methods, found `{m}`"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let headers = if config.allowed_headers.is_empty() {
+        [
+            "authorization",
+            "content-type",
+            "x-request-id",
+            "x-correlation-id",
+            "traceparent",
+        ]
+        .map(HeaderName::from_static)
+        .to_vec()
+    } else {
+        config
+            .allowed_headers
+            .iter()
+            .map(|h| {
+                HeaderName::try_from(h.as_str()).map_err(|_| {
+                    ConfigError::new(
+                        "http.cors.allowed_headers",
+                        format!("expected header names, found `{h}`"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let mut layer = CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods(methods)
+        .allow_headers(headers)
+        .allow_credentials(config.allow_credentials)
+        .expose_headers([HeaderName::from_static("x-request-id"), header::LOCATION]);
+    if config.max_age_secs > 0 {
+        layer = layer.max_age(Duration::from_secs(config.max_age_secs));
+    }
+    Ok(Some(layer))
+}
+
+/// Health, metrics and log-level routes.
+struct Operational {
+    health: Health,
+    prometheus: Option<Prometheus>,
+    log_level: Option<LogLevel>,
+    policies: Arc<Policies>,
+    admin: Auth,
+}
+
+impl Operational {
+    fn routes(self, mut app: Router, config: &HttpConfig) -> Router {
+        if config.endpoints.health {
+            for (path, probe) in [
+                ("/health/live", Probe::Live),
+                ("/health/ready", Probe::Ready),
+                ("/health/startup", Probe::Startup),
+            ] {
+                let health = self.health.clone();
+                app = app.route(
+                    path,
+                    get(move || {
+                        let health = health.clone();
+                        async move {
+                            let report = health.check(probe).await;
+                            let status = if report.is_serving() {
+                                StatusCode::OK
+                            } else {
+                                StatusCode::SERVICE_UNAVAILABLE
+                            };
+                            let mut response = (status, axum::Json(report)).into_response();
+                            response.headers_mut().insert(
+                                header::CACHE_CONTROL,
+                                HeaderValue::from_static("no-store"),
+                            );
+                            response
+                        }
+                    }),
+                );
+            }
+        }
+        if config.endpoints.metrics
+            && let Some(prometheus) = self.prometheus
+        {
+            app = app.route(
+                "/metrics",
+                get(move || {
+                    let prometheus = prometheus.clone();
+                    async move {
+                        (
+                            [(
+                                header::CONTENT_TYPE,
+                                mamey_observability::PROMETHEUS_CONTENT_TYPE,
+                            )],
+                            prometheus.render(),
+                        )
+                    }
+                }),
+            );
+        }
+        if config.endpoints.log_level
+            && let Some(level) = self.log_level
+        {
+            let (policies, admin) = (self.policies, Arc::new(self.admin));
+            app = app.route(
+                "/log-level",
+                get({
+                    let (policies, admin, level) =
+                        (Arc::clone(&policies), Arc::clone(&admin), level.clone());
+                    move |request: Request| async move {
+                        policies
+                            .authorize(&admin, request.extensions().get::<Authentication>())
+                            .map_err(IntoResponse::into_response)?;
+                        Ok::<_, Response>(axum::Json(
+                            serde_json::json!({ "filter": level.current() }),
+                        ))
+                    }
+                })
+                .put(move |request: Request| async move {
+                    policies
+                        .authorize(&admin, request.extensions().get::<Authentication>())
+                        .map_err(IntoResponse::into_response)?;
+                    let Json(change) = Json::<LogLevelChange>::from_request(request)
+                        .await
+                        .map_err(IntoResponse::into_response)?;
+                    level.set(&change.filter).map_err(|e| {
+                        Problem::new(StatusCode::BAD_REQUEST, "log_level.invalid", e.to_string())
+                            .into_response()
+                    })?;
+                    tracing::warn!(filter = %change.filter, "log filter changed");
+                    Ok::<_, Response>(axum::Json(serde_json::json!({ "filter": level.current() })))
+                }),
+            );
+        }
+        app
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogLevelChange {
+    filter: String,
+}
+
+impl Json<LogLevelChange> {
+    async fn from_request(request: Request) -> Result<Self, Problem> {
+        <Self as axum::extract::FromRequest<()>>::from_request(request, &()).await
+    }
+}
