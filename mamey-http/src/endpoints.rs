@@ -623,18 +623,15 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
 }
 
 /// Deserializes `fields` with the route values set over them: as numbers or
-/// booleans when they read as such, else (or when that does not fit) as
-/// strings.
+/// booleans when they read as such, and as strings where that does not fit
+/// the field.
 fn bind<C: DeserializeOwned>(
     mut fields: Map<String, Value>,
     values: &[(String, String)],
 ) -> Result<C, Error> {
-    if values.is_empty() {
-        return from_fields(fields);
-    }
-    let mut as_strings = fields.clone();
+    let mut typed = Vec::new();
     for (name, value) in values {
-        let typed = if let Ok(n) = value.parse::<i64>() {
+        let parsed = if let Ok(n) = value.parse::<i64>() {
             Value::from(n)
         } else if let Ok(n) = value.parse::<u64>() {
             Value::from(n)
@@ -643,25 +640,42 @@ fn bind<C: DeserializeOwned>(
         } else {
             Value::from(value.clone())
         };
-        fields.insert(name.clone(), typed);
-        as_strings.insert(name.clone(), Value::from(value.clone()));
+        if !parsed.is_string() {
+            typed.push(name.as_str());
+        }
+        fields.insert(name.clone(), parsed);
     }
-    from_fields(fields).or_else(|first| from_fields(as_strings).map_err(|_| first))
+    loop {
+        match from_fields(fields.clone()) {
+            Ok(bound) => return Ok(bound),
+            Err((error, path)) => {
+                // A route value read as a number that the field wants as a
+                // string: give it as the string it arrived as, and retry.
+                let Some(position) = typed.iter().position(|name| *name == path) else {
+                    return Err(error);
+                };
+                let name = typed.swap_remove(position);
+                if let Some((_, raw)) = values.iter().find(|(n, _)| n == name) {
+                    fields.insert(name.to_owned(), Value::from(raw.clone()));
+                }
+            }
+        }
+    }
 }
 
-fn from_fields<C: DeserializeOwned>(fields: Map<String, Value>) -> Result<C, Error> {
+/// Deserializes, or says why and at which field path.
+fn from_fields<C: DeserializeOwned>(fields: Map<String, Value>) -> Result<C, (Error, String)> {
     serde_path_to_error::deserialize(Value::Object(fields)).map_err(|e| {
         let path = e.path().to_string();
         let message = e.into_inner().to_string();
-        let field = if path == "." { String::new() } else { path };
         let error = Error::invalid_input(
             "request.invalid_body",
             format!("the body does not fit: {message}"),
         );
-        if field.is_empty() {
-            error
+        if path == "." {
+            (error, path)
         } else {
-            error.with_field(field, "invalid", message)
+            (error.with_field(path.clone(), "invalid", message), path)
         }
     })
 }

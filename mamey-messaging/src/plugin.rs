@@ -173,16 +173,17 @@ impl Messaging {
     /// each one to the dispatcher's handlers of `E`.
     #[must_use]
     pub fn subscribe_event<E: Message + Event>(mut self) -> Self {
-        self.binders.push(Box::new(|conventions, dispatcher, config| {
-            let handler: DeliveryHandler = Arc::new(move |delivery| {
-                let dispatcher = dispatcher.clone();
-                handle::<E, _, _>(delivery, move |event| async move {
-                    dispatcher.publish(event).await
-                })
-                .boxed()
-            });
-            subscription::<E>(conventions, handler, config)
-        }));
+        self.binders
+            .push(Box::new(|conventions, dispatcher, config| {
+                let handler: DeliveryHandler = Arc::new(move |delivery| {
+                    let dispatcher = dispatcher.clone();
+                    handle::<E, _, _>(delivery, move |event| async move {
+                        dispatcher.publish(event).await
+                    })
+                    .boxed()
+                });
+                subscription::<E>(conventions, handler, config)
+            }));
         self
     }
 
@@ -190,16 +191,17 @@ impl Messaging {
     /// one to the dispatcher's handler of `C`.
     #[must_use]
     pub fn subscribe_command<C: Message + Command>(mut self) -> Self {
-        self.binders.push(Box::new(|conventions, dispatcher, config| {
-            let handler: DeliveryHandler = Arc::new(move |delivery| {
-                let dispatcher = dispatcher.clone();
-                handle::<C, _, _>(delivery, move |command| async move {
-                    dispatcher.send(command).await
-                })
-                .boxed()
-            });
-            subscription::<C>(conventions, handler, config)
-        }));
+        self.binders
+            .push(Box::new(|conventions, dispatcher, config| {
+                let handler: DeliveryHandler = Arc::new(move |delivery| {
+                    let dispatcher = dispatcher.clone();
+                    handle::<C, _, _>(delivery, move |command| async move {
+                        dispatcher.send(command).await
+                    })
+                    .boxed()
+                });
+                subscription::<C>(conventions, handler, config)
+            }));
         self
     }
 }

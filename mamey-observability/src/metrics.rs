@@ -80,7 +80,10 @@ impl HttpServerMetrics {
         histogram.record(seconds);
         if let Ok(mut series) = self.series.write() {
             let known = series.entry(route.to_owned()).or_default();
-            if !known.iter().any(|(m, st, _, _)| *st == status && m == method) {
+            if !known
+                .iter()
+                .any(|(m, st, _, _)| *st == status && m == method)
+            {
                 known.push((method.to_owned(), status, counter, histogram));
             }
         }
