@@ -48,6 +48,8 @@
 //!   tower middleware;
 //! - [`Error`]: the one error model, with its HTTP, gRPC and retry mappings;
 //! - [`health`]: health checks with per-check timeouts and aggregation.
+//! - [`discovery`]: the resolver contract that turns service names into
+//!   endpoints, and a static resolver.
 //!
 //! Nothing here is global: several services can run in one process.
 
@@ -56,6 +58,7 @@
 pub mod config;
 mod context;
 pub mod cqrs;
+pub mod discovery;
 mod error;
 pub mod health;
 mod resources;

@@ -1,11 +1,30 @@
-//! Outbound HTTP.
+//! The service client: calls other services by name, with load balancing,
+//! retries under a budget, a circuit breaker per endpoint, and the caller's
+//! context propagated.
+//!
+//! Built on hyper's pooled client and a small retry / breaker / balancer of
+//! mamey's own (tower's retry needs cloneable requests and its balancer a
+//! discovery stream; both are more machinery than a call by name needs).
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use mamey_core::config::ConfigSection;
+use mamey_core::discovery::{Endpoint, ServiceResolver, StaticResolver};
+use mamey_core::{BoxError, Error, ErrorKind, InitContext, Plugin};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::problem::Problem;
 
 /// GETs `uri` and returns a body of at most `limit` bytes.
 pub(crate) async fn get_bytes(
@@ -26,4 +45,825 @@ pub(crate) async fn get_bytes(
         .await
         .map_err(|e| e.to_string())?;
     Ok(body.to_bytes())
+}
+
+/// The `http_client` section.
+///
+/// ```toml
+/// [http_client]
+/// timeout = "10s"
+/// load_balancer = "p2c"
+/// services = { orders = ["http://127.0.0.1:8081", "http://127.0.0.1:8082"] }
+/// retry = { max_attempts = 3, initial_backoff = "100ms", max_backoff = "2s", budget_ratio = 0.2, budget_min_per_second = 10.0 }
+/// breaker = { failure_threshold = 5, open_for = "10s" }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Longest one attempt may take (connect, send, read the whole
+    /// response). Default: `10s`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub timeout: Duration,
+    /// Longest a connection may take to open. Default: `2s`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub connect_timeout: Duration,
+    /// Largest response body read, in bytes. Default: `10485760` (10 MiB).
+    pub max_response_bytes: usize,
+    /// `"p2c"` (power of two choices by requests in flight) or
+    /// `"round_robin"`. Default: `"p2c"`.
+    pub load_balancer: LoadBalancer,
+    /// Send the caller's bearer token on to the services called. Default:
+    /// `false`.
+    pub forward_authorization: bool,
+    /// Endpoints by service name, used when no discovery plug-in provides a
+    /// resolver. Default: none.
+    pub services: HashMap<String, Vec<String>>,
+    /// Retries.
+    pub retry: RetryConfig,
+    /// The circuit breaker of each endpoint.
+    pub breaker: BreakerConfig,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(2),
+            max_response_bytes: 10 * 1024 * 1024,
+            load_balancer: LoadBalancer::P2c,
+            forward_authorization: false,
+            services: HashMap::new(),
+            retry: RetryConfig::default(),
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+impl ConfigSection for ClientConfig {
+    const KEY: &'static str = "http_client";
+}
+
+/// How a call picks among a service's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalancer {
+    /// Two endpoints at random, the one with fewer requests in flight.
+    P2c,
+    /// Each endpoint in turn.
+    RoundRobin,
+}
+
+/// `http_client.retry`: which failures are tried again, how often, and how
+/// much extra load retries may add.
+///
+/// Only idempotent methods (`GET`, `HEAD`, `PUT`, `DELETE`, `OPTIONS`) are
+/// retried unless a call says otherwise, and only after a connection error,
+/// a timeout, `429`, `502`, `503` or `504`. Retries draw from a budget:
+/// every call adds `budget_ratio` tokens, the budget also fills at
+/// `budget_min_per_second`, and a retry takes one token — so when a
+/// dependency is down, retries add at most that share of load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts per call, the first included; `1` turns retries off.
+    /// Default: `3`.
+    pub max_attempts: u32,
+    /// Backoff before the first retry, doubling after each, with full
+    /// jitter. Default: `100ms`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub initial_backoff: Duration,
+    /// The longest backoff. Default: `2s`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub max_backoff: Duration,
+    /// Retry tokens each call adds. Default: `0.2`.
+    pub budget_ratio: f64,
+    /// Retry tokens added per second regardless of traffic. Default: `10`.
+    pub budget_min_per_second: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            budget_ratio: 0.2,
+            budget_min_per_second: 10.0,
+        }
+    }
+}
+
+/// `http_client.breaker`: when an endpoint is taken out of rotation.
+///
+/// After `failure_threshold` failures in a row (connection errors,
+/// timeouts, `5xx`) the endpoint's circuit opens: calls skip it, or fail at
+/// once with `client.circuit_open` when every endpoint is open. After
+/// `open_for` one call is let through (half-open); its success closes the
+/// circuit, its failure opens it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Failures in a row that open the circuit. Default: `5`.
+    pub failure_threshold: u32,
+    /// How long it stays open before a probe. Default: `10s`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub open_for: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            open_for: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The client plug-in: reads `http_client` and provides the
+/// [`ServiceClient`] resource. Uses the [`ServiceResolver`] resource when a
+/// discovery plug-in added before it provides one, else the static
+/// `http_client.services`.
+#[derive(Debug, Default)]
+pub struct HttpClient;
+
+impl HttpClient {
+    /// The plug-in.
+    #[must_use]
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+impl Plugin for HttpClient {
+    fn name(&self) -> &'static str {
+        "http-client"
+    }
+
+    async fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), BoxError> {
+        let config: ClientConfig = ctx.section()?;
+        let resolver = match ctx.resource::<ServiceResolver>() {
+            Ok(resolver) => resolver,
+            Err(_) => {
+                let mut resolver = StaticResolver::new();
+                for (service, urls) in &config.services {
+                    resolver = resolver.service(service.clone(), urls.iter().cloned());
+                }
+                ServiceResolver::new(resolver)
+            }
+        };
+        ctx.provide(ServiceClient::new(config, resolver)?)?;
+        Ok(())
+    }
+}
+
+/// Calls other services by name. Cheap to clone; clones share connections,
+/// breakers and the retry budget.
+///
+/// ```no_run
+/// # async fn demo(client: mamey_http::ServiceClient) -> Result<(), mamey_core::Error> {
+/// #[derive(serde::Deserialize)]
+/// struct Price { cents: u64 }
+///
+/// let price: Price = client.get("pricing", "/prices/42").send().await?.json()?;
+/// let same: Price = client.request(http::Method::GET, "http://pricing/prices/42")?.send().await?.json()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ServiceClient {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for ServiceClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceClient")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    config: ClientConfig,
+    resolver: ServiceResolver,
+    http: Client<HttpConnector, Full<Bytes>>,
+    endpoints: RwLock<HashMap<Endpoint, Arc<EndpointState>>>,
+    budget: RetryBudget,
+    turn: AtomicUsize,
+}
+
+impl ServiceClient {
+    /// A client with `config`, resolving names with `resolver`.
+    ///
+    /// # Errors
+    /// When `config` is inconsistent (e.g. `retry.max_attempts` is 0).
+    pub fn new(config: ClientConfig, resolver: ServiceResolver) -> Result<Self, Error> {
+        if config.retry.max_attempts == 0 {
+            return Err(Error::invalid_input(
+                "config.invalid",
+                "http_client.retry.max_attempts: expected at least 1",
+            ));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        let budget = RetryBudget::new(
+            config.retry.budget_ratio,
+            config.retry.budget_min_per_second,
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                resolver,
+                http,
+                endpoints: RwLock::new(HashMap::new()),
+                budget,
+                turn: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// A call of `method` on `path` of `service`.
+    pub fn call(&self, service: &str, method: Method, path: &str) -> Call {
+        Call {
+            client: self.clone(),
+            service: service.to_owned(),
+            method,
+            path: path.to_owned(),
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            retry: None,
+            timeout: None,
+        }
+    }
+
+    /// A call to `http://{service}/{path}` by URL: the host names the service.
+    ///
+    /// # Errors
+    /// `invalid_input` when `url` has no host.
+    pub fn request(&self, method: Method, url: &str) -> Result<Call, Error> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| Error::invalid_input("client.url", format!("`{url}`: {e}")))?;
+        let service = uri.host().ok_or_else(|| {
+            Error::invalid_input("client.url", format!("`{url}` names no service"))
+        })?;
+        let path = uri
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str);
+        Ok(self.call(service, method, path))
+    }
+
+    /// `GET path` of `service`.
+    pub fn get(&self, service: &str, path: &str) -> Call {
+        self.call(service, Method::GET, path)
+    }
+
+    /// `POST path` of `service`.
+    pub fn post(&self, service: &str, path: &str) -> Call {
+        self.call(service, Method::POST, path)
+    }
+
+    /// `PUT path` of `service`.
+    pub fn put(&self, service: &str, path: &str) -> Call {
+        self.call(service, Method::PUT, path)
+    }
+
+    /// `DELETE path` of `service`.
+    pub fn delete(&self, service: &str, path: &str) -> Call {
+        self.call(service, Method::DELETE, path)
+    }
+
+    fn state(&self, endpoint: &Endpoint) -> Arc<EndpointState> {
+        if let Ok(states) = self.inner.endpoints.read()
+            && let Some(state) = states.get(endpoint)
+        {
+            return Arc::clone(state);
+        }
+        let mut states = self
+            .inner
+            .endpoints
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(states.entry(endpoint.clone()).or_default())
+    }
+
+    /// Picks an endpoint whose circuit lets a call through.
+    fn pick(&self, endpoints: &[Endpoint]) -> Option<(Endpoint, Arc<EndpointState>)> {
+        let breaker = &self.inner.config.breaker;
+        let states: Vec<(usize, Arc<EndpointState>)> = endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (i, self.state(e)))
+            .filter(|(_, s)| s.allows(breaker))
+            .collect();
+        let chosen = match (states.len(), self.inner.config.load_balancer) {
+            (0, _) => return None,
+            (1, _) => 0,
+            (n, LoadBalancer::RoundRobin) => self.inner.turn.fetch_add(1, Ordering::Relaxed) % n,
+            (n, LoadBalancer::P2c) => {
+                let a = fastrand::usize(..n);
+                let mut b = fastrand::usize(..n - 1);
+                if b >= a {
+                    b += 1;
+                }
+                if states[a].1.in_flight() <= states[b].1.in_flight() {
+                    a
+                } else {
+                    b
+                }
+            }
+        };
+        let (index, state) = states.into_iter().nth(chosen)?;
+        state.admit(breaker);
+        Some((endpoints[index].clone(), state))
+    }
+}
+
+/// One call being prepared; [`send`](Call::send) it.
+#[derive(Debug)]
+#[must_use]
+pub struct Call {
+    client: ServiceClient,
+    service: String,
+    method: Method,
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+    retry: Option<bool>,
+    timeout: Option<Duration>,
+}
+
+impl Call {
+    /// Sets a header; an invalid name or value is not sent, and logged.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            (Ok(name), Ok(value)) => {
+                self.headers.insert(name, value);
+            }
+            _ => tracing::warn!(header = name, "invalid header not sent"),
+        }
+        self
+    }
+
+    /// Sends `body` as JSON.
+    pub fn json<T: Serialize + ?Sized>(mut self, body: &T) -> Self {
+        match serde_json::to_vec(body) {
+            Ok(bytes) => {
+                self.body = Bytes::from(bytes);
+                self.headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the request body did not serialize; sending none");
+            }
+        }
+        self
+    }
+
+    /// Retries this call on retryable failures even if its method is not
+    /// idempotent (e.g. a `POST` with an idempotency key), or never.
+    pub fn retry(mut self, retry: bool) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// The timeout of each attempt, instead of `http_client.timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sends the call: resolves the service, picks an endpoint, retries as
+    /// configured.
+    ///
+    /// # Errors
+    /// A `4xx`/`5xx` answer as the [`Error`] its problem document describes
+    /// (kind from the status, code and fields from the body);
+    /// `unavailable` for connection errors (`client.unreachable`), timeouts
+    /// (`client.timeout`), open circuits (`client.circuit_open`) and unknown
+    /// services (`discovery.no_endpoints`).
+    pub async fn send(self) -> Result<Response, Error> {
+        let inner = Arc::clone(&self.client.inner);
+        let config = &inner.config;
+        let started = Instant::now();
+        let idempotent = matches!(
+            self.method,
+            Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+        );
+        let retryable_call = self.retry.unwrap_or(idempotent);
+        inner.budget.deposit();
+        let mut headers = self.headers.clone();
+        propagate(&mut headers, config.forward_authorization);
+        let mut attempt = 1;
+        let result = loop {
+            let outcome = self.attempt(&headers).await;
+            let retry = match &outcome {
+                Ok(_) => false,
+                Err(failure) => failure.retryable,
+            };
+            if !retry
+                || !retryable_call
+                || attempt >= config.retry.max_attempts
+                || !inner.budget.withdraw()
+            {
+                break outcome;
+            }
+            let backoff = backoff(&config.retry, attempt);
+            tracing::debug!(service = %self.service, attempt, ?backoff, "retrying");
+            tokio::time::sleep(backoff).await;
+            attempt += 1;
+        };
+        let status = match &result {
+            Ok(response) => Some(response.status.as_u16()),
+            Err(failure) => failure.status,
+        };
+        mamey_observability::metrics::record_http_client(
+            &self.service,
+            self.method.as_str(),
+            status,
+            started.elapsed(),
+        );
+        result.map_err(|failure| failure.error)
+    }
+
+    async fn attempt(&self, headers: &HeaderMap) -> Result<Response, Failure> {
+        let inner = &self.client.inner;
+        let endpoints = inner
+            .resolver
+            .resolve(&self.service)
+            .await
+            .map_err(Failure::fatal)?;
+        let Some((endpoint, state)) = self.client.pick(&endpoints) else {
+            return Err(Failure::fatal(Error::new(
+                ErrorKind::Unavailable,
+                "client.circuit_open",
+                format!(
+                    "every endpoint of `{}` is failing; not calling",
+                    self.service
+                ),
+            )));
+        };
+        let url = format!("{}{}", endpoint.url, self.path);
+        let mut request = Request::builder()
+            .method(self.method.clone())
+            .uri(&url)
+            .body(Full::new(self.body.clone()))
+            .map_err(|e| {
+                Failure::fatal(Error::invalid_input("client.url", format!("`{url}`: {e}")))
+            })?;
+        *request.headers_mut() = headers.clone();
+        let timeout = self.timeout.unwrap_or(inner.config.timeout);
+        let _in_flight = state.start();
+        let limit = inner.config.max_response_bytes;
+        let exchange = async {
+            let response = inner.http.request(request).await.map_err(|e| {
+                unavailable(
+                    "client.unreachable",
+                    format!("calling `{}` at {endpoint}: {e}", self.service),
+                )
+            })?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, limit).collect().await.map_err(|e| {
+                unavailable(
+                    "client.unreachable",
+                    format!("reading the answer of `{}`: {e}", self.service),
+                )
+            })?;
+            Ok::<_, Failure>(Response {
+                status: parts.status,
+                headers: parts.headers,
+                body: body.to_bytes(),
+            })
+        };
+        let result = match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(unavailable(
+                "client.timeout",
+                format!(
+                    "`{}` did not answer within {} ms",
+                    self.service,
+                    timeout.as_millis()
+                ),
+            )),
+        };
+        let response = match result {
+            Ok(response) if response.status.is_success() => {
+                state.succeeded();
+                return Ok(response);
+            }
+            Ok(response) => response,
+            Err(failure) => {
+                state.failed(&inner.config.breaker);
+                return Err(failure);
+            }
+        };
+        if response.status.is_server_error() {
+            state.failed(&inner.config.breaker);
+        } else {
+            state.succeeded();
+        }
+        Err(Failure {
+            retryable: matches!(response.status.as_u16(), 429 | 502 | 503 | 504),
+            status: Some(response.status.as_u16()),
+            error: error_of(&self.service, &response),
+        })
+    }
+}
+
+/// A failed attempt.
+struct Failure {
+    error: Error,
+    retryable: bool,
+    status: Option<u16>,
+}
+
+impl Failure {
+    fn fatal(error: Error) -> Self {
+        Self {
+            error,
+            retryable: false,
+            status: None,
+        }
+    }
+}
+
+fn unavailable(code: &'static str, message: String) -> Failure {
+    Failure {
+        error: Error::new(ErrorKind::Unavailable, code, message),
+        retryable: true,
+        status: None,
+    }
+}
+
+/// The error an answer describes: its problem document's code and fields,
+/// its status's kind.
+fn error_of(service: &str, response: &Response) -> Error {
+    let kind = match response.status.as_u16() {
+        400 | 405 | 413 | 415 | 422 => ErrorKind::InvalidInput,
+        401 => ErrorKind::Unauthorized,
+        403 => ErrorKind::Forbidden,
+        404 => ErrorKind::NotFound,
+        409 | 412 => ErrorKind::Conflict,
+        429 | 502 | 503 | 504 => ErrorKind::Unavailable,
+        _ => ErrorKind::Internal,
+    };
+    match serde_json::from_slice::<Problem>(&response.body) {
+        Ok(problem) => {
+            let mut error = Error::new(
+                kind,
+                problem.code,
+                format!(
+                    "`{service}` answered {}: {}",
+                    response.status, problem.detail
+                ),
+            );
+            for field in problem.errors {
+                error = error.with_field(field.field, field.code, field.message);
+            }
+            error
+        }
+        Err(_) => Error::new(
+            kind,
+            "client.status",
+            format!("`{service}` answered {}", response.status),
+        ),
+    }
+}
+
+/// Full jitter over an exponential backoff.
+fn backoff(config: &RetryConfig, attempt: u32) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(20);
+    let ceiling = config
+        .initial_backoff
+        .saturating_mul(1 << exponent)
+        .min(config.max_backoff);
+    ceiling.mul_f64(fastrand::f64())
+}
+
+/// Writes the current context's trace and ids, and the caller's token when
+/// asked, into `headers`.
+fn propagate(headers: &mut HeaderMap, forward_authorization: bool) {
+    mamey_observability::propagation::inject(headers);
+    if forward_authorization
+        && !headers.contains_key(header::AUTHORIZATION)
+        && let Some(token) = crate::pipeline::caller_token()
+        && let Ok(value) = HeaderValue::try_from(format!("Bearer {token}"))
+    {
+        headers.insert(header::AUTHORIZATION, value);
+    }
+}
+
+/// An answer with a `2xx` status, read whole.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl Response {
+    /// The body as JSON.
+    ///
+    /// # Errors
+    /// `internal` with code `client.invalid_response` when it does not fit `T`.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                "client.invalid_response",
+                format!("the answer does not fit the expected type: {e}"),
+            )
+        })
+    }
+}
+
+/// Breaker and load of one endpoint.
+#[derive(Debug, Default)]
+struct EndpointState {
+    in_flight: AtomicUsize,
+    breaker: Mutex<Breaker>,
+}
+
+#[derive(Debug, Default)]
+struct Breaker {
+    failures: u32,
+    opened: Option<Instant>,
+    probing: bool,
+}
+
+impl EndpointState {
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.breaker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Closed, or open long enough for one probe that is not yet out.
+    fn allows(&self, config: &BreakerConfig) -> bool {
+        let breaker = self.lock();
+        match breaker.opened {
+            None => true,
+            Some(opened) => opened.elapsed() >= config.open_for && !breaker.probing,
+        }
+    }
+
+    /// Marks the half-open probe as out, when this call is one.
+    fn admit(&self, config: &BreakerConfig) {
+        let mut breaker = self.lock();
+        if breaker
+            .opened
+            .is_some_and(|o| o.elapsed() >= config.open_for)
+        {
+            breaker.probing = true;
+        }
+    }
+
+    fn succeeded(&self) {
+        let mut breaker = self.lock();
+        if breaker.opened.is_some() {
+            tracing::info!("circuit closed");
+        }
+        *breaker = Breaker::default();
+    }
+
+    fn failed(&self, config: &BreakerConfig) {
+        let mut breaker = self.lock();
+        breaker.failures += 1;
+        if breaker.probing || breaker.failures >= config.failure_threshold {
+            if breaker.opened.is_none() || breaker.probing {
+                tracing::warn!(failures = breaker.failures, "circuit opened");
+            }
+            breaker.opened = Some(Instant::now());
+            breaker.probing = false;
+        }
+    }
+
+    fn start(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(&self.in_flight)
+    }
+}
+
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Tokens for retries: calls add `ratio` each, time adds `per_second`, a
+/// retry takes one.
+struct RetryBudget {
+    ratio: f64,
+    per_second: f64,
+    cap: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RetryBudget {
+    fn new(ratio: f64, per_second: f64) -> Self {
+        let ratio = ratio.max(0.0);
+        let per_second = per_second.max(0.0);
+        Self {
+            ratio,
+            per_second,
+            // Enough for a burst, not enough to store up a storm.
+            cap: (10.0 * per_second).max(100.0 * ratio).max(1.0),
+            state: Mutex::new((per_second, Instant::now())),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (f64, Instant)> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn deposit(&self) {
+        let mut state = self.lock();
+        state.0 = (state.0 + self.ratio).min(self.cap);
+    }
+
+    fn withdraw(&self) -> bool {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let refill = now.duration_since(state.1).as_secs_f64() * self.per_second;
+        *state = ((state.0 + refill).min(self.cap), now);
+        if state.0 >= 1.0 {
+            state.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl fmt::Debug for RetryBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryBudget")
+            .field("ratio", &self.ratio)
+            .field("per_second", &self.per_second)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_allows_one_retry_per_five_calls_by_ratio() {
+        let budget = RetryBudget::new(0.2, 0.0);
+        let mut retries = 0;
+        for _ in 0..50 {
+            budget.deposit();
+            if budget.withdraw() {
+                retries += 1;
+            }
+        }
+        assert_eq!(retries, 10);
+    }
+
+    #[test]
+    fn backoff_grows_to_its_ceiling() {
+        let config = RetryConfig::default();
+        for attempt in 1..10 {
+            let ceiling = config
+                .initial_backoff
+                .saturating_mul(1 << (attempt - 1))
+                .min(config.max_backoff);
+            assert!(backoff(&config, attempt) <= ceiling);
+        }
+    }
+
+    #[test]
+    fn the_breaker_opens_after_the_threshold_and_lets_one_probe_through() {
+        let config = BreakerConfig {
+            failure_threshold: 2,
+            open_for: Duration::ZERO,
+        };
+        let state = EndpointState::default();
+        state.failed(&config);
+        assert!(state.lock().opened.is_none());
+        state.failed(&config);
+        assert!(state.lock().opened.is_some());
+        assert!(state.allows(&config), "open_for elapsed: a probe may go");
+        state.admit(&config);
+        assert!(!state.allows(&config), "only one probe at a time");
+        state.succeeded();
+        assert!(state.allows(&config));
+        assert!(state.lock().opened.is_none());
+    }
 }

@@ -14,10 +14,14 @@ mod problem;
 mod webapi;
 
 pub use auth::{Auth, Caller, JwtIssuer};
+pub use client::{
+    BreakerConfig, Call, ClientConfig, HttpClient, LoadBalancer, Response, RetryConfig,
+    ServiceClient,
+};
 pub use config::{CorsConfig, HttpConfig, JwtConfig, OperationalEndpoints};
 pub use endpoints::{Endpoint, Endpoints};
 pub use problem::{ApiError, Json, PROBLEM_JSON, Path, Problem, ProblemField, Query};
-pub use webapi::{HttpAddress, WebApi};
+pub use webapi::{HttpAddress, Resource, WebApi};
 
 /// Re-exported so that services name one axum version.
 pub use axum;

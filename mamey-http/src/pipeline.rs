@@ -23,6 +23,17 @@ use mamey_observability::metrics::HttpServerMetrics;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+tokio::task_local! {
+    /// The caller's validated bearer token, for the service client to
+    /// forward (`http_client.forward_authorization`).
+    static CALLER_TOKEN: Arc<str>;
+}
+
+/// The bearer token the current request was authenticated with, if any.
+pub(crate) fn caller_token() -> Option<Arc<str>> {
+    CALLER_TOKEN.try_with(Arc::clone).ok()
+}
+
 /// The settings the pipeline runs with.
 pub(crate) struct Pipeline {
     pub(crate) permits: Arc<Semaphore>,
@@ -91,10 +102,12 @@ where
 
             let extracted = mamey_observability::propagation::extract(request.headers());
             let mut context = extracted.context;
+            let mut token = None;
             if let Some(authenticator) = &pipeline.authenticator {
                 let authentication = authenticator.authenticate(request.headers()).await;
                 if let Authentication::Valid(identity) = &authentication {
                     context.identity = Some(identity.clone());
+                    token = bearer(request.headers());
                 }
                 request.extensions_mut().insert(authentication);
             } else if request.headers().contains_key(header::AUTHORIZATION) {
@@ -125,10 +138,13 @@ where
                     let response = if content_length(&request) > Some(pipeline.body_limit) {
                         too_large().into_response()
                     } else {
-                        match tokio::time::timeout(pipeline.timeout, inner.call(request))
-                            .instrument(span.clone())
-                            .await
-                        {
+                        let call = tokio::time::timeout(pipeline.timeout, inner.call(request))
+                            .instrument(span.clone());
+                        let outcome = match token {
+                            Some(token) => CALLER_TOKEN.scope(token, call).await,
+                            None => call.await,
+                        };
+                        match outcome {
                             Ok(Ok(response)) => response,
                             Ok(Err(never)) => match never {},
                             Err(_) => timed_out(pipeline.timeout),
@@ -155,6 +171,14 @@ where
             Ok(response)
         })
     }
+}
+
+fn bearer(headers: &http::HeaderMap) -> Option<Arc<str>> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    Some(Arc::from(token.trim()))
 }
 
 fn content_length<B>(request: &Request<B>) -> Option<usize> {

@@ -28,6 +28,57 @@ use crate::openapi::{DOCS_PAGE, document};
 use crate::pipeline::{Pipeline, PipelineLayer};
 use crate::problem::{Json, Problem};
 
+/// A resource of the service (a client, a pool), as an extractor for axum
+/// handlers: any plug-in's resource, whatever the order of the plug-ins.
+/// A missing resource is a bug of the service: `500`, with the type logged.
+///
+/// ```
+/// use mamey_http::{ApiError, Resource, ServiceClient};
+///
+/// async fn price(Resource(client): Resource<ServiceClient>) -> Result<bytes::Bytes, ApiError> {
+///     Ok(client.get("pricing", "/prices/42").send().await?.body)
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Resource<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Resource<T>
+where
+    T: Clone + Send + Sync + 'static,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Problem> {
+        let found = parts
+            .extensions
+            .get::<Arc<mamey_core::Resources>>()
+            .map(|resources| resources.get::<T>());
+        match found {
+            Some(Ok(value)) => Ok(Self(value)),
+            Some(Err(missing)) => {
+                tracing::error!(error = %missing, "a handler asked for a missing resource");
+                Err(internal())
+            }
+            None => {
+                tracing::error!("resources are available once the web API has started");
+                Err(internal())
+            }
+        }
+    }
+}
+
+fn internal() -> Problem {
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "an internal error occurred",
+    )
+}
+
 /// The address the web API listens on, as a resource (useful with port 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpAddress(pub SocketAddr);
@@ -250,6 +301,8 @@ impl Plugin for WebApi {
         let (Some(listener), Some(app)) = (self.listener.take(), self.app.take()) else {
             return Err("the web API started before it was initialised".into());
         };
+        // Every plug-in's resources, for the `Resource` extractor.
+        let app = app.layer(axum::Extension(Arc::clone(ctx.resources())));
         let shutdown = ctx.shutdown_token();
         ctx.spawn("serve", async move {
             // Stops accepting when the plug-in stops, then drains the
@@ -266,12 +319,7 @@ impl Plugin for WebApi {
 
 fn panicked(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
-    Problem::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "an internal error occurred",
-    )
-    .into_response()
+    internal().into_response()
 }
 
 fn cors_layer(config: &CorsConfig) -> Result<Option<CorsLayer>, ConfigError> {

@@ -1,0 +1,363 @@
+//! The service client against real HTTP servers: context propagation
+//! through a second service, retries under the budget, the circuit breaker,
+//! load balancing, and errors mapped back to mamey kinds.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::routing::get;
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use mamey_core::discovery::{ServiceResolver, StaticResolver};
+use mamey_core::{ErrorKind, Identity, MessageContext};
+use mamey_http::{
+    ApiError, BreakerConfig, ClientConfig, HttpClient, JwtIssuer, LoadBalancer, Problem, Resource,
+    RetryConfig, ServiceClient, WebApi,
+};
+use support::{send, serve, service};
+
+const SECRET: &str = "a-shared-secret-of-at-least-32-bytes";
+
+/// A server answering every request with the status in `status` (after
+/// `failures_left` answers of `502`), counting requests.
+struct Upstream {
+    address: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    status: Arc<AtomicU16>,
+    failures_left: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    async fn start(status: StatusCode) -> Self {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let status = Arc::new(AtomicU16::new(status.as_u16()));
+        let failures_left = Arc::new(AtomicUsize::new(0));
+        let (h, s, f) = (
+            Arc::clone(&hits),
+            Arc::clone(&status),
+            Arc::clone(&failures_left),
+        );
+        let app = axum::Router::new().fallback(move || {
+            let (h, s, f) = (Arc::clone(&h), Arc::clone(&s), Arc::clone(&f));
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                let failing = f
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                let status = if failing {
+                    StatusCode::BAD_GATEWAY
+                } else {
+                    StatusCode::from_u16(s.load(Ordering::SeqCst)).unwrap()
+                };
+                if status.is_success() {
+                    axum::response::IntoResponse::into_response((status, "{\"ok\":true}"))
+                } else {
+                    axum::response::IntoResponse::into_response(Problem::new(
+                        status,
+                        "upstream.failed",
+                        "failing on purpose",
+                    ))
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self {
+            address,
+            hits,
+            status,
+            failures_left,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+fn client(config: ClientConfig, upstreams: &[&Upstream]) -> ServiceClient {
+    let resolver = StaticResolver::new().service("up", upstreams.iter().map(|u| u.url()));
+    ServiceClient::new(config, ServiceResolver::new(resolver)).unwrap()
+}
+
+fn no_backoff(max_attempts: u32, budget_ratio: f64) -> RetryConfig {
+    RetryConfig {
+        max_attempts,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(2),
+        budget_ratio,
+        budget_min_per_second: 0.0,
+    }
+}
+
+#[tokio::test]
+async fn context_and_token_flow_through_the_client_into_a_second_service() {
+    // Service B answers with the message context its handler runs in.
+    let b = serve(
+        service("b", &[("http.jwt.secret", SECRET)]),
+        WebApi::new().router(axum::Router::new().route(
+            "/context",
+            get(|| async { axum::Json(MessageContext::current()) }),
+        )),
+    )
+    .await;
+    // Service A relays to B by name.
+    let b_url = format!("[\"{}\"]", b.url(""));
+    let a = serve(
+        service(
+            "a",
+            &[
+                ("http.jwt.secret", SECRET),
+                ("http_client.services.b", &b_url),
+                ("http_client.forward_authorization", "true"),
+            ],
+        )
+        .plugin(HttpClient::new()),
+        WebApi::new().router(axum::Router::new().route(
+            "/relay",
+            get(|Resource(client): Resource<ServiceClient>| async move {
+                let reply = client.get("b", "/context").send().await?;
+                Ok::<_, ApiError>(reply.body)
+            }),
+        )),
+    )
+    .await;
+
+    let token = JwtIssuer::hs256(SECRET)
+        .issue(&Identity::new("ada"))
+        .unwrap();
+    let bearer = format!("Bearer {token}");
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let reply = send(
+        Method::GET,
+        &a.url("/relay"),
+        &[
+            ("x-request-id", "req-1"),
+            ("traceparent", traceparent),
+            ("authorization", &bearer),
+        ],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let seen: MessageContext = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(
+        seen.correlation_id, "req-1",
+        "the correlation id is A's request id"
+    );
+    assert_eq!(
+        seen.causation_id.as_deref(),
+        Some("req-1"),
+        "B's work was caused by A's request"
+    );
+    assert_ne!(seen.message_id, "req-1", "B's request has its own id");
+    let trace = seen.trace.expect("the trace context arrived").traceparent;
+    assert_eq!(
+        &trace[3..35],
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "same trace: {trace}"
+    );
+    assert_eq!(
+        seen.identity.expect("the token was forwarded").subject,
+        "ada"
+    );
+
+    a.service.stop().await.unwrap();
+    b.service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn retries_stop_at_the_budget() {
+    let upstream = Upstream::start(StatusCode::SERVICE_UNAVAILABLE).await;
+    let config = ClientConfig {
+        retry: no_backoff(5, 0.5),
+        breaker: BreakerConfig {
+            failure_threshold: 1000,
+            ..BreakerConfig::default()
+        },
+        ..ClientConfig::default()
+    };
+    let client = client(config, &[&upstream]);
+    for _ in 0..10 {
+        let error = client.get("up", "/").send().await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Unavailable);
+        assert_eq!(error.code(), "upstream.failed");
+    }
+    // Each call adds half a token and a retry takes one: 10 calls, 5 retries,
+    // although each call would have made 4.
+    assert_eq!(upstream.hits(), 15);
+
+    // A POST is not idempotent: never retried unless the call says so.
+    let before = upstream.hits();
+    for _ in 0..4 {
+        client.post("up", "/").send().await.unwrap_err();
+    }
+    assert_eq!(upstream.hits() - before, 4);
+}
+
+#[tokio::test]
+async fn retries_recover_from_a_transient_failure() {
+    let upstream = Upstream::start(StatusCode::OK).await;
+    let client = client(
+        ClientConfig {
+            retry: RetryConfig {
+                budget_min_per_second: 100.0,
+                ..no_backoff(3, 0.2)
+            },
+            ..ClientConfig::default()
+        },
+        &[&upstream],
+    );
+    upstream.failures_left.store(2, Ordering::SeqCst);
+    let reply = client.get("up", "/").send().await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json::<serde_json::Value>().unwrap()["ok"], true);
+    assert_eq!(upstream.hits(), 3, "two failures, one success");
+}
+
+#[tokio::test]
+async fn the_breaker_opens_then_half_opens() {
+    let upstream = Upstream::start(StatusCode::INTERNAL_SERVER_ERROR).await;
+    let client = client(
+        ClientConfig {
+            retry: no_backoff(1, 0.0),
+            breaker: BreakerConfig {
+                failure_threshold: 3,
+                open_for: Duration::from_millis(300),
+            },
+            ..ClientConfig::default()
+        },
+        &[&upstream],
+    );
+    for _ in 0..3 {
+        let error = client.get("up", "/").send().await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Internal);
+    }
+    let fast = client.get("up", "/").send().await.unwrap_err();
+    assert_eq!(fast.code(), "client.circuit_open");
+    assert_eq!(fast.kind(), ErrorKind::Unavailable);
+    assert_eq!(upstream.hits(), 3, "an open circuit sends nothing");
+
+    // Still failing when the probe goes: open again, still nothing sent after.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while upstream.hits() == 3 {
+        let _ = client.get("up", "/").send().await;
+        assert!(tokio::time::Instant::now() < deadline, "no probe was sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(upstream.hits(), 4, "exactly one probe");
+    assert_eq!(
+        client.get("up", "/").send().await.unwrap_err().code(),
+        "client.circuit_open"
+    );
+
+    // Healthy again: the next probe closes the circuit.
+    upstream.status.store(200, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if client.get("up", "/").send().await.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the circuit never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..3 {
+        client.get("up", "/").send().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn load_is_balanced_across_endpoints() {
+    let (one, two) = (
+        Upstream::start(StatusCode::OK).await,
+        Upstream::start(StatusCode::OK).await,
+    );
+    let round_robin = client(
+        ClientConfig {
+            load_balancer: LoadBalancer::RoundRobin,
+            ..ClientConfig::default()
+        },
+        &[&one, &two],
+    );
+    for _ in 0..10 {
+        round_robin.get("up", "/").send().await.unwrap();
+    }
+    assert_eq!((one.hits(), two.hits()), (5, 5));
+
+    let p2c = client(ClientConfig::default(), &[&one, &two]);
+    for _ in 0..40 {
+        p2c.get("up", "/").send().await.unwrap();
+    }
+    assert!(
+        one.hits() > 5 && two.hits() > 5,
+        "{} {}",
+        one.hits(),
+        two.hits()
+    );
+    assert_eq!(one.hits() + two.hits(), 50);
+
+    // A failing endpoint is taken out of rotation by its breaker.
+    two.status.store(503, Ordering::SeqCst);
+    let breaking = client(
+        ClientConfig {
+            load_balancer: LoadBalancer::RoundRobin,
+            breaker: BreakerConfig {
+                failure_threshold: 1,
+                open_for: Duration::from_secs(60),
+            },
+            ..ClientConfig::default()
+        },
+        &[&one, &two],
+    );
+    for _ in 0..10 {
+        breaking.get("up", "/").send().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn failures_map_to_mamey_errors() {
+    let upstream = Upstream::start(StatusCode::NOT_FOUND).await;
+    let client = client(ClientConfig::default(), &[&upstream]);
+    let error = client.get("up", "/orders/1").send().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::NotFound);
+    assert_eq!(error.code(), "upstream.failed");
+
+    let unknown = client.get("nobody", "/").send().await.unwrap_err();
+    assert_eq!(unknown.code(), "discovery.no_endpoints");
+
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let client = ServiceClient::new(
+        ClientConfig {
+            retry: no_backoff(1, 0.0),
+            ..ClientConfig::default()
+        },
+        ServiceResolver::new(StaticResolver::new().service("dead", [dead])),
+    )
+    .unwrap();
+    let unreachable = client.get("dead", "/").send().await.unwrap_err();
+    assert_eq!(unreachable.kind(), ErrorKind::Unavailable);
+    assert_eq!(unreachable.code(), "client.unreachable");
+
+    let by_url = client
+        .request(Method::GET, "http://dead/x")
+        .unwrap()
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(by_url.code(), "client.unreachable");
+}
