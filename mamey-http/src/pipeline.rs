@@ -4,13 +4,16 @@
 //! metrics — in one future, so the default stack costs one allocation.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::MatchedPath;
 use axum::response::{IntoResponse, Response};
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use http::{HeaderName, HeaderValue, Request, StatusCode, header};
 use tokio::sync::Semaphore;
@@ -42,6 +45,8 @@ pub(crate) struct Pipeline {
     pub(crate) authenticator: Option<Arc<Authenticator>>,
     pub(crate) sensitive_headers: Vec<HeaderName>,
     pub(crate) metrics: HttpServerMetrics,
+    /// The service's resources, set when the web API starts.
+    pub(crate) resources: OnceLock<Arc<mamey_core::Resources>>,
 }
 
 #[derive(Clone)]
@@ -64,10 +69,15 @@ pub(crate) struct PipelineService<S> {
     inner: S,
 }
 
-impl<S> Service<Request<Body>> for PipelineService<S>
+impl<S, B> Service<Request<Body>> for PipelineService<S>
 where
-    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request<Body>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
+    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<mamey_core::BoxError>,
 {
     type Response = Response;
     type Error = Infallible;
@@ -115,6 +125,9 @@ where
                     "bearer tokens are not accepted: `http.jwt` is not configured".to_owned(),
                 ));
             }
+            if let Some(resources) = pipeline.resources.get() {
+                request.extensions_mut().insert(Arc::clone(resources));
+            }
             let request_id = HeaderValue::from_str(&context.message_id).ok();
             let otel = extracted.otel;
 
@@ -138,15 +151,26 @@ where
                     let response = if content_length(&request) > Some(pipeline.body_limit) {
                         too_large().into_response()
                     } else {
-                        let call = tokio::time::timeout(pipeline.timeout, inner.call(request))
+                        // A panic in the handler, in its synchronous part or
+                        // while polled, is a 500, never a dropped connection.
+                        let call =
+                            std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request)));
+                        let handled = async move {
+                            match call {
+                                Ok(future) => AssertUnwindSafe(future).catch_unwind().await.ok(),
+                                Err(_) => None,
+                            }
+                        };
+                        let call = tokio::time::timeout(pipeline.timeout, handled)
                             .instrument(span.clone());
                         let outcome = match token {
                             Some(token) => CALLER_TOKEN.scope(token, call).await,
                             None => call.await,
                         };
                         match outcome {
-                            Ok(Ok(response)) => response,
-                            Ok(Err(never)) => match never {},
+                            Ok(Some(Ok(response))) => response.map(Body::new),
+                            Ok(Some(Err(never))) => match never {},
+                            Ok(None) => panicked(),
                             Err(_) => timed_out(pipeline.timeout),
                         }
                     };
@@ -187,6 +211,16 @@ fn content_length<B>(request: &Request<B>) -> Option<usize> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
+}
+
+fn panicked() -> Response {
+    tracing::error!("a request handler panicked");
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "an internal error occurred",
+    )
+    .into_response()
 }
 
 fn shed() -> Response {

@@ -1,7 +1,7 @@
 //! The [`WebApi`] plug-in.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -17,7 +17,6 @@ use mamey_observability::metrics::HttpServerMetrics;
 use mamey_observability::{LogLevel, Prometheus};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -116,6 +115,7 @@ pub struct WebApi {
     policies: Policies,
     listener: Option<TcpListener>,
     app: Option<Router>,
+    pipeline: Option<Arc<Pipeline>>,
 }
 
 impl std::fmt::Debug for WebApi {
@@ -143,6 +143,7 @@ impl WebApi {
             policies: Policies::default(),
             listener: None,
             app: None,
+            pipeline: None,
         }
     }
 
@@ -272,25 +273,30 @@ impl Plugin for WebApi {
                     "request.method_not_allowed",
                     "the route does not accept this method",
                 )
-            })
-            .layer(DefaultBodyLimit::max(config.body_limit));
-        if config.compression {
-            app = app.layer(CompressionLayer::new());
-        }
-        if let Some(cors) = cors {
-            app = app.layer(cors);
-        }
-        let pipeline = Pipeline {
+            });
+        let pipeline = Arc::new(Pipeline {
             permits: Arc::new(Semaphore::new(config.concurrency_limit.max(1))),
             timeout: config.request_timeout,
             body_limit: config.body_limit,
             authenticator,
             sensitive_headers,
             metrics: HttpServerMetrics::new(),
-        };
-        app = app
-            .layer(CatchPanicLayer::custom(panicked))
-            .layer(PipelineLayer(Arc::new(pipeline)));
+            resources: OnceLock::new(),
+        });
+        // One `layer` call: each call boxes the stack again, and axum clones
+        // a route's whole box chain per request.
+        app = app.layer(
+            tower::ServiceBuilder::new()
+                .layer(PipelineLayer(Arc::clone(&pipeline)))
+                .option_layer(cors)
+                .option_layer(config.compression.then(|| {
+                    tower::ServiceBuilder::new()
+                        .map_response(|r: http::Response<_>| r.map(axum::body::Body::new))
+                        .layer(CompressionLayer::new())
+                }))
+                .layer(DefaultBodyLimit::max(config.body_limit)),
+        );
+        self.pipeline = Some(pipeline);
         self.app = Some(app);
         self.listener = Some(listener);
         tracing::info!(address = %bound, "web API bound");
@@ -302,7 +308,9 @@ impl Plugin for WebApi {
             return Err("the web API started before it was initialised".into());
         };
         // Every plug-in's resources, for the `Resource` extractor.
-        let app = app.layer(axum::Extension(Arc::clone(ctx.resources())));
+        if let Some(pipeline) = &self.pipeline {
+            let _ = pipeline.resources.set(Arc::clone(ctx.resources()));
+        }
         let shutdown = ctx.shutdown_token();
         ctx.spawn("serve", async move {
             // Stops accepting when the plug-in stops, then drains the
@@ -315,11 +323,6 @@ impl Plugin for WebApi {
         });
         Ok(())
     }
-}
-
-fn panicked(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    tracing::error!("a request handler panicked");
-    internal().into_response()
 }
 
 fn cors_layer(config: &CorsConfig) -> Result<Option<CorsLayer>, ConfigError> {

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_opentelemetry::OpenTelemetryLayer;
-use tracing_subscriber::fmt::format::{DefaultFields, JsonFields, Writer};
+use tracing_subscriber::fmt::format::{DefaultFields, Writer};
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
 use tracing_subscriber::layer::{Layered, SubscriberExt};
@@ -150,7 +150,7 @@ where
     match lines {
         Lines::Json => layers.push(Box::new(
             tracing_subscriber::fmt::layer()
-                .fmt_fields(JsonFields::new())
+                .fmt_fields(JsonMembers)
                 .event_format(JsonLines { fields })
                 .with_writer(writer),
         )),
@@ -188,8 +188,8 @@ fn trace_ids() -> Option<(String, String)> {
 /// `trace_id`/`span_id`, `correlation_id`/`message_id`.
 ///
 /// Written straight into the line buffer with JSON escaping: no intermediate
-/// maps, and span fields (already JSON, from [`JsonFields`]) are spliced in
-/// as they are.
+/// maps, and span fields (already JSON members, from [`JsonMembers`]) are
+/// spliced in as they are.
 struct JsonLines {
     fields: Arc<ServiceFields>,
 }
@@ -227,15 +227,10 @@ where
                 let Some(fields) = ext.get::<FormattedFields<N>>() else {
                     continue;
                 };
-                // `JsonFields` stores `{"k":v,...}`; splice the members.
-                let members = fields
-                    .trim()
-                    .strip_prefix('{')
-                    .and_then(|f| f.strip_suffix('}'))
-                    .unwrap_or("");
-                if members.is_empty() {
+                // `JsonMembers` stores `,"k":v,...`: splice the members.
+                let Some(members) = fields.strip_prefix(',') else {
                     continue;
-                }
+                };
                 w.write_str(if first { ",\"spans\":{" } else { "," })?;
                 w.write_str(members)?;
                 first = false;
@@ -306,6 +301,34 @@ impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
             start = i + c.len_utf8();
         }
         self.0.write_str(&text[start..])
+    }
+}
+
+/// Span fields as JSON object members, each with a leading comma
+/// (`,"k":v,"k2":v2`), written straight into the span's buffer when the span
+/// is created or recorded — no map, no second pass when a line is written.
+struct JsonMembers;
+
+impl<'w> FormatFields<'w> for JsonMembers {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        mut writer: Writer<'w>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut visitor = JsonVisitor {
+            writer: &mut writer,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+
+    fn add_fields(
+        &self,
+        current: &'w mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        self.format_fields(current.as_writer(), fields)
     }
 }
 
