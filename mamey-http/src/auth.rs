@@ -258,13 +258,17 @@ impl Authenticator {
         validation.leeway = config.leeway.as_secs();
         validation.validate_nbf = true;
         validation.validate_exp = true;
+        // A configured issuer or audience is required, not only checked
+        // when present: a token without `iss` or `aud` is refused.
         if let Some(issuer) = &config.issuer {
             validation.set_issuer(&[issuer]);
+            validation.required_spec_claims.insert("iss".to_owned());
         }
         if config.audiences.is_empty() {
             validation.validate_aud = false;
         } else {
             validation.set_audience(&config.audiences);
+            validation.required_spec_claims.insert("aud".to_owned());
         }
         Ok(Some(Self {
             keys,
@@ -370,7 +374,8 @@ struct Jwks {
     uri: http::Uri,
     refresh: Duration,
     cache: RwLock<Option<Cached>>,
-    fetching: Mutex<()>,
+    /// Held while fetching; the time of the last attempt, failed or not.
+    fetching: Mutex<Option<Instant>>,
 }
 
 struct Cached {
@@ -378,8 +383,9 @@ struct Cached {
     fetched: Instant,
 }
 
-/// The least time between two fetches caused by an unknown key id, so
-/// tokens with made-up ids cannot make the service hammer the key server.
+/// The least time between two fetches (after an unknown key id, or a failed
+/// fetch), so tokens with made-up ids or a key server that is down cannot
+/// make every request wait for a fetch.
 const MIN_REFETCH: Duration = Duration::from_secs(1);
 
 impl Jwks {
@@ -388,7 +394,7 @@ impl Jwks {
             uri,
             refresh,
             cache: RwLock::new(None),
-            fetching: Mutex::new(()),
+            fetching: Mutex::new(None),
         }
     }
 
@@ -397,18 +403,14 @@ impl Jwks {
         if let Some(found) = self.cached(kid, self.refresh).await {
             return Ok(found);
         }
-        let _fetching = self.fetching.lock().await;
+        let mut last_attempt = self.fetching.lock().await;
         // Another request may have fetched while this one waited.
         if let Some(found) = self.cached(kid, self.refresh).await {
             return Ok(found);
         }
-        let recently = self
-            .cache
-            .read()
-            .await
-            .as_ref()
-            .is_some_and(|c| c.fetched.elapsed() < MIN_REFETCH);
+        let recently = last_attempt.is_some_and(|at| at.elapsed() < MIN_REFETCH);
         if !recently {
+            *last_attempt = Some(Instant::now());
             match self.fetch().await {
                 Ok(keys) => {
                     *self.cache.write().await = Some(Cached {
@@ -510,7 +512,8 @@ impl fmt::Debug for JwtIssuer {
 }
 
 impl JwtIssuer {
-    /// Signs with HMAC-SHA256 and a shared secret (at least 32 bytes).
+    /// Signs with HMAC-SHA256 and a shared secret; validators
+    /// (`http.jwt.secret`) require at least 32 bytes.
     #[must_use]
     pub fn hs256(secret: &str) -> Self {
         Self::new(

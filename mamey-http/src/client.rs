@@ -349,8 +349,9 @@ impl ServiceClient {
         Arc::clone(states.entry(endpoint.clone()).or_default())
     }
 
-    /// Picks an endpoint whose circuit lets a call through.
-    fn pick(&self, endpoints: &[Endpoint]) -> Option<(Endpoint, Arc<EndpointState>)> {
+    /// Picks an endpoint whose circuit lets a call through, and whether the
+    /// call is its half-open probe.
+    fn pick(&self, endpoints: &[Endpoint]) -> Option<(Endpoint, Arc<EndpointState>, bool)> {
         let breaker = &self.inner.config.breaker;
         let states: Vec<(usize, Arc<EndpointState>)> = endpoints
             .iter()
@@ -376,8 +377,8 @@ impl ServiceClient {
             }
         };
         let (index, state) = states.into_iter().nth(chosen)?;
-        state.admit(breaker);
-        Some((endpoints[index].clone(), state))
+        let probe = state.admit(breaker);
+        Some((endpoints[index].clone(), state, probe))
     }
 }
 
@@ -497,7 +498,7 @@ impl Call {
             .resolve(&self.service)
             .await
             .map_err(Failure::fatal)?;
-        let Some((endpoint, state)) = self.client.pick(&endpoints) else {
+        let Some((endpoint, state, probe)) = self.client.pick(&endpoints) else {
             return Err(Failure::fatal(Error::new(
                 ErrorKind::Unavailable,
                 "client.circuit_open",
@@ -517,7 +518,7 @@ impl Call {
             })?;
         *request.headers_mut() = headers.clone();
         let timeout = self.timeout.unwrap_or(inner.config.timeout);
-        let _in_flight = state.start();
+        let in_flight = state.start(probe);
         let limit = inner.config.max_response_bytes;
         let exchange = async {
             let response = inner.http.request(request).await.map_err(|e| {
@@ -550,16 +551,18 @@ impl Call {
                 ),
             )),
         };
+        in_flight.settled();
         let response = match result {
             Ok(response) if response.status.is_success() => {
                 state.succeeded();
                 return Ok(response);
             }
             Ok(response) => response,
-            Err(failure) => {
+            Err(failure) if failure.retryable => {
                 state.failed(&inner.config.breaker);
                 return Err(failure);
             }
+            Err(failure) => return Err(failure),
         };
         if response.status.is_server_error() {
             state.failed(&inner.config.breaker);
@@ -719,14 +722,15 @@ impl EndpointState {
     }
 
     /// Marks the half-open probe as out, when this call is one.
-    fn admit(&self, config: &BreakerConfig) {
+    fn admit(&self, config: &BreakerConfig) -> bool {
         let mut breaker = self.lock();
-        if breaker
+        let probe = breaker
             .opened
-            .is_some_and(|o| o.elapsed() >= config.open_for)
-        {
+            .is_some_and(|o| o.elapsed() >= config.open_for);
+        if probe {
             breaker.probing = true;
         }
+        probe
     }
 
     fn succeeded(&self) {
@@ -749,17 +753,36 @@ impl EndpointState {
         }
     }
 
-    fn start(&self) -> InFlight<'_> {
+    fn start(&self, probe: bool) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(&self.in_flight)
+        InFlight {
+            state: self,
+            probe,
+            settled: false,
+        }
     }
 }
 
-struct InFlight<'a>(&'a AtomicUsize);
+/// One call in flight to an endpoint. Dropped unsettled (the caller gave up
+/// on the call), a half-open probe is released so that another may go.
+struct InFlight<'a> {
+    state: &'a EndpointState,
+    probe: bool,
+    settled: bool,
+}
+
+impl InFlight<'_> {
+    fn settled(mut self) {
+        self.settled = true;
+    }
+}
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.probe && !self.settled {
+            self.state.lock().probing = false;
+        }
     }
 }
 
@@ -860,8 +883,11 @@ mod tests {
         state.failed(&config);
         assert!(state.lock().opened.is_some());
         assert!(state.allows(&config), "open_for elapsed: a probe may go");
-        state.admit(&config);
+        assert!(state.admit(&config));
         assert!(!state.allows(&config), "only one probe at a time");
+        drop(state.start(true));
+        assert!(state.allows(&config), "an abandoned probe is released");
+        assert!(state.admit(&config));
         state.succeeded();
         assert!(state.allows(&config));
         assert!(state.lock().opened.is_none());

@@ -86,7 +86,12 @@ impl Problem {
             kind => StatusCode::from_u16(kind.http_status())
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         };
-        let mut problem = Self::new(status, error.code(), error.public_message());
+        // A dependency's failure may name hosts and ports: keep it in logs.
+        let detail = match error.kind() {
+            ErrorKind::Unavailable => "a dependency is unavailable; try again later",
+            _ => error.public_message(),
+        };
+        let mut problem = Self::new(status, error.code(), detail);
         problem.errors = error
             .fields()
             .iter()
@@ -289,6 +294,19 @@ mod tests {
         let error = Error::internal("connection to 10.0.0.3 refused");
         let problem = Problem::from_error(&error);
         assert_eq!(problem.status, 500);
+        assert!(!problem.detail.contains("10.0.0.3"), "{}", problem.detail);
+    }
+
+    #[test]
+    fn unavailable_dependencies_are_not_named() {
+        let error = mamey_core::Error::new(
+            ErrorKind::Unavailable,
+            "client.unreachable",
+            "calling `pricing` at http://10.0.0.3:8080: connection refused",
+        );
+        let problem = Problem::from_error(&error);
+        assert_eq!(problem.status, 503);
+        assert_eq!(problem.code, "client.unreachable");
         assert!(!problem.detail.contains("10.0.0.3"), "{}", problem.detail);
     }
 

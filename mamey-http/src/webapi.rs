@@ -206,15 +206,17 @@ impl Plugin for WebApi {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let address: SocketAddr = config.address.parse().map_err(|e| {
-            ConfigError::new(
-                "http.address",
-                format!("expected `host:port` such as `0.0.0.0:8080`: {e}"),
-            )
-        })?;
-        let listener = TcpListener::bind(address)
+        let listener = TcpListener::bind(config.address.as_str())
             .await
-            .map_err(|e| format!("binding the web API to {address}: {e}"))?;
+            .map_err(|e| {
+                ConfigError::new(
+                    "http.address",
+                    format!(
+                        "cannot listen on `{}` (expected `host:port`, free and allowed): {e}",
+                        config.address
+                    ),
+                )
+            })?;
         let bound = listener.local_addr()?;
         ctx.provide(HttpAddress(bound))?;
 
@@ -287,8 +289,10 @@ impl Plugin for WebApi {
         // a route's whole box chain per request.
         app = app.layer(
             tower::ServiceBuilder::new()
-                .layer(PipelineLayer(Arc::clone(&pipeline)))
+                // CORS outermost, so that answers the pipeline makes itself
+                // (shed, too large, timed out) reach browsers too.
                 .option_layer(cors)
+                .layer(PipelineLayer(Arc::clone(&pipeline)))
                 .option_layer(config.compression.then(|| {
                     tower::ServiceBuilder::new()
                         .map_response(|r: http::Response<_>| r.map(axum::body::Body::new))

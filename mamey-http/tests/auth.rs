@@ -199,6 +199,25 @@ async fn hs256_tokens_are_checked_claim_by_claim() {
     )
     .await;
 
+    let no_issuer = JwtIssuer::hs256(SECRET)
+        .audience("orders")
+        .issue(&user("ada"))
+        .unwrap();
+    expect_unauthorized(
+        call(&api, Method::GET, "/me", Some(&no_issuer)).await,
+        "no iss",
+    )
+    .await;
+    let no_audience = JwtIssuer::hs256(SECRET)
+        .issuer("identity")
+        .issue(&user("ada"))
+        .unwrap();
+    expect_unauthorized(
+        call(&api, Method::GET, "/me", Some(&no_audience)).await,
+        "no aud",
+    )
+    .await;
+
     let forged = JwtIssuer::hs256("another-secret-that-is-also-long-enough")
         .issuer("identity")
         .audience("orders")
