@@ -195,7 +195,8 @@ enum Keys {
 
 impl Authenticator {
     /// The authenticator `config` describes, `None` when no key is set.
-    pub(crate) fn from_config(config: &JwtConfig) -> Result<Option<Self>, ConfigError> {
+    /// `key` is where the section is (`http.jwt`, `grpc.jwt`), for errors.
+    pub(crate) fn from_config(config: &JwtConfig, key: &str) -> Result<Option<Self>, ConfigError> {
         let sources = [
             config.secret.is_some(),
             config.public_key_pem.is_some(),
@@ -206,7 +207,7 @@ impl Authenticator {
             1 => {}
             _ => {
                 return Err(ConfigError::new(
-                    "http.jwt",
+                    key,
                     "set exactly one of `secret`, `public_key_pem` and `jwks_url`",
                 ));
             }
@@ -214,7 +215,7 @@ impl Authenticator {
         let keys = if let Some(secret) = &config.secret {
             if secret.expose().len() < 32 {
                 return Err(ConfigError::new(
-                    "http.jwt.secret",
+                    format!("{key}.secret"),
                     "expected a secret of at least 32 bytes",
                 ));
             }
@@ -236,18 +237,21 @@ impl Authenticator {
                 }
             } else {
                 return Err(ConfigError::new(
-                    "http.jwt.public_key_pem",
+                    format!("{key}.public_key_pem"),
                     "expected a PEM-encoded RSA or EC (P-256) public key",
                 ));
             }
         } else {
             let url = config.jwks_url.clone().unwrap_or_default();
             let uri: http::Uri = url.parse().map_err(|e| {
-                ConfigError::new("http.jwt.jwks_url", format!("expected an http:// URL: {e}"))
+                ConfigError::new(
+                    format!("{key}.jwks_url"),
+                    format!("expected an http:// URL: {e}"),
+                )
             })?;
             if uri.scheme_str() != Some("http") {
                 return Err(ConfigError::new(
-                    "http.jwt.jwks_url",
+                    format!("{key}.jwks_url"),
                     "expected an http:// URL (https needs a TLS client, not built in yet)",
                 ));
             }

@@ -335,6 +335,22 @@ impl ServiceClient {
         self.call(service, Method::DELETE, path)
     }
 
+    pub(crate) fn resolver(&self) -> &ServiceResolver {
+        &self.inner.resolver
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.inner.config.timeout
+    }
+
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.inner.config.connect_timeout
+    }
+
+    pub(crate) fn breaker(&self) -> &BreakerConfig {
+        &self.inner.config.breaker
+    }
+
     fn state(&self, endpoint: &Endpoint) -> Arc<EndpointState> {
         if let Ok(states) = self.inner.endpoints.read()
             && let Some(state) = states.get(endpoint)
@@ -351,7 +367,10 @@ impl ServiceClient {
 
     /// Picks an endpoint whose circuit lets a call through, and whether the
     /// call is its half-open probe.
-    fn pick(&self, endpoints: &[Endpoint]) -> Option<(Endpoint, Arc<EndpointState>, bool)> {
+    pub(crate) fn pick(
+        &self,
+        endpoints: &[Endpoint],
+    ) -> Option<(Endpoint, Arc<EndpointState>, bool)> {
         let breaker = &self.inner.config.breaker;
         let states: Vec<(usize, Arc<EndpointState>)> = endpoints
             .iter()
@@ -689,7 +708,7 @@ impl Response {
 
 /// Breaker and load of one endpoint.
 #[derive(Debug, Default)]
-struct EndpointState {
+pub(crate) struct EndpointState {
     in_flight: AtomicUsize,
     breaker: Mutex<Breaker>,
 }
@@ -733,7 +752,7 @@ impl EndpointState {
         probe
     }
 
-    fn succeeded(&self) {
+    pub(crate) fn succeeded(&self) {
         let mut breaker = self.lock();
         if breaker.opened.is_some() {
             tracing::info!("circuit closed");
@@ -741,7 +760,7 @@ impl EndpointState {
         *breaker = Breaker::default();
     }
 
-    fn failed(&self, config: &BreakerConfig) {
+    pub(crate) fn failed(&self, config: &BreakerConfig) {
         let mut breaker = self.lock();
         breaker.failures += 1;
         if breaker.probing || breaker.failures >= config.failure_threshold {
@@ -753,7 +772,7 @@ impl EndpointState {
         }
     }
 
-    fn start(&self, probe: bool) -> InFlight<'_> {
+    pub(crate) fn start(&self, probe: bool) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
             state: self,
@@ -765,14 +784,14 @@ impl EndpointState {
 
 /// One call in flight to an endpoint. Dropped unsettled (the caller gave up
 /// on the call), a half-open probe is released so that another may go.
-struct InFlight<'a> {
+pub(crate) struct InFlight<'a> {
     state: &'a EndpointState,
     probe: bool,
     settled: bool,
 }
 
 impl InFlight<'_> {
-    fn settled(mut self) {
+    pub(crate) fn settled(mut self) {
         self.settled = true;
     }
 }

@@ -8,6 +8,8 @@ mod auth;
 mod client;
 mod config;
 mod endpoints;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 mod openapi;
 mod pipeline;
 mod problem;

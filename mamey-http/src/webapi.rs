@@ -192,7 +192,7 @@ impl Plugin for WebApi {
                 .into());
             }
         }
-        let authenticator = Authenticator::from_config(&config.jwt)?.map(Arc::new);
+        let authenticator = Authenticator::from_config(&config.jwt, "http.jwt")?.map(Arc::new);
         let cors = cors_layer(&config.cors)?;
         let sensitive_headers = config
             .sensitive_headers

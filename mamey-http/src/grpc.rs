@@ -1,0 +1,790 @@
+//! gRPC (feature `grpc`): tonic services on a port of their own, with the
+//! standard `grpc.health.v1` service fed by the service's health checks,
+//! reflection, and the same per-call work as the web API — context
+//! extraction, a server span, RED metrics, bearer authentication — plus
+//! channels to other services over the resolver.
+//!
+//! gRPC is served on `grpc.address`, not multiplexed with the web API: the
+//! web API answers errors with problem+json and gRPC with `grpc-status`
+//! trailers, and a port each keeps both right (and lets a mesh or load
+//! balancer treat them apart).
+//!
+//! ```no_run
+//! use mamey_core::Service;
+//! use mamey_http::grpc::GrpcServer;
+//! # fn greeter() -> tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService> {
+//! #     tonic_health::server::health_reporter().1
+//! # }
+//!
+//! # async fn run() -> Result<(), mamey_core::ServiceError> {
+//! Service::builder("greeter")
+//!     .plugin(GrpcServer::new().service(greeter()))
+//!     .build()
+//!     .await?
+//!     .run()
+//!     .await
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, Request, Response};
+use http_body::Frame;
+use mamey_core::config::{ConfigError, ConfigSection};
+use mamey_core::discovery::Endpoint;
+use mamey_core::health::{Health, Probe};
+use mamey_core::{BoxError, Error, ErrorKind, InitContext, Plugin, StartContext};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use tonic::{Code, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+use tower::{Layer, Service, ServiceExt};
+use tracing::Instrument;
+
+use crate::auth::{Auth, Authentication, Authenticator, Policies};
+use crate::client::ServiceClient;
+use crate::config::JwtConfig;
+
+/// The `grpc` section.
+///
+/// ```toml
+/// [grpc]
+/// address = "0.0.0.0:9090"
+/// request_timeout = "30s"
+/// reflection = true
+/// jwt = { issuer = "identity", jwks_url = "http://identity/.well-known/jwks.json" }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Where to listen, `host:port`; port `0` picks a free one (the
+    /// [`GrpcAddress`] resource). Default: `"0.0.0.0:9090"`.
+    pub address: String,
+    /// Longest a call may take before it ends with `DEADLINE_EXCEEDED`.
+    /// Default: `30s`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub request_timeout: Duration,
+    /// Serve `grpc.reflection.v1` for the registered descriptor sets.
+    /// Default: `true`.
+    pub reflection: bool,
+    /// How often a `Watch` on the health service re-checks. Default: `1s`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub health_interval: Duration,
+    /// Bearer-token validation, as `http.jwt`; off unless a key is set.
+    pub jwt: JwtConfig,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            address: "0.0.0.0:9090".to_owned(),
+            request_timeout: Duration::from_secs(30),
+            reflection: true,
+            health_interval: Duration::from_secs(1),
+            jwt: JwtConfig::default(),
+        }
+    }
+}
+
+impl ConfigSection for GrpcConfig {
+    const KEY: &'static str = "grpc";
+}
+
+/// The address the gRPC server listens on, as a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcAddress(pub SocketAddr);
+
+/// The gRPC plug-in: hosts tonic services with mamey's per-call work.
+pub struct GrpcServer {
+    routes: Routes,
+    names: Vec<&'static str>,
+    descriptors: Vec<&'static [u8]>,
+    auth: Auth,
+    policies: Policies,
+    listener: Option<TcpListener>,
+    app: Option<axum::Router>,
+    stopping: CancellationToken,
+}
+
+impl fmt::Debug for GrpcServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcServer")
+            .field("services", &self.names)
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for GrpcServer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GrpcServer {
+    /// No services yet (the health service is always added).
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            routes: Routes::default(),
+            names: Vec::new(),
+            descriptors: Vec::new(),
+            auth: Auth::Anonymous,
+            policies: Policies::default(),
+            listener: None,
+            app: None,
+            stopping: CancellationToken::new(),
+        }
+    }
+
+    /// Hosts a tonic service (a generated `…Server`).
+    #[must_use]
+    pub fn service<S>(mut self, service: S) -> Self
+    where
+        S: Service<Request<tonic::body::Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes = self.routes.add_service(service);
+        self
+    }
+
+    /// Registers an encoded `FileDescriptorSet` (from `tonic-prost-build`'s
+    /// `file_descriptor_set_path`) for reflection.
+    #[must_use]
+    pub fn file_descriptor_set(mut self, encoded: &'static [u8]) -> Self {
+        self.descriptors.push(encoded);
+        self
+    }
+
+    /// Who may call the hosted services (not the health and reflection
+    /// services, which stay open). Default: [`Auth::Anonymous`].
+    #[must_use]
+    pub fn auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Registers a named policy for [`Auth::Policy`].
+    #[must_use]
+    pub fn policy<F>(mut self, name: impl Into<String>, rule: F) -> Self
+    where
+        F: Fn(&mamey_core::Identity) -> bool + Send + Sync + 'static,
+    {
+        self.policies.insert(name.into(), Arc::new(rule));
+        self
+    }
+}
+
+impl Plugin for GrpcServer {
+    fn name(&self) -> &'static str {
+        "grpc"
+    }
+
+    async fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), BoxError> {
+        let config: GrpcConfig = ctx.section()?;
+        if let Auth::Policy(name) = &self.auth
+            && !self.policies.contains(name)
+        {
+            return Err(format!("gRPC requires policy `{name}`, which is not registered").into());
+        }
+        let authenticator = Authenticator::from_config(&config.jwt, "grpc.jwt")?.map(Arc::new);
+        let listener = TcpListener::bind(config.address.as_str())
+            .await
+            .map_err(|e| {
+                ConfigError::new(
+                    "grpc.address",
+                    format!("cannot listen on `{}`: {e}", config.address),
+                )
+            })?;
+        let bound = listener.local_addr()?;
+        ctx.provide(GrpcAddress(bound))?;
+
+        let health = HealthService {
+            health: ctx.health().clone(),
+            names: Arc::new(self.names.clone()),
+            interval: config.health_interval,
+            stopping: self.stopping.clone(),
+        };
+        let mut routes = std::mem::take(&mut self.routes).add_service(HealthServer::new(health));
+        if config.reflection {
+            let mut builder = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+            for set in &self.descriptors {
+                builder = builder.register_encoded_file_descriptor_set(set);
+            }
+            routes = routes.add_service(builder.build_v1()?);
+        }
+        let calls = Arc::new(Calls {
+            authenticator,
+            auth: std::mem::take(&mut self.auth),
+            policies: std::mem::take(&mut self.policies),
+            timeout: config.request_timeout,
+        });
+        self.app = Some(routes.into_axum_router().layer(CallLayer(calls)));
+        self.listener = Some(listener);
+        tracing::info!(address = %bound, services = ?self.names, "gRPC bound");
+        Ok(())
+    }
+
+    async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+        let (Some(listener), Some(app)) = (self.listener.take(), self.app.take()) else {
+            return Err("gRPC started before it was initialised".into());
+        };
+        let (shutdown, stopping) = (ctx.shutdown_token(), self.stopping.clone());
+        ctx.spawn("serve", async move {
+            // Stops accepting, ends health watches, and drains the calls in
+            // flight; streams of your own should end on shutdown too, or
+            // they hold the stop until `shutdown.timeout`.
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    shutdown.cancelled().await;
+                    stopping.cancel();
+                })
+                .await
+                .map_err(|e| format!("serving gRPC: {e}").into())
+        });
+        Ok(())
+    }
+}
+
+/// `grpc.health.v1.Health` answered from the service's readiness: `""` and
+/// each hosted service are `SERVING` while the service is ready.
+#[derive(Clone)]
+struct HealthService {
+    health: Health,
+    names: Arc<Vec<&'static str>>,
+    interval: Duration,
+    /// Cancelled when the server stops, ending open watches so that the
+    /// graceful shutdown does not wait for them.
+    stopping: CancellationToken,
+}
+
+impl HealthService {
+    async fn status(&self, service: &str) -> Result<ServingStatus, Status> {
+        if !service.is_empty() && !self.names.contains(&service) && service != HEALTH_NAME {
+            return Err(Status::not_found(format!("unknown service `{service}`")));
+        }
+        let report = self.health.check(Probe::Ready).await;
+        Ok(if report.is_serving() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        })
+    }
+}
+
+const HEALTH_NAME: &str = "grpc.health.v1.Health";
+
+type WatchStream =
+    Pin<Box<dyn futures_util::Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl tonic_health::pb::health_server::Health for HealthService {
+    async fn check(
+        &self,
+        request: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<HealthCheckResponse>, Status> {
+        let status = self.status(&request.get_ref().service).await?;
+        Ok(tonic::Response::new(HealthCheckResponse {
+            status: status.into(),
+        }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<WatchStream>, Status> {
+        let service = request.into_inner().service;
+        let this = self.clone();
+        let stream = futures_util::stream::unfold(None, move |last: Option<i32>| {
+            let (this, service) = (this.clone(), service.clone());
+            async move {
+                loop {
+                    if last.is_some() {
+                        tokio::select! {
+                            () = this.stopping.cancelled() => return None,
+                            () = tokio::time::sleep(this.interval) => {}
+                        }
+                    }
+                    let status = this
+                        .status(&service)
+                        .await
+                        .unwrap_or(ServingStatus::ServiceUnknown)
+                        as i32;
+                    if last != Some(status) {
+                        return Some((Ok(HealthCheckResponse { status }), Some(status)));
+                    }
+                }
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(stream)))
+    }
+}
+
+/// What every call goes through.
+struct Calls {
+    authenticator: Option<Arc<Authenticator>>,
+    auth: Auth,
+    policies: Policies,
+    timeout: Duration,
+}
+
+#[derive(Clone)]
+struct CallLayer(Arc<Calls>);
+
+impl<S> Layer<S> for CallLayer {
+    type Service = CallService<S>;
+
+    fn layer(&self, inner: S) -> CallService<S> {
+        CallService {
+            calls: Arc::clone(&self.0),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct CallService<S> {
+    calls: Arc<Calls>,
+    inner: S,
+}
+
+impl<S> Service<Request<Body>> for CallService<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let calls = Arc::clone(&self.calls);
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        Box::pin(async move {
+            let started = Instant::now();
+            let (service, method) = split_path(request.uri().path());
+            let extracted = mamey_observability::propagation::extract(request.headers());
+            let mut context = extracted.context;
+            let open =
+                service.starts_with("grpc.health.") || service.starts_with("grpc.reflection.");
+            let authentication = match &calls.authenticator {
+                Some(authenticator) => authenticator.authenticate(request.headers()).await,
+                None if request.headers().contains_key(http::header::AUTHORIZATION) => {
+                    Authentication::Invalid(
+                        "bearer tokens are not accepted: `grpc.jwt` is not configured".to_owned(),
+                    )
+                }
+                None => Authentication::Missing,
+            };
+            if let Authentication::Valid(identity) = &authentication {
+                context.identity = Some(identity.clone());
+            }
+            if !open
+                && let Err(denied) = calls.policies.authorize(&calls.auth, Some(&authentication))
+            {
+                let status = match denied {
+                    crate::auth::Denied::Unauthenticated(reason) => Status::unauthenticated(reason),
+                    crate::auth::Denied::Forbidden(reason) => Status::permission_denied(reason),
+                };
+                let code = status.code() as i32;
+                mamey_observability::metrics::record_grpc_server(
+                    &service,
+                    &method,
+                    code,
+                    started.elapsed(),
+                );
+                return Ok(status.into_http());
+            }
+            request.extensions_mut().insert(authentication);
+            let otel = extracted.otel;
+            context
+                .scope(async move {
+                    let span = tracing::info_span!(
+                        "rpc",
+                        otel.kind = "server",
+                        rpc.system = "grpc",
+                        rpc.service = %service,
+                        rpc.method = %method,
+                        rpc.grpc.status_code = tracing::field::Empty,
+                        otel.status_code = tracing::field::Empty,
+                    );
+                    mamey_observability::propagation::continue_trace(&span, &otel);
+                    let response = match tokio::time::timeout(calls.timeout, inner.call(request))
+                        .instrument(span.clone())
+                        .await
+                    {
+                        Ok(Ok(response)) => response,
+                        Ok(Err(never)) => match never {},
+                        Err(_) => Status::deadline_exceeded(format!(
+                            "the call took longer than {} ms (`grpc.request_timeout`)",
+                            calls.timeout.as_millis()
+                        ))
+                        .into_http(),
+                    };
+                    let (parts, body) = response.into_parts();
+                    // Errors come as trailers-only responses; success in the
+                    // trailers at the end of the body.
+                    let early = grpc_status(&parts.headers);
+                    let metered = Metered {
+                        inner: body,
+                        service,
+                        method,
+                        started,
+                        span,
+                        early,
+                        done: false,
+                    };
+                    Ok(Response::from_parts(parts, Body::new(metered)))
+                })
+                .await
+        })
+    }
+}
+
+/// `/pkg.Service/Method` → (`pkg.Service`, `Method`).
+fn split_path(path: &str) -> (String, String) {
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let service = parts.next().unwrap_or("").to_owned();
+    let method = parts.next().unwrap_or("").to_owned();
+    (service, method)
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<i32> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A response body that records the call's code, duration and span status
+/// when it ends (or `CANCELLED` when the client goes away first).
+struct Metered {
+    inner: Body,
+    service: String,
+    method: String,
+    started: Instant,
+    span: tracing::Span,
+    early: Option<i32>,
+    done: bool,
+}
+
+impl Metered {
+    fn finish(&mut self, code: i32) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.span.record("rpc.grpc.status_code", code);
+        // Server-side faults mark the span, the caller's mistakes do not.
+        let fault = matches!(
+            Code::from(code),
+            Code::Unknown
+                | Code::DeadlineExceeded
+                | Code::Unimplemented
+                | Code::Internal
+                | Code::Unavailable
+                | Code::DataLoss
+        );
+        if fault {
+            self.span.record("otel.status_code", "ERROR");
+        }
+        mamey_observability::metrics::record_grpc_server(
+            &self.service,
+            &self.method,
+            code,
+            self.started.elapsed(),
+        );
+    }
+}
+
+impl http_body::Body for Metered {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    let code = grpc_status(trailers).unwrap_or(Code::Unknown as i32);
+                    this.finish(code);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.finish(Code::Internal as i32),
+            Poll::Ready(None) => {
+                let code = this.early.unwrap_or(Code::Ok as i32);
+                this.finish(code);
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        let code = self.early.unwrap_or(Code::Cancelled as i32);
+        self.finish(code);
+    }
+}
+
+/// The gRPC status for a mamey error: the kind's code and the public
+/// message (internal and unavailable details stay in the logs).
+#[must_use]
+pub fn status(error: &Error) -> Status {
+    let message = match error.kind() {
+        ErrorKind::Internal => "an internal error occurred".to_owned(),
+        ErrorKind::Unavailable => "a dependency is unavailable; try again later".to_owned(),
+        _ => error.public_message().to_owned(),
+    };
+    if matches!(error.kind(), ErrorKind::Internal | ErrorKind::Unavailable) {
+        tracing::error!(error = %error, code = error.code(), "call failed");
+    }
+    let mut status = Status::new(Code::from(error.kind().grpc_code()), message);
+    if let Ok(value) = error.code().parse() {
+        status.metadata_mut().insert("mamey-code", value);
+    }
+    status
+}
+
+/// The mamey error for a gRPC status from another service.
+#[must_use]
+pub fn error(status: &Status) -> Error {
+    let kind = match status.code() {
+        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
+            ErrorKind::InvalidInput
+        }
+        Code::Unauthenticated => ErrorKind::Unauthorized,
+        Code::PermissionDenied => ErrorKind::Forbidden,
+        Code::NotFound => ErrorKind::NotFound,
+        Code::AlreadyExists | Code::Aborted => ErrorKind::Conflict,
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Cancelled => {
+            ErrorKind::Unavailable
+        }
+        _ => ErrorKind::Internal,
+    };
+    let code = status
+        .metadata()
+        .get("mamey-code")
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(
+            || format!("grpc.{:?}", status.code()).to_lowercase(),
+            str::to_owned,
+        );
+    Error::new(kind, code, status.message().to_owned())
+}
+
+/// A channel to a service by name, for tonic's generated clients: each call
+/// is sent to an endpoint the resolver names, picked by the client's load
+/// balancer among those whose circuit is closed, with the caller's context
+/// in the metadata and `http_client.timeout` per call.
+///
+/// Calls are not retried: a gRPC request body is a stream that cannot be
+/// sent twice in general; retry where the call's meaning allows it.
+///
+/// ```no_run
+/// # async fn demo(client: mamey_http::ServiceClient) {
+/// let channel = client.grpc("orders");
+/// let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct GrpcChannel {
+    client: ServiceClient,
+    service: Arc<str>,
+    channels: Arc<RwLock<HashMap<Endpoint, tonic::transport::Channel>>>,
+}
+
+impl fmt::Debug for GrpcChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcChannel")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceClient {
+    /// A channel to `service` for tonic clients (feature `grpc`).
+    #[must_use]
+    pub fn grpc(&self, service: &str) -> GrpcChannel {
+        GrpcChannel {
+            client: self.clone(),
+            service: Arc::from(service),
+            channels: Arc::default(),
+        }
+    }
+}
+
+impl GrpcChannel {
+    fn channel(&self, endpoint: &Endpoint) -> Result<tonic::transport::Channel, Status> {
+        if let Ok(channels) = self.channels.read()
+            && let Some(channel) = channels.get(endpoint)
+        {
+            return Ok(channel.clone());
+        }
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.url.clone())
+            .map_err(|e| Status::invalid_argument(format!("endpoint `{endpoint}`: {e}")))?
+            .connect_timeout(self.client.connect_timeout())
+            .connect_lazy();
+        if let Ok(mut channels) = self.channels.write() {
+            channels.insert(endpoint.clone(), channel.clone());
+        }
+        Ok(channel)
+    }
+}
+
+impl Service<Request<tonic::body::Body>> for GrpcChannel {
+    type Response = Response<tonic::body::Body>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Response<tonic::body::Body>, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<tonic::body::Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let endpoints = this
+                .client
+                .resolver()
+                .resolve(&this.service)
+                .await
+                .map_err(|e| Box::new(status_of(&e)) as BoxError)?;
+            let Some((endpoint, state, probe)) = this.client.pick(&endpoints) else {
+                return Err(Box::new(Status::unavailable(format!(
+                    "every endpoint of `{}` is failing; not calling",
+                    this.service
+                ))) as BoxError);
+            };
+            mamey_observability::propagation::inject(request.headers_mut());
+            let channel = this.channel(&endpoint)?;
+            let in_flight = state.start(probe);
+            let timeout = this.client.timeout();
+            let outcome = tokio::time::timeout(timeout, channel.oneshot(request)).await;
+            in_flight.settled();
+            let breaker = this.client.breaker();
+            let result = match outcome {
+                Ok(Ok(response)) => {
+                    let code = grpc_status(response.headers());
+                    if code == Some(Code::Unavailable as i32) {
+                        state.failed(breaker);
+                    } else {
+                        state.succeeded();
+                    }
+                    Ok(response)
+                }
+                Ok(Err(e)) => {
+                    state.failed(breaker);
+                    Err(Box::new(Status::unavailable(format!(
+                        "calling `{}` at {endpoint}: {e}",
+                        this.service
+                    ))) as BoxError)
+                }
+                Err(_) => {
+                    state.failed(breaker);
+                    Err(Box::new(Status::deadline_exceeded(format!(
+                        "`{}` did not answer within {} ms",
+                        this.service,
+                        timeout.as_millis()
+                    ))) as BoxError)
+                }
+            };
+            let status = result.as_ref().ok().map(|r| r.status().as_u16());
+            mamey_observability::metrics::record_http_client(
+                &this.service,
+                "GRPC",
+                status,
+                started.elapsed(),
+            );
+            result
+        })
+    }
+}
+
+fn status_of(error: &Error) -> Status {
+    Status::new(
+        Code::from(error.kind().grpc_code()),
+        error.message().to_owned(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_and_statuses_map_both_ways() {
+        for kind in [
+            ErrorKind::InvalidInput,
+            ErrorKind::Unauthorized,
+            ErrorKind::Forbidden,
+            ErrorKind::NotFound,
+            ErrorKind::Conflict,
+            ErrorKind::Unavailable,
+            ErrorKind::Internal,
+        ] {
+            let original = Error::new(kind, "order.x", "detail");
+            let back = error(&status(&original));
+            assert_eq!(back.kind(), kind);
+            assert_eq!(back.code(), "order.x");
+        }
+        let internal = status(&Error::internal("db at 10.0.0.3 refused"));
+        assert!(!internal.message().contains("10.0.0.3"));
+    }
+
+    #[test]
+    fn paths_split_into_service_and_method() {
+        assert_eq!(
+            split_path("/orders.v1.Orders/Get"),
+            ("orders.v1.Orders".to_owned(), "Get".to_owned())
+        );
+    }
+}
