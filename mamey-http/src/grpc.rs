@@ -12,18 +12,18 @@
 //! ```no_run
 //! use mamey_core::Service;
 //! use mamey_http::grpc::GrpcServer;
-//! # fn greeter() -> tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService> {
-//! #     tonic_health::server::health_reporter().1
-//! # }
 //!
-//! # async fn run() -> Result<(), mamey_core::ServiceError> {
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // Any tonic service: a generated `GreeterServer::new(MyGreeter)`, or here
+//! // the reflection service.
+//! let service = tonic_reflection::server::Builder::configure().build_v1()?;
 //! Service::builder("greeter")
-//!     .plugin(GrpcServer::new().service(greeter()))
+//!     .plugin(GrpcServer::new().service(service))
 //!     .build()
 //!     .await?
 //!     .run()
-//!     .await
-//! # }
+//!     .await?;
+//! # Ok(()) }
 //! ```
 
 use std::collections::HashMap;
@@ -205,6 +205,15 @@ impl Plugin for GrpcServer {
 
     async fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), BoxError> {
         let config: GrpcConfig = ctx.section()?;
+        let mut seen = std::collections::HashSet::new();
+        for name in &self.names {
+            if *name == HEALTH_NAME {
+                return Err(format!("`{HEALTH_NAME}` is served by mamey from the service's health checks; do not add your own").into());
+            }
+            if !seen.insert(*name) {
+                return Err(format!("gRPC service `{name}` is added twice").into());
+            }
+        }
         if let Auth::Policy(name) = &self.auth
             && !self.policies.contains(name)
         {
@@ -229,7 +238,7 @@ impl Plugin for GrpcServer {
             stopping: self.stopping.clone(),
         };
         let mut routes = std::mem::take(&mut self.routes).add_service(HealthServer::new(health));
-        if config.reflection {
+        if config.reflection && !self.names.contains(&REFLECTION_NAME) {
             let mut builder = tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
             for set in &self.descriptors {
@@ -297,6 +306,7 @@ impl HealthService {
 }
 
 const HEALTH_NAME: &str = "grpc.health.v1.Health";
+const REFLECTION_NAME: &str = "grpc.reflection.v1.ServerReflection";
 
 type WatchStream =
     Pin<Box<dyn futures_util::Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
