@@ -13,6 +13,8 @@ pub mod grpc;
 mod openapi;
 mod pipeline;
 mod problem;
+#[cfg(feature = "garde")]
+mod validate;
 mod webapi;
 
 pub use auth::{Auth, Caller, JwtIssuer};
@@ -23,6 +25,8 @@ pub use client::{
 pub use config::{CorsConfig, HttpConfig, JwtConfig, OperationalEndpoints};
 pub use endpoints::{Endpoint, Endpoints};
 pub use problem::{ApiError, Json, PROBLEM_JSON, Path, Problem, ProblemField, Query};
+#[cfg(feature = "garde")]
+pub use validate::validate;
 pub use webapi::{HttpAddress, Resource, WebApi};
 
 /// Re-exported so that services name one axum version.
