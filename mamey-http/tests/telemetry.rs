@@ -28,9 +28,12 @@ use tracing_subscriber::registry::LookupSpan;
 
 const SECRET: &str = "telemetry-test-secret-of-32-bytes!";
 
-/// Spans by name with their fields, as recorded.
+/// A span's name and fields, as recorded.
+type Recorded = (String, BTreeMap<String, String>);
+
+/// Every span, in creation order.
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<(String, BTreeMap<String, String>)>>>);
+struct Spans(Arc<Mutex<Vec<Recorded>>>);
 
 struct Fields<'a>(&'a mut BTreeMap<String, String>);
 
