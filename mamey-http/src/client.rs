@@ -335,18 +335,22 @@ impl ServiceClient {
         self.call(service, Method::DELETE, path)
     }
 
+    #[cfg(feature = "grpc")]
     pub(crate) fn resolver(&self) -> &ServiceResolver {
         &self.inner.resolver
     }
 
+    #[cfg(feature = "grpc")]
     pub(crate) fn timeout(&self) -> Duration {
         self.inner.config.timeout
     }
 
+    #[cfg(feature = "grpc")]
     pub(crate) fn connect_timeout(&self) -> Duration {
         self.inner.config.connect_timeout
     }
 
+    #[cfg(feature = "grpc")]
     pub(crate) fn breaker(&self) -> &BreakerConfig {
         &self.inner.config.breaker
     }

@@ -31,5 +31,7 @@ pub use webapi::{HttpAddress, Resource, WebApi};
 
 /// Re-exported so that services name one axum version.
 pub use axum;
-/// Re-exported for `#[derive(ToSchema)]` on DSL messages.
+/// The OpenAPI crate whose `ToSchema` the DSL's messages implement. The
+/// derive macro refers to `utoipa` by name: depend on `utoipa = "5"` and
+/// `#[derive(utoipa::ToSchema)]`.
 pub use utoipa;

@@ -1,0 +1,350 @@
+//! Two services in one process, over real HTTP on loopback:
+//!
+//! - `pricing` answers `GET /prices/{sku}` with a plain axum route;
+//! - `orders` serves an endpoint DSL — `GET /orders/{id}`, `GET /orders`,
+//!   `POST /orders` (role `clerk`, validated with garde, priced by calling
+//!   `pricing` by name), `DELETE /orders/{id}` (role `manager`) — with JWT
+//!   authentication, problem+json errors, `/openapi.json` and `/docs`.
+//!
+//! `cargo run -p http-api` serves on 127.0.0.1:8080 (orders) and :8081
+//! (pricing) until Ctrl-C, printing a clerk's and a manager's token to try
+//! it with curl. `cargo run -p http-api -- --demo` uses free ports, makes
+//! the calls itself, prints what came back, and exits.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use mamey_core::cqrs::{Command, DispatcherBuilder, Query};
+use mamey_core::{BoxError, Error, Identity, MessageContext, Resources, Service};
+use mamey_http::axum::Router;
+use mamey_http::axum::extract::Path as AxumPath;
+use mamey_http::axum::routing::get;
+use mamey_http::{
+    Auth, Endpoints, HttpAddress, HttpClient, Json, JwtIssuer, ServiceClient, WebApi,
+};
+use mamey_observability::Observability;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The demo's signing secret; a real service reads `http.jwt` from its
+/// configuration (a file, the environment or a vault).
+const SECRET: &str = "example-secret-change-me-32-bytes!!";
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+struct Order {
+    id: u64,
+    customer: String,
+    sku: String,
+    quantity: u32,
+    total_cents: u64,
+    placed_by: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+struct GetOrder {
+    id: u64,
+}
+impl Query for GetOrder {
+    type Output = Option<Order>;
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+struct ListOrders {
+    customer: Option<String>,
+}
+impl Query for ListOrders {
+    type Output = Vec<Order>;
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema, garde::Validate)]
+struct PlaceOrder {
+    #[garde(range(min = 1))]
+    id: u64,
+    #[garde(length(min = 1, max = 64))]
+    customer: String,
+    #[garde(length(min = 1, max = 32))]
+    sku: String,
+    #[garde(range(min = 1, max = 100))]
+    quantity: u32,
+}
+impl Command for PlaceOrder {
+    fn validate(&self) -> Result<(), Error> {
+        mamey_http::validate(self)
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+struct CancelOrder {
+    id: u64,
+}
+impl Command for CancelOrder {}
+
+#[derive(Serialize, Deserialize)]
+struct Price {
+    sku: String,
+    cents: u64,
+}
+
+type Orders = Arc<Mutex<BTreeMap<u64, Order>>>;
+
+fn locked(orders: &Orders) -> std::sync::MutexGuard<'_, BTreeMap<u64, Order>> {
+    orders
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn endpoints() -> Endpoints {
+    Endpoints::new()
+        .get::<GetOrder>("/orders/{id}")
+        .summary("One order")
+        .get::<ListOrders>("/orders")
+        .summary("Orders, optionally of one customer")
+        .post::<PlaceOrder>("/orders")
+        .summary("Place an order, priced by the pricing service")
+        .auth(Auth::roles(["clerk", "manager"]))
+        .created(|order| format!("/orders/{}", order.id))
+        .delete::<CancelOrder>("/orders/{id}")
+        .summary("Cancel an order")
+        .auth(Auth::roles(["manager"]))
+        .into()
+}
+
+fn handlers(
+    orders: &Orders,
+) -> impl FnOnce(&mut DispatcherBuilder, &Resources) -> Result<(), BoxError> + use<> {
+    let orders = Arc::clone(orders);
+    move |d, resources| {
+        let client = resources.get::<ServiceClient>()?;
+        let o = Arc::clone(&orders);
+        d.add_query(move |q: GetOrder| {
+            let o = Arc::clone(&o);
+            async move { Ok(locked(&o).get(&q.id).cloned()) }
+        });
+        let o = Arc::clone(&orders);
+        d.add_query(move |q: ListOrders| {
+            let o = Arc::clone(&o);
+            async move {
+                Ok(locked(&o)
+                    .values()
+                    .filter(|order| q.customer.as_ref().is_none_or(|c| *c == order.customer))
+                    .cloned()
+                    .collect())
+            }
+        });
+        let o = Arc::clone(&orders);
+        d.add_command(move |c: PlaceOrder| {
+            let (o, client) = (Arc::clone(&o), client.clone());
+            async move {
+                if locked(&o).contains_key(&c.id) {
+                    return Err(Error::conflict(
+                        "order.exists",
+                        format!("order {} exists", c.id),
+                    ));
+                }
+                // The caller's context (trace, correlation id) goes along.
+                let price: Price = client
+                    .get("pricing", &format!("/prices/{}", c.sku))
+                    .send()
+                    .await?
+                    .json()?;
+                let placed_by = MessageContext::current()
+                    .and_then(|ctx| ctx.identity.clone())
+                    .map(|identity| identity.subject)
+                    .unwrap_or_default();
+                let order = Order {
+                    id: c.id,
+                    customer: c.customer,
+                    sku: c.sku,
+                    quantity: c.quantity,
+                    total_cents: price.cents * u64::from(c.quantity),
+                    placed_by,
+                };
+                locked(&o).insert(order.id, order);
+                Ok(())
+            }
+        });
+        let o = Arc::clone(&orders);
+        d.add_command(move |c: CancelOrder| {
+            let o = Arc::clone(&o);
+            async move {
+                locked(&o).remove(&c.id).map(|_| ()).ok_or_else(|| {
+                    Error::not_found("order.not_found", format!("no order {}", c.id))
+                })
+            }
+        });
+        Ok(())
+    }
+}
+
+async fn price(AxumPath(sku): AxumPath<String>) -> Json<Price> {
+    let cents = 100 + sku.bytes().map(u64::from).sum::<u64>() % 900;
+    Json(Price { sku, cents })
+}
+
+/// Starts both services; returns their addresses and the running services.
+async fn start(
+    orders_address: &str,
+    pricing_address: &str,
+) -> Result<(HttpAddress, Vec<mamey_core::RunningService>), BoxError> {
+    let pricing = Service::builder("pricing")
+        .env_vars([("MAMEY__HTTP__ADDRESS", pricing_address)])
+        .plugin(WebApi::new().router(Router::new().route("/prices/{sku}", get(price))))
+        .build()
+        .await?;
+    let HttpAddress(pricing_at) = pricing.resources().get::<HttpAddress>()?;
+    let pricing = pricing.start().await?;
+
+    let orders = Orders::default();
+    let orders_service = Service::builder("orders")
+        .env_vars([
+            ("MAMEY__HTTP__ADDRESS".to_owned(), orders_address.to_owned()),
+            ("MAMEY__HTTP__JWT__SECRET".to_owned(), SECRET.to_owned()),
+            ("MAMEY__HTTP__JWT__ISSUER".to_owned(), "identity".to_owned()),
+            (
+                "MAMEY__HTTP_CLIENT__SERVICES__PRICING".to_owned(),
+                format!("[\"http://{pricing_at}\"]"),
+            ),
+        ])
+        .plugin(Observability::new())
+        .plugin(HttpClient::new())
+        .handlers(handlers(&orders))
+        .plugin(WebApi::new().endpoints(endpoints()))
+        .build()
+        .await?;
+    let address = orders_service.resources().get::<HttpAddress>()?;
+    let orders_service = orders_service.start().await?;
+    Ok((address, vec![orders_service, pricing]))
+}
+
+fn token(subject: &str, role: &str) -> Result<String, Error> {
+    JwtIssuer::hs256(SECRET)
+        .issuer("identity")
+        .issue(&Identity::new(subject).with_role(role))
+}
+
+/// One request over HTTP; returns the status and body.
+async fn call(
+    method: Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> Result<(u16, String), BoxError> {
+    let mut request = Request::builder().method(method).uri(url);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let body = match body {
+        Some(json) => {
+            request = request.header("content-type", "application/json");
+            Bytes::from(serde_json::to_vec(&json)?)
+        }
+        None => Bytes::new(),
+    };
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let response = client.request(request.body(Full::new(body))?).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+async fn demo() -> Result<(), BoxError> {
+    let (HttpAddress(at), services) = start("127.0.0.1:0", "127.0.0.1:0").await?;
+    let url = |path: &str| format!("http://{at}{path}");
+    let (clerk, manager) = (token("carol", "clerk")?, token("mia", "manager")?);
+    let order = serde_json::json!({ "id": 1, "customer": "ada", "sku": "TEA-01", "quantity": 3 });
+
+    let steps = [
+        (
+            "place without a token",
+            Method::POST,
+            "/orders",
+            None,
+            Some(order.clone()),
+        ),
+        (
+            "place as clerk",
+            Method::POST,
+            "/orders",
+            Some(&clerk),
+            Some(order.clone()),
+        ),
+        (
+            "place it again",
+            Method::POST,
+            "/orders",
+            Some(&clerk),
+            Some(order),
+        ),
+        (
+            "place an invalid order",
+            Method::POST,
+            "/orders",
+            Some(&clerk),
+            Some(serde_json::json!({ "id": 2, "customer": "", "sku": "TEA-01", "quantity": 0 })),
+        ),
+        ("get it", Method::GET, "/orders/1", None, None),
+        (
+            "list ada's",
+            Method::GET,
+            "/orders?customer=ada",
+            None,
+            None,
+        ),
+        (
+            "cancel as clerk",
+            Method::DELETE,
+            "/orders/1",
+            Some(&clerk),
+            None,
+        ),
+        (
+            "cancel as manager",
+            Method::DELETE,
+            "/orders/1",
+            Some(&manager),
+            None,
+        ),
+        ("get it again", Method::GET, "/orders/1", None, None),
+    ];
+    for (what, method, path, token, body) in steps {
+        let (status, body) =
+            call(method.clone(), &url(path), token.map(String::as_str), body).await?;
+        println!("{what}: {method} {path} -> {status} {body}");
+    }
+    let (_, openapi) = call(Method::GET, &url("/openapi.json"), None, None).await?;
+    let openapi: serde_json::Value = serde_json::from_str(&openapi)?;
+    let mut operations = Vec::new();
+    if let Some(paths) = openapi["paths"].as_object() {
+        for (path, item) in paths {
+            for method in item.as_object().into_iter().flat_map(|m| m.keys()) {
+                operations.push(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+    }
+    println!("openapi: {}", operations.join(", "));
+    for service in services {
+        service.stop().await?;
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    if std::env::args().any(|a| a == "--demo") {
+        return demo().await;
+    }
+    let (HttpAddress(at), services) = start("127.0.0.1:8080", "127.0.0.1:8081").await?;
+    println!("orders on http://{at} (docs: http://{at}/docs)");
+    println!("clerk token:   {}", token("carol", "clerk")?);
+    println!("manager token: {}", token("mia", "manager")?);
+    tokio::signal::ctrl_c().await?;
+    for service in services {
+        service.stop().await?;
+    }
+    Ok(())
+}
