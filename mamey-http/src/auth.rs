@@ -432,6 +432,9 @@ impl Jwks {
                 }
             }
         }
+        if self.cache.read().await.is_none() {
+            return Err("the signing keys are unavailable".to_owned());
+        }
         self.cached(kid, Duration::MAX)
             .await
             .ok_or_else(|| "the token's key id is not known".to_owned())

@@ -552,10 +552,19 @@ impl Call {
             })?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, limit).collect().await.map_err(|e| {
-                unavailable(
-                    "client.unreachable",
-                    format!("reading the answer of `{}`: {e}", self.service),
-                )
+                if e.is::<http_body_util::LengthLimitError>() {
+                    // The same answer would come again: neither retried nor
+                    // the endpoint's fault.
+                    Failure::fatal(Error::internal(format!(
+                        "the answer of `{}` is larger than `http_client.max_response_bytes` ({limit})",
+                        self.service
+                    )))
+                } else {
+                    unavailable(
+                        "client.unreachable",
+                        format!("reading the answer of `{}`: {e}", self.service),
+                    )
+                }
             })?;
             Ok::<_, Failure>(Response {
                 status: parts.status,

@@ -38,6 +38,9 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::response::IntoResponse;
 use bytes::Bytes;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, Request, Response};
 use http_body::Frame;
@@ -247,6 +250,7 @@ impl Plugin for GrpcServer {
             routes = routes.add_service(builder.build_v1()?);
         }
         let calls = Arc::new(Calls {
+            hosted: self.names.iter().map(|n| (*n).to_owned()).collect(),
             authenticator,
             auth: std::mem::take(&mut self.auth),
             policies: std::mem::take(&mut self.policies),
@@ -358,6 +362,7 @@ impl tonic_health::pb::health_server::Health for HealthService {
 
 /// What every call goes through.
 struct Calls {
+    hosted: Vec<String>,
     authenticator: Option<Arc<Authenticator>>,
     auth: Auth,
     policies: Policies,
@@ -409,8 +414,13 @@ where
             let (service, method) = split_path(request.uri().path());
             let extracted = mamey_observability::propagation::extract(request.headers());
             let mut context = extracted.context;
-            let open =
-                service.starts_with("grpc.health.") || service.starts_with("grpc.reflection.");
+            let open = service == HEALTH_NAME || service == REFLECTION_NAME;
+            // Labels come from a bounded set: the hosted services' names.
+            let (service, method) = if open || calls.hosted.contains(&service) {
+                (service, method)
+            } else {
+                ("unmatched".to_owned(), "unmatched".to_owned())
+            };
             let authentication = match &calls.authenticator {
                 Some(authenticator) => authenticator.authenticate(request.headers()).await,
                 None if request.headers().contains_key(http::header::AUTHORIZATION) => {
@@ -453,12 +463,24 @@ where
                         otel.status_code = tracing::field::Empty,
                     );
                     mamey_observability::propagation::continue_trace(&span, &otel);
-                    let response = match tokio::time::timeout(calls.timeout, inner.call(request))
+                    // A panicking handler ends its call with INTERNAL.
+                    let call = std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request)));
+                    let handled = async move {
+                        match call {
+                            Ok(future) => AssertUnwindSafe(future).catch_unwind().await.ok(),
+                            Err(_) => None,
+                        }
+                    };
+                    let response = match tokio::time::timeout(calls.timeout, handled)
                         .instrument(span.clone())
                         .await
                     {
-                        Ok(Ok(response)) => response,
-                        Ok(Err(never)) => match never {},
+                        Ok(Some(Ok(response))) => response,
+                        Ok(Some(Err(never))) => match never {},
+                        Ok(None) => {
+                            tracing::error!("a gRPC handler panicked");
+                            Status::internal("an internal error occurred").into_http()
+                        }
                         Err(_) => Status::deadline_exceeded(format!(
                             "the call took longer than {} ms (`grpc.request_timeout`)",
                             calls.timeout.as_millis()
@@ -624,10 +646,33 @@ pub fn error(status: &Status) -> Error {
         .get("mamey-code")
         .and_then(|v| v.to_str().ok())
         .map_or_else(
-            || format!("grpc.{:?}", status.code()).to_lowercase(),
+            || format!("grpc.{}", code_name(status.code())),
             str::to_owned,
         );
     Error::new(kind, code, status.message().to_owned())
+}
+
+/// `DEADLINE_EXCEEDED` → `deadline_exceeded`.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown",
+        Code::InvalidArgument => "invalid_argument",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::NotFound => "not_found",
+        Code::AlreadyExists => "already_exists",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out_of_range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data_loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
 }
 
 /// A channel to a service by name, for tonic's generated clients: each call
@@ -637,6 +682,9 @@ pub fn error(status: &Status) -> Error {
 ///
 /// Calls are not retried: a gRPC request body is a stream that cannot be
 /// sent twice in general; retry where the call's meaning allows it.
+///
+/// Make one channel per service and clone it: clones share connections,
+/// while each `grpc()` call starts with none.
 ///
 /// ```no_run
 /// # async fn demo(client: mamey_http::ServiceClient) {

@@ -335,6 +335,20 @@ async fn failures_map_to_mamey_errors() {
     assert_eq!(error.kind(), ErrorKind::NotFound);
     assert_eq!(error.code(), "upstream.failed");
 
+    // An answer over the size limit is the same on every attempt: not retried.
+    let small = self::client(
+        ClientConfig {
+            max_response_bytes: 4,
+            ..ClientConfig::default()
+        },
+        &[&upstream],
+    );
+    upstream.status.store(200, Ordering::SeqCst);
+    let before = upstream.hits();
+    let too_large = small.get("up", "/").send().await.unwrap_err();
+    assert_eq!(too_large.kind(), ErrorKind::Internal, "{too_large}");
+    assert_eq!(upstream.hits() - before, 1);
+
     let unknown = client.get("nobody", "/").send().await.unwrap_err();
     assert_eq!(unknown.code(), "discovery.no_endpoints");
 

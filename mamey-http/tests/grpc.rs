@@ -253,6 +253,9 @@ async fn calls_carry_context_and_are_authenticated() {
     let error = mamey_http::grpc::error(&missing);
     assert_eq!(error.kind(), ErrorKind::NotFound);
     assert_eq!(error.code(), "order.not_found");
+    let plain = mamey_http::grpc::error(&tonic::Status::deadline_exceeded("slow"));
+    assert_eq!(plain.code(), "grpc.deadline_exceeded");
+    assert_eq!(plain.kind(), ErrorKind::Unavailable);
 
     // Health stays open to probes without a token.
     let mut health = HealthClient::new(channel_to(api.address));
