@@ -355,6 +355,36 @@ impl ServiceClient {
         &self.inner.config.breaker
     }
 
+    /// Runs `attempt` again while `retryable` says so and the retry config
+    /// and budget allow, with backoff between attempts.
+    #[cfg(feature = "grpc")]
+    pub(crate) async fn with_retries<T, E, F, Fut>(
+        &self,
+        mut attempt: F,
+        retryable: impl Fn(&E) -> bool,
+    ) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let config = &self.inner.config.retry;
+        self.inner.budget.deposit();
+        let mut tries = 1;
+        loop {
+            match attempt().await {
+                Err(e)
+                    if retryable(&e)
+                        && tries < config.max_attempts
+                        && self.inner.budget.withdraw() =>
+                {
+                    tokio::time::sleep(backoff(config, tries)).await;
+                    tries += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
     fn state(&self, endpoint: &Endpoint) -> Arc<EndpointState> {
         if let Ok(states) = self.inner.endpoints.read()
             && let Some(state) = states.get(endpoint)

@@ -680,8 +680,9 @@ fn code_name(code: Code) -> &'static str {
 /// balancer among those whose circuit is closed, with the caller's context
 /// in the metadata and `http_client.timeout` per call.
 ///
-/// Calls are not retried: a gRPC request body is a stream that cannot be
-/// sent twice in general; retry where the call's meaning allows it.
+/// Calls are not retried by the channel: a gRPC request body is a stream
+/// that cannot be sent twice in general. Retry calls that are safe to repeat
+/// with [`GrpcChannel::retry`].
 ///
 /// Make one channel per service and clone it: clones share connections,
 /// while each `grpc()` call starts with none.
@@ -720,6 +721,40 @@ impl ServiceClient {
 }
 
 impl GrpcChannel {
+    /// Runs `call` again after `UNAVAILABLE` or `RESOURCE_EXHAUSTED`, as
+    /// `http_client.retry` allows: attempts, backoff with jitter, and the
+    /// retry budget shared with the HTTP calls. Only for calls that are safe
+    /// to repeat; `call` builds a fresh request each time.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mamey_http::ServiceClient) -> Result<(), tonic::Status> {
+    /// use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    ///
+    /// let channel = client.grpc("orders");
+    /// let health = HealthClient::new(channel.clone());
+    /// let answer = channel
+    ///     .retry(|| {
+    ///         let mut health = health.clone();
+    ///         async move { health.check(HealthCheckRequest::default()).await }
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// The last attempt's status.
+    pub async fn retry<T, F, Fut>(&self, call: F) -> Result<T, Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        self.client
+            .with_retries(call, |status: &Status| {
+                matches!(status.code(), Code::Unavailable | Code::ResourceExhausted)
+            })
+            .await
+    }
+
     fn channel(&self, endpoint: &Endpoint) -> Result<tonic::transport::Channel, Status> {
         if let Ok(channels) = self.channels.read()
             && let Some(channel) = channels.get(endpoint)

@@ -264,11 +264,67 @@ async fn calls_carry_context_and_are_authenticated() {
 }
 
 #[tokio::test]
-async fn a_channel_to_a_dead_endpoint_is_unavailable() {
+async fn a_channel_to_a_dead_endpoint_is_unavailable_and_retried_on_request() {
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = closed.local_addr().unwrap();
     drop(closed);
-    let mut health = HealthClient::new(channel_to(address));
+    let channel = channel_to(address);
+    let mut health = HealthClient::new(channel.clone());
     let status = health.check(check("")).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+
+    // `retry` tries again (3 attempts by default); NOT_FOUND is not retried.
+    let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let status = channel
+        .retry(|| {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            let mut health = health.clone();
+            async move { health.check(check("")).await }
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    let once = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let status = channel
+        .retry(|| {
+            once.fetch_add(1, Ordering::SeqCst);
+            async { Err::<(), _>(tonic::Status::not_found("no")) }
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    assert_eq!(once.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn reflection_lists_the_hosted_services() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let gate = Arc::new(AtomicBool::new(true));
+    let api = start(&gate, Auth::Authenticated).await;
+    let mut reflection = ServerReflectionClient::new(channel_to(api.address));
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(futures_util::stream::iter([request]))
+        .await
+        .expect("reflection is open without a token")
+        .into_inner();
+    let answer = answers.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a service list: {answer:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "{names:?}"
+    );
+    drop(answers);
+    api.service.stop().await.unwrap();
 }

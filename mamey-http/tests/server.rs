@@ -574,3 +574,67 @@ async fn serves_http2_with_prior_knowledge() {
     assert_eq!(response.version(), http::Version::HTTP_2);
     api.service.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn cors_and_compression_when_asked_for() {
+    let (api, _) =
+        orders_service(&[("http.cors.allowed_origins", "[\"https://app.example.com\"]")]).await;
+
+    let preflight = send(
+        Method::OPTIONS,
+        &api.url("/orders"),
+        &[
+            ("origin", "https://app.example.com"),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "content-type"),
+        ],
+        Bytes::new(),
+    )
+    .await;
+    assert!(preflight.status.is_success(), "{:?}", preflight.status);
+    assert_eq!(
+        preflight.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert!(
+        preflight
+            .header("access-control-allow-methods")
+            .unwrap()
+            .contains("POST")
+    );
+
+    let allowed = send(
+        Method::GET,
+        &api.url("/orders"),
+        &[("origin", "https://app.example.com")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let other = send(
+        Method::GET,
+        &api.url("/orders"),
+        &[("origin", "https://evil.example")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(other.header("access-control-allow-origin"), None);
+
+    // Compressed only for a client that accepts it.
+    let gzipped = send(
+        Method::GET,
+        &api.url("/openapi.json"),
+        &[("accept-encoding", "gzip")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(gzipped.header("content-encoding"), Some("gzip"));
+    assert_eq!(&gzipped.body[..2], [0x1f, 0x8b], "a gzip stream");
+    let plain = http_get(&api.url("/openapi.json")).await;
+    assert_eq!(plain.header("content-encoding"), None);
+    plain.json();
+    api.service.stop().await.unwrap();
+}

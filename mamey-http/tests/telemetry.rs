@@ -88,21 +88,49 @@ impl Command for PlaceOrder {
     }
 }
 
+/// Log output, kept.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Lines {
+    type Writer = Lines;
+    fn make_writer(&'a self) -> Lines {
+        self.clone()
+    }
+}
+
 #[tokio::test]
 async fn spans_metrics_log_level_and_validation() {
     let spans = Spans::default();
+    let lines = Lines::default();
     let api = serve(
-        service("telemetry", &[("http.jwt.secret", SECRET)])
-            .plugin(
-                Observability::new()
-                    .with_writer(std::io::sink)
-                    .with_layer(spans.clone()),
-            )
-            .handlers(|d, _| {
-                d.add_query(|q: GetOrder| async move { Ok((q.id == 1).then(|| "ada".to_owned())) });
-                d.add_command(|_: PlaceOrder| async { Ok(()) });
-                Ok(())
-            }),
+        service(
+            "telemetry",
+            &[
+                ("http.jwt.secret", SECRET),
+                ("logging.level", "info,mamey_http=debug"),
+            ],
+        )
+        .plugin(
+            Observability::new()
+                .with_writer(lines.clone())
+                .with_layer(spans.clone()),
+        )
+        .handlers(|d, _| {
+            d.add_query(|q: GetOrder| async move { Ok((q.id == 1).then(|| "ada".to_owned())) });
+            d.add_command(|_: PlaceOrder| async { Ok(()) });
+            Ok(())
+        }),
         WebApi::new().endpoints(
             Endpoints::new()
                 .get::<GetOrder>("/orders/{id}")
@@ -146,6 +174,32 @@ async fn spans_metrics_log_level_and_validation() {
             .any(|(name, f)| name == "handle"
                 && f.get("message.name").is_some_and(|n| n == "GetOrder")),
         "the dispatcher's span runs inside the request"
+    );
+
+    // Request headers are logged at debug level, sensitive ones redacted.
+    send(
+        Method::GET,
+        &api.url("/orders/1"),
+        &[
+            ("authorization", "Bearer secret-token-value"),
+            ("cookie", "session=s3cr3t"),
+            ("x-trace-me", "visible"),
+        ],
+        Bytes::new(),
+    )
+    .await;
+    let logged = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let request_line = logged
+        .lines()
+        .find(|l| l.contains("x-trace-me: visible"))
+        .unwrap_or_else(|| panic!("no request line in {logged}"));
+    assert!(
+        request_line.contains(&format!("authorization: {}", mamey_core::config::REDACTED)),
+        "{request_line}"
+    );
+    assert!(
+        !logged.contains("secret-token-value") && !logged.contains("s3cr3t"),
+        "{logged}"
     );
 
     // RED metrics by route template, never by raw path.
