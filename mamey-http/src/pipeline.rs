@@ -13,8 +13,11 @@ use axum::extract::MatchedPath;
 use axum::response::{IntoResponse, Response};
 use std::panic::AssertUnwindSafe;
 
+use std::future::Future;
+
 use futures_util::FutureExt;
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Either};
+use tower_http::compression::{Compression, CompressionLayer};
 use http::{HeaderName, HeaderValue, Request, StatusCode, header};
 use tokio::sync::Semaphore;
 use tower::{Layer, Service};
@@ -45,6 +48,8 @@ pub(crate) struct Pipeline {
     pub(crate) authenticator: Option<Arc<Authenticator>>,
     pub(crate) sensitive_headers: Vec<HeaderName>,
     pub(crate) metrics: HttpServerMetrics,
+    /// Gzip answers for clients that accept it (`http.compression`).
+    pub(crate) compression: bool,
     /// The service's resources, set when the web API starts.
     pub(crate) resources: OnceLock<Arc<mamey_core::Resources>>,
 }
@@ -52,32 +57,34 @@ pub(crate) struct Pipeline {
 #[derive(Clone)]
 pub(crate) struct PipelineLayer(pub(crate) Arc<Pipeline>);
 
-impl<S> Layer<S> for PipelineLayer {
+impl<S: Clone> Layer<S> for PipelineLayer {
     type Service = PipelineService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
         PipelineService {
             pipeline: Arc::clone(&self.0),
+            compressed: self
+                .0
+                .compression
+                .then(|| CompressionLayer::new().layer(inner.clone())),
             inner,
         }
     }
 }
 
+/// The pipeline around the routes, and the routes behind compression for
+/// the requests that accept it (so the others' bodies are not wrapped).
 #[derive(Clone)]
 pub(crate) struct PipelineService<S> {
     pipeline: Arc<Pipeline>,
     inner: S,
+    compressed: Option<Compression<S>>,
 }
 
-impl<S, B> Service<Request<Body>> for PipelineService<S>
+impl<S> Service<Request<Body>> for PipelineService<S>
 where
-    S: Service<Request<Body>, Response = http::Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<mamey_core::BoxError>,
 {
     type Response = Response;
     type Error = Infallible;
@@ -91,8 +98,11 @@ where
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let pipeline = Arc::clone(&self.pipeline);
         // The clone is ready (axum routes always are); keep the original.
-        let ready = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let accepts_encoding = request.headers().contains_key(header::ACCEPT_ENCODING);
+        let handler = match &self.compressed {
+            Some(compressed) if accepts_encoding => Either::Right(compressed.clone()),
+            _ => Either::Left(self.inner.clone()),
+        };
         Box::pin(async move {
             let started = Instant::now();
             let route = request.extensions().get::<MatchedPath>().cloned();
@@ -154,7 +164,7 @@ where
                         // A panic in the handler, in its synchronous part or
                         // while polled, is a 500, never a dropped connection.
                         let call =
-                            std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request)));
+                            std::panic::catch_unwind(AssertUnwindSafe(|| handle(handler, request)));
                         let handled = async move {
                             match call {
                                 Ok(future) => AssertUnwindSafe(future).catch_unwind().await.ok(),
@@ -168,7 +178,7 @@ where
                             None => call.await,
                         };
                         match outcome {
-                            Ok(Some(Ok(response))) => response.map(Body::new),
+                            Ok(Some(Ok(response))) => response,
                             Ok(Some(Err(never))) => match never {},
                             Ok(None) => panicked(),
                             Err(_) => timed_out(pipeline.timeout),
@@ -194,6 +204,25 @@ where
             );
             Ok(response)
         })
+    }
+}
+
+/// Calls the routes, compressed or not; one response body type either way.
+fn handle<S>(
+    handler: Either<S, Compression<S>>,
+    request: Request<Body>,
+) -> impl Future<Output = Result<Response, Infallible>> + Send + 'static
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    match handler {
+        Either::Left(mut plain) => Either::Left(plain.call(request)),
+        Either::Right(mut compressed) => Either::Right(
+            compressed
+                .call(request)
+                .map(|result| result.map(|response| response.map(Body::new))),
+        ),
     }
 }
 

@@ -17,7 +17,6 @@ use mamey_observability::metrics::HttpServerMetrics;
 use mamey_observability::{LogLevel, Prometheus};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::{Auth, Authentication, Authenticator, Policies};
@@ -283,6 +282,7 @@ impl Plugin for WebApi {
             authenticator,
             sensitive_headers,
             metrics: HttpServerMetrics::new(),
+            compression: config.compression,
             resources: OnceLock::new(),
         });
         // One `layer` call: each call boxes the stack again, and axum clones
@@ -293,11 +293,6 @@ impl Plugin for WebApi {
                 // (shed, too large, timed out) reach browsers too.
                 .option_layer(cors)
                 .layer(PipelineLayer(Arc::clone(&pipeline)))
-                .option_layer(config.compression.then(|| {
-                    tower::ServiceBuilder::new()
-                        .map_response(|r: http::Response<_>| r.map(axum::body::Body::new))
-                        .layer(CompressionLayer::new())
-                }))
                 .layer(DefaultBodyLimit::max(config.body_limit)),
         );
         self.pipeline = Some(pipeline);
