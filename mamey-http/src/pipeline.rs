@@ -17,10 +17,10 @@ use std::future::Future;
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Either};
-use tower_http::compression::{Compression, CompressionLayer};
 use http::{HeaderName, HeaderValue, Request, StatusCode, header};
 use tokio::sync::Semaphore;
 use tower::{Layer, Service};
+use tower_http::compression::{Compression, CompressionLayer};
 use tracing::Instrument;
 
 use crate::auth::{Authentication, Authenticator};

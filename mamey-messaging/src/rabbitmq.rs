@@ -116,10 +116,12 @@ struct Inner {
     connection: Connection,
     /// Publishing channels; one closed by the broker (e.g. a channel-level
     /// error) is replaced on next use.
-    publish: Vec<std::sync::Mutex<Channel>>,
+    /// Shared, not cloned per publish: a lapin `Channel` clone is a dozen
+    /// reference counts.
+    publish: Vec<std::sync::RwLock<Arc<Channel>>>,
     /// Exchanges declared by publishers (declaring is idempotent; a publish
     /// to a missing exchange would close the channel).
-    declared: std::sync::Mutex<std::collections::HashSet<String>>,
+    declared: std::sync::RwLock<std::collections::HashSet<String>>,
     /// Set once `close` has drained the consumers; publishing fails after.
     closed: std::sync::atomic::AtomicBool,
     next: AtomicUsize,
@@ -170,13 +172,13 @@ impl RabbitMqBroker {
             let channel = confirm_channel(&connection)
                 .await
                 .map_err(|e| ConnectError(e.to_string()))?;
-            publish.push(std::sync::Mutex::new(channel));
+            publish.push(std::sync::RwLock::new(Arc::new(channel)));
         }
         Ok(Self {
             inner: Arc::new(Inner {
                 connection,
                 publish,
-                declared: std::sync::Mutex::new(std::collections::HashSet::new()),
+                declared: std::sync::RwLock::new(std::collections::HashSet::new()),
                 closed: std::sync::atomic::AtomicBool::new(false),
                 next: AtomicUsize::new(0),
                 window: Semaphore::new(config.max_unconfirmed.max(1)),
@@ -190,9 +192,9 @@ impl RabbitMqBroker {
 
     /// A publishing channel (round robin), replacing one the broker closed
     /// while the connection itself is up.
-    async fn channel(&self) -> Result<Channel, PublishError> {
+    async fn channel(&self) -> Result<Arc<Channel>, PublishError> {
         let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.publish.len();
-        let current = lock(&self.inner.publish[i]).clone();
+        let current = Arc::clone(&read(&self.inner.publish[i]));
         if current.status().connected() || !self.inner.connection.status().connected() {
             return Ok(current);
         }
@@ -200,13 +202,14 @@ impl RabbitMqBroker {
         let fresh = confirm_channel(&self.inner.connection)
             .await
             .map_err(|e| PublishError::Unavailable(e.to_string()))?;
-        *lock(&self.inner.publish[i]) = fresh.clone();
+        let fresh = Arc::new(fresh);
+        *write(&self.inner.publish[i]) = Arc::clone(&fresh);
         Ok(fresh)
     }
 
     /// Declares `exchange` (topic, durable) once before the first publish.
     async fn ensure_exchange(&self, channel: &Channel, exchange: &str) -> Result<(), PublishError> {
-        if exchange.is_empty() || lock(&self.inner.declared).contains(exchange) {
+        if exchange.is_empty() || read(&self.inner.declared).contains(exchange) {
             return Ok(());
         }
         channel
@@ -223,7 +226,7 @@ impl RabbitMqBroker {
             .map_err(|e| {
                 PublishError::Unavailable(format!("declaring exchange `{exchange}`: {e}"))
             })?;
-        lock(&self.inner.declared).insert(exchange.to_owned());
+        write(&self.inner.declared).insert(exchange.to_owned());
         Ok(())
     }
 
@@ -429,11 +432,14 @@ impl RabbitMqBroker {
     }
 }
 
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
+fn read<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn confirm_channel(connection: &Connection) -> lapin::Result<Channel> {
