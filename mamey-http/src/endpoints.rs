@@ -34,6 +34,8 @@
 //!   else as strings (and as strings when the number does not fit the field).
 
 use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -50,7 +52,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::auth::{Auth, Authentication, Policies};
-use crate::openapi::{Describe, EndpointDoc};
+use crate::openapi::{Describe, EndpointDoc, Schemas};
 use crate::problem::{ApiError, Problem, too_large};
 
 type Before<M> = Arc<dyn Fn(&mut M) -> Result<(), Error> + Send + Sync>;
@@ -71,13 +73,7 @@ pub(crate) trait EndpointDef: Send {
     fn path(&self) -> &str;
     fn auth(&self) -> &Auth;
     fn route(self: Box<Self>, env: RouteEnv) -> MethodRouter;
-    fn describe(
-        &self,
-        schemas: &mut Vec<(
-            String,
-            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
-        )>,
-    ) -> EndpointDoc;
+    fn describe(&self, schemas: &mut Schemas) -> EndpointDoc;
 }
 
 /// A set of endpoints; give it to [`WebApi::endpoints`](crate::WebApi::endpoints).
@@ -112,7 +108,7 @@ impl Endpoints {
         Q: Query + DeserializeOwned + ToSchema,
         Q::Output: Serialize + ToSchema,
     {
-        Endpoint::new(self, Method::GET, path, finish_query::<Q>)
+        Endpoint::new(self, Method::GET, path, finish::<Q, AsQuery>)
     }
 
     /// `POST path` sends command `C`.
@@ -120,7 +116,7 @@ impl Endpoints {
     where
         C: Command + DeserializeOwned + ToSchema,
     {
-        Endpoint::new(self, Method::POST, path, finish_command::<C>)
+        Endpoint::new(self, Method::POST, path, finish::<C, AsCommand>)
     }
 
     /// `PUT path` sends command `C`.
@@ -128,7 +124,7 @@ impl Endpoints {
     where
         C: Command + DeserializeOwned + ToSchema,
     {
-        Endpoint::new(self, Method::PUT, path, finish_command::<C>)
+        Endpoint::new(self, Method::PUT, path, finish::<C, AsCommand>)
     }
 
     /// `DELETE path` sends command `C`; the body is optional.
@@ -136,7 +132,7 @@ impl Endpoints {
     where
         C: Command + DeserializeOwned + ToSchema,
     {
-        Endpoint::new(self, Method::DELETE, path, finish_command::<C>)
+        Endpoint::new(self, Method::DELETE, path, finish::<C, AsCommand>)
     }
 
     /// The endpoints of `other` too.
@@ -319,20 +315,85 @@ fn method_filter(method: &Method) -> MethodFilter {
     }
 }
 
-struct QueryEndpoint<Q>(Arc<Spec<Q>>);
+/// How endpoints of message type `M` answer and are documented: as a query
+/// ([`AsQuery`]) or as a command ([`AsCommand`]).
+trait Answer<M>: 'static {
+    fn answer(
+        spec: &Spec<M>,
+        env: &RouteEnv,
+        request: Request,
+    ) -> impl Future<Output = Result<Response, Response>> + Send;
 
-fn finish_query<Q>(spec: Spec<Q>) -> Box<dyn EndpointDef>
+    fn describe(spec: &Spec<M>, schemas: &mut Schemas) -> EndpointDoc;
+}
+
+struct AsQuery;
+
+impl<Q> Answer<Q> for AsQuery
 where
     Q: Query + DeserializeOwned + ToSchema,
     Q::Output: Serialize + ToSchema,
 {
-    Box::new(QueryEndpoint(Arc::new(spec)))
+    fn answer(
+        spec: &Spec<Q>,
+        env: &RouteEnv,
+        request: Request,
+    ) -> impl Future<Output = Result<Response, Response>> + Send {
+        answer_query(spec, env, request)
+    }
+
+    fn describe(spec: &Spec<Q>, schemas: &mut Schemas) -> EndpointDoc {
+        Describe::query::<Q>(
+            &spec.method,
+            &spec.path,
+            &spec.auth,
+            spec.summary.as_deref(),
+            schemas,
+        )
+    }
 }
 
-impl<Q> EndpointDef for QueryEndpoint<Q>
+struct AsCommand;
+
+impl<C> Answer<C> for AsCommand
 where
-    Q: Query + DeserializeOwned + ToSchema,
-    Q::Output: Serialize + ToSchema,
+    C: Command + DeserializeOwned + ToSchema,
+{
+    fn answer(
+        spec: &Spec<C>,
+        env: &RouteEnv,
+        request: Request,
+    ) -> impl Future<Output = Result<Response, Response>> + Send {
+        answer_command(spec, env, request)
+    }
+
+    fn describe(spec: &Spec<C>, schemas: &mut Schemas) -> EndpointDoc {
+        Describe::command::<C>(
+            &spec.method,
+            &spec.path,
+            &spec.auth,
+            spec.summary.as_deref(),
+            spec.status.unwrap_or(StatusCode::NO_CONTENT),
+            schemas,
+        )
+    }
+}
+
+/// A finished endpoint: its settings and how it answers.
+struct Defined<M, A>(Arc<Spec<M>>, PhantomData<fn() -> A>);
+
+fn finish<M, A>(spec: Spec<M>) -> Box<dyn EndpointDef>
+where
+    M: Send + 'static,
+    A: Answer<M>,
+{
+    Box::new(Defined::<M, A>(Arc::new(spec), PhantomData))
+}
+
+impl<M, A> EndpointDef for Defined<M, A>
+where
+    M: Send + 'static,
+    A: Answer<M>,
 {
     fn method(&self) -> &Method {
         &self.0.method
@@ -350,27 +411,15 @@ where
         on(filter, move |request: Request| {
             let (spec, env) = (Arc::clone(&spec), env.clone());
             async move {
-                match answer_query::<Q>(&spec, &env, request).await {
+                match A::answer(&spec, &env, request).await {
                     Ok(response) | Err(response) => response,
                 }
             }
         })
     }
 
-    fn describe(
-        &self,
-        schemas: &mut Vec<(
-            String,
-            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
-        )>,
-    ) -> EndpointDoc {
-        Describe::query::<Q>(
-            &self.0.method,
-            &self.0.path,
-            &self.0.auth,
-            self.0.summary.as_deref(),
-            schemas,
-        )
+    fn describe(&self, schemas: &mut Schemas) -> EndpointDoc {
+        A::describe(&self.0, schemas)
     }
 }
 
@@ -464,61 +513,6 @@ async fn route_values(parts: &mut http::request::Parts) -> Result<Vec<(String, S
         .iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect())
-}
-
-struct CommandEndpoint<C>(Arc<Spec<C>>);
-
-fn finish_command<C>(spec: Spec<C>) -> Box<dyn EndpointDef>
-where
-    C: Command + DeserializeOwned + ToSchema,
-{
-    Box::new(CommandEndpoint(Arc::new(spec)))
-}
-
-impl<C> EndpointDef for CommandEndpoint<C>
-where
-    C: Command + DeserializeOwned + ToSchema,
-{
-    fn method(&self) -> &Method {
-        &self.0.method
-    }
-    fn path(&self) -> &str {
-        &self.0.path
-    }
-    fn auth(&self) -> &Auth {
-        &self.0.auth
-    }
-
-    fn route(self: Box<Self>, env: RouteEnv) -> MethodRouter {
-        let spec = self.0;
-        let filter = method_filter(&spec.method);
-        on(filter, move |request: Request| {
-            let (spec, env) = (Arc::clone(&spec), env.clone());
-            async move {
-                match answer_command::<C>(&spec, &env, request).await {
-                    Ok(response) | Err(response) => response,
-                }
-            }
-        })
-    }
-
-    fn describe(
-        &self,
-        schemas: &mut Vec<(
-            String,
-            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
-        )>,
-    ) -> EndpointDoc {
-        let status = self.0.status.unwrap_or(StatusCode::NO_CONTENT);
-        Describe::command::<C>(
-            &self.0.method,
-            &self.0.path,
-            &self.0.auth,
-            self.0.summary.as_deref(),
-            status,
-            schemas,
-        )
-    }
 }
 
 async fn answer_command<C>(
