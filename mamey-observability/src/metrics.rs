@@ -159,10 +159,13 @@ pub fn record_message_consumed(
 
 /// `messages_published_total`, labelled `message` and `outcome`
 /// (`"confirmed"`, `"returned"`, `"failed"`).
-pub fn record_message_published(message: &str, outcome: &'static str) {
+///
+/// `message` is a `&'static str`, a `String` or an `Arc<str>`; only a
+/// `String` costs an allocation per call.
+pub fn record_message_published(message: impl Into<SharedString>, outcome: &'static str) {
     counter!(
         "messages_published_total",
-        "message" => message.to_owned(),
+        "message" => message.into(),
         "outcome" => outcome,
     )
     .increment(1);
