@@ -291,6 +291,24 @@ mod bench {
             .build()
             .unwrap();
         runtime.block_on(async {
+            // For a profiler: one side only.
+            match std::env::var("BENCH_ONLY").as_deref() {
+                Ok("lapin") => {
+                    println!(
+                        "lapin {:.0} msg/s",
+                        lapin_run(n, &mamey_core::new_id()[..8]).await
+                    );
+                    return;
+                }
+                Ok("mamey") => {
+                    println!(
+                        "mamey {:.0} msg/s",
+                        mamey_run(n, &mamey_core::new_id()[..8]).await
+                    );
+                    return;
+                }
+                _ => {}
+            }
             let (mut raw, mut ours, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
             for round in 0..rounds {
                 let tag = &mamey_core::new_id()[..8];

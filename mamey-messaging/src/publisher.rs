@@ -34,6 +34,13 @@ pub trait Codec: Send + Sync + 'static {
     fn decode<M: DeserializeOwned>(&self, body: &[u8]) -> Result<M, String>;
 }
 
+thread_local! {
+    static ENCODE_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The largest encode buffer a thread keeps between messages.
+const MAX_KEPT_BUFFER: usize = 256 * 1024;
+
 /// JSON bodies (`application/json`), the default and Convey's format.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json;
@@ -43,9 +50,23 @@ impl Codec for Json {
         "application/json"
     }
     fn encode<M: Serialize>(&self, message: &M) -> Result<Bytes, String> {
-        serde_json::to_vec(message)
-            .map(Bytes::from)
-            .map_err(|e| e.to_string())
+        // Into a buffer kept per thread, then one exact-size copy: a growing
+        // `Vec` would reallocate and copy several times for a 1 KiB body.
+        ENCODE_BUFFER.with(|buffer| match buffer.try_borrow_mut() {
+            Ok(mut buffer) => {
+                buffer.clear();
+                serde_json::to_writer(&mut *buffer, message).map_err(|e| e.to_string())?;
+                let body = Bytes::copy_from_slice(&buffer);
+                if buffer.capacity() > MAX_KEPT_BUFFER {
+                    *buffer = Vec::new();
+                }
+                Ok(body)
+            }
+            // A `Serialize` that publishes while being encoded.
+            Err(_) => serde_json::to_vec(message)
+                .map(Bytes::from)
+                .map_err(|e| e.to_string()),
+        })
     }
     fn decode<M: DeserializeOwned>(&self, body: &[u8]) -> Result<M, String> {
         serde_json::from_slice(body).map_err(|e| e.to_string())
