@@ -64,10 +64,6 @@ pub mod health;
 mod resources;
 mod service;
 
-/// The repository README's quickstart, compiled as a doctest so it stays true.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeQuickstart;
 
 pub use context::{Identity, MessageContext, TraceContext, new_id};
 pub use error::{BoxError, Error, ErrorKind, FieldError};

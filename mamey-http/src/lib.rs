@@ -29,6 +29,11 @@ pub use problem::{ApiError, Json, PROBLEM_JSON, Path, Problem, ProblemField, Que
 pub use validate::validate;
 pub use webapi::{HttpAddress, Resource, WebApi};
 
+/// The repository README's quickstart, compiled as a doctest so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeQuickstart;
+
 /// Re-exported so that services name one axum version.
 pub use axum;
 /// The OpenAPI crate whose `ToSchema` the DSL's messages implement. The
