@@ -64,7 +64,6 @@ pub mod health;
 mod resources;
 mod service;
 
-
 pub use context::{Identity, MessageContext, TraceContext, new_id};
 pub use error::{BoxError, Error, ErrorKind, FieldError};
 pub use resources::{MissingResource, Requirement, Resources};

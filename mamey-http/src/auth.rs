@@ -414,8 +414,11 @@ impl Jwks {
         }
         let recently = last_attempt.is_some_and(|at| at.elapsed() < MIN_REFETCH);
         if !recently {
+            let fetched = self.fetch().await;
+            // Stamped when the attempt ends: a fetch that hung until its
+            // timeout does not let the next waiter start another at once.
             *last_attempt = Some(Instant::now());
-            match self.fetch().await {
+            match fetched {
                 Ok(keys) => {
                     *self.cache.write().await = Some(Cached {
                         keys,

@@ -33,18 +33,21 @@ pub(crate) async fn get_bytes(
     timeout: Duration,
 ) -> Result<Bytes, String> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let response = tokio::time::timeout(timeout, client.get(uri.clone()))
+    // One deadline for the headers and the whole body.
+    let exchange = async {
+        let response = client.get(uri.clone()).await.map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("status {}", response.status()));
+        }
+        let body = Limited::new(response.into_body(), limit)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(body.to_bytes())
+    };
+    tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| format!("no answer within {timeout:?}"))?
-        .map_err(|e| e.to_string())?;
-    if !response.status().is_success() {
-        return Err(format!("status {}", response.status()));
-    }
-    let body = Limited::new(response.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(body.to_bytes())
+        .map_err(|_| format!("no whole answer within {timeout:?}"))?
 }
 
 /// The `http_client` section.
@@ -430,7 +433,8 @@ impl ServiceClient {
             }
         };
         let (index, state) = states.into_iter().nth(chosen)?;
-        let probe = state.admit(breaker);
+        // Another call may have taken the probe since `allows`.
+        let probe = state.admit(breaker)?;
         Some((endpoints[index].clone(), state, probe))
     }
 }
@@ -453,7 +457,9 @@ impl Call {
     /// Sets a header; an invalid name or value is not sent, and logged.
     pub fn header(mut self, name: &str, value: &str) -> Self {
         match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
-            (Ok(name), Ok(value)) => {
+            (Ok(name), Ok(mut value)) => {
+                // Kept out of `Debug` output.
+                value.set_sensitive(name == header::AUTHORIZATION);
                 self.headers.insert(name, value);
             }
             _ => tracing::warn!(header = name, "invalid header not sent"),
@@ -501,6 +507,13 @@ impl Call {
     /// (`client.timeout`), open circuits (`client.circuit_open`) and unknown
     /// services (`discovery.no_endpoints`).
     pub async fn send(self) -> Result<Response, Error> {
+        // `@host/…` after the endpoint's URL would name another host.
+        if !self.path.starts_with('/') {
+            return Err(Error::invalid_input(
+                "client.url",
+                format!("the path `{}` does not start with `/`", self.path),
+            ));
+        }
         let inner = Arc::clone(&self.client.inner);
         let config = &inner.config;
         let started = Instant::now();
@@ -561,6 +574,9 @@ impl Call {
                 ),
             )));
         };
+        // From here the call is in flight: an early return still releases a
+        // half-open probe.
+        let in_flight = state.start(probe);
         let url = format!("{}{}", endpoint.url, self.path);
         let mut request = Request::builder()
             .method(self.method.clone())
@@ -571,7 +587,6 @@ impl Call {
             })?;
         *request.headers_mut() = headers.clone();
         let timeout = self.timeout.unwrap_or(inner.config.timeout);
-        let in_flight = state.start(probe);
         let limit = inner.config.max_response_bytes;
         let exchange = async {
             let response = inner.http.request(request).await.map_err(|e| {
@@ -624,7 +639,11 @@ impl Call {
                 state.failed(&inner.config.breaker);
                 return Err(failure);
             }
-            Err(failure) => return Err(failure),
+            // The endpoint answered (too much, say): not its failure.
+            Err(failure) => {
+                state.succeeded();
+                return Err(failure);
+            }
         };
         if response.status.is_server_error() {
             state.failed(&inner.config.breaker);
@@ -716,8 +735,9 @@ fn propagate(headers: &mut HeaderMap, forward_authorization: bool) {
     if forward_authorization
         && !headers.contains_key(header::AUTHORIZATION)
         && let Some(token) = crate::pipeline::caller_token()
-        && let Ok(value) = HeaderValue::try_from(format!("Bearer {token}"))
+        && let Ok(mut value) = HeaderValue::try_from(format!("Bearer {token}"))
     {
+        value.set_sensitive(true);
         headers.insert(header::AUTHORIZATION, value);
     }
 }
@@ -783,16 +803,19 @@ impl EndpointState {
         }
     }
 
-    /// Marks the half-open probe as out, when this call is one.
-    fn admit(&self, config: &BreakerConfig) -> bool {
+    /// Lets a call through: `Some(false)` when closed, `Some(true)` when it
+    /// is the half-open probe (marked as out), `None` when open or a probe is
+    /// already out. Checked and marked under one lock.
+    fn admit(&self, config: &BreakerConfig) -> Option<bool> {
         let mut breaker = self.lock();
-        let probe = breaker
-            .opened
-            .is_some_and(|o| o.elapsed() >= config.open_for);
-        if probe {
-            breaker.probing = true;
+        match breaker.opened {
+            None => Some(false),
+            Some(opened) if opened.elapsed() >= config.open_for && !breaker.probing => {
+                breaker.probing = true;
+                Some(true)
+            }
+            Some(_) => None,
         }
-        probe
     }
 
     pub(crate) fn succeeded(&self) {
@@ -945,11 +968,12 @@ mod tests {
         state.failed(&config);
         assert!(state.lock().opened.is_some());
         assert!(state.allows(&config), "open_for elapsed: a probe may go");
-        assert!(state.admit(&config));
+        assert_eq!(state.admit(&config), Some(true));
         assert!(!state.allows(&config), "only one probe at a time");
+        assert_eq!(state.admit(&config), None);
         drop(state.start(true));
         assert!(state.allows(&config), "an abandoned probe is released");
-        assert!(state.admit(&config));
+        assert_eq!(state.admit(&config), Some(true));
         state.succeeded();
         assert!(state.allows(&config));
         assert!(state.lock().opened.is_none());

@@ -37,9 +37,9 @@ pub struct HttpConfig {
     pub concurrency_limit: usize,
     /// Compress responses (gzip) when the client accepts it. Default: `true`.
     pub compression: bool,
-    /// Request headers never written to logs, lower-case. Default:
-    /// `authorization`, `cookie`, `set-cookie`, `proxy-authorization`,
-    /// `x-api-key`.
+    /// Request headers never written to logs, lower-case, in addition to
+    /// `authorization`, `cookie`, `set-cookie`, `proxy-authorization` and
+    /// `x-api-key`, which always are. Default: none more.
     pub sensitive_headers: Vec<String>,
     /// Cross-origin requests; off unless origins are listed.
     pub cors: CorsConfig,
@@ -57,15 +57,7 @@ impl Default for HttpConfig {
             body_limit: 2 * 1024 * 1024,
             concurrency_limit: 1024,
             compression: true,
-            sensitive_headers: [
-                "authorization",
-                "cookie",
-                "set-cookie",
-                "proxy-authorization",
-                "x-api-key",
-            ]
-            .map(str::to_owned)
-            .to_vec(),
+            sensitive_headers: Vec::new(),
             cors: CorsConfig::default(),
             jwt: JwtConfig::default(),
             endpoints: OperationalEndpoints::default(),

@@ -25,7 +25,7 @@
 //! - **Queries** (`get`): route values and the query string are bound into
 //!   the query; the output is the `200` JSON body, and an output that
 //!   serializes to `null` (`None`) is `404`.
-//! - **Commands** (`post`, `put`, `delete`): the JSON body (optional for
+//! - **Commands** (`post`, `put`, `patch`, `delete`): the JSON body (optional for
 //!   `delete`) with the route values bound over its fields; `204 No
 //!   Content` by default, `201 Created` with `location` after
 //!   [`created`](Endpoint::created), `202 Accepted` after
@@ -125,6 +125,14 @@ impl Endpoints {
         C: Command + DeserializeOwned + ToSchema,
     {
         Endpoint::new(self, Method::PUT, path, finish::<C, AsCommand>)
+    }
+
+    /// `PATCH path` sends command `C`.
+    pub fn patch<C>(self, path: &str) -> Endpoint<C>
+    where
+        C: Command + DeserializeOwned + ToSchema,
+    {
+        Endpoint::new(self, Method::PATCH, path, finish::<C, AsCommand>)
     }
 
     /// `DELETE path` sends command `C`; the body is optional.
@@ -256,6 +264,14 @@ impl<M: Send + 'static> Endpoint<M> {
         self.finish().put(path)
     }
 
+    /// Adds the next endpoint: `PATCH path` for command `C`.
+    pub fn patch<C>(self, path: &str) -> Endpoint<C>
+    where
+        C: Command + DeserializeOwned + ToSchema,
+    {
+        self.finish().patch(path)
+    }
+
     /// Adds the next endpoint: `DELETE path` for command `C`.
     pub fn delete<C>(self, path: &str) -> Endpoint<C>
     where
@@ -310,6 +326,7 @@ fn method_filter(method: &Method) -> MethodFilter {
     match *method {
         Method::POST => MethodFilter::POST,
         Method::PUT => MethodFilter::PUT,
+        Method::PATCH => MethodFilter::PATCH,
         Method::DELETE => MethodFilter::DELETE,
         _ => MethodFilter::GET,
     }

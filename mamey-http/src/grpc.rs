@@ -441,9 +441,10 @@ where
                     crate::auth::Denied::Forbidden(reason) => Status::permission_denied(reason),
                 };
                 let code = status.code() as i32;
+                // The method of a refused call is the caller's word only.
                 mamey_observability::metrics::record_grpc_server(
                     &service,
-                    &method,
+                    "unmatched",
                     code,
                     started.elapsed(),
                 );
@@ -554,9 +555,15 @@ impl Metered {
         if fault {
             self.span.record("otel.status_code", "ERROR");
         }
+        // A method the service does not have is the caller's word only.
+        let method = if code == Code::Unimplemented as i32 {
+            "unmatched"
+        } else {
+            self.method.as_str()
+        };
         mamey_observability::metrics::record_grpc_server(
             &self.service,
-            &self.method,
+            method,
             code,
             self.started.elapsed(),
         );
@@ -798,8 +805,8 @@ impl Service<Request<tonic::body::Body>> for GrpcChannel {
                 ))) as BoxError);
             };
             mamey_observability::propagation::inject(request.headers_mut());
-            let channel = this.channel(&endpoint)?;
             let in_flight = state.start(probe);
+            let channel = this.channel(&endpoint)?;
             let timeout = this.client.timeout();
             let outcome = tokio::time::timeout(timeout, channel.oneshot(request)).await;
             in_flight.settled();

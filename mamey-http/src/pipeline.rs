@@ -107,12 +107,13 @@ where
             let started = Instant::now();
             let route = request.extensions().get::<MatchedPath>().cloned();
             let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-            let method = request.method().clone();
+            // Any token is a valid method: labels only from the standard set.
+            let method = method_label(request.method());
 
             let Ok(permit) = pipeline.permits.try_acquire() else {
                 let response = shed();
                 pipeline.metrics.record(
-                    method.as_str(),
+                    method,
                     route,
                     response.status().as_u16(),
                     started.elapsed(),
@@ -148,7 +149,7 @@ where
                     let span = tracing::info_span!(
                         "request",
                         otel.kind = "server",
-                        http.request.method = %method,
+                        http.request.method = method,
                         http.route = route,
                         http.response.status_code = tracing::field::Empty,
                         otel.status_code = tracing::field::Empty,
@@ -196,12 +197,9 @@ where
             if let Some(id) = request_id {
                 response.headers_mut().insert(REQUEST_ID, id);
             }
-            pipeline.metrics.record(
-                method.as_str(),
-                route,
-                response.status().as_u16(),
-                started.elapsed(),
-            );
+            pipeline
+                .metrics
+                .record(method, route, response.status().as_u16(), started.elapsed());
             Ok(response)
         })
     }
@@ -223,6 +221,24 @@ where
                 .call(request)
                 .map(|result| result.map(|response| response.map(Body::new))),
         ),
+    }
+}
+
+/// The method as a metric label: one of the standard methods, else
+/// `_OTHER`.
+fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "_OTHER",
     }
 }
 
@@ -291,9 +307,10 @@ fn log_request<B>(request: &Request<B>, sensitive: &[HeaderName]) {
             }
         })
         .collect();
+    // The path only: query strings carry tokens too often.
     tracing::debug!(
         method = %request.method(),
-        uri = %request.uri(),
+        path = request.uri().path(),
         headers = %headers.join(", "),
         "request"
     );

@@ -77,6 +77,15 @@ fn internal() -> Problem {
     )
 }
 
+/// Request headers never logged, whatever `http.sensitive_headers` adds.
+const ALWAYS_SENSITIVE: [&str; 5] = [
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "proxy-authorization",
+    "x-api-key",
+];
+
 /// The address the web API listens on, as a resource (useful with port 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpAddress(pub SocketAddr);
@@ -193,9 +202,10 @@ impl Plugin for WebApi {
         }
         let authenticator = Authenticator::from_config(&config.jwt, "http.jwt")?.map(Arc::new);
         let cors = cors_layer(&config.cors)?;
-        let sensitive_headers = config
-            .sensitive_headers
+        let sensitive_headers = ALWAYS_SENSITIVE
             .iter()
+            .map(|name| (*name).to_owned())
+            .chain(config.sensitive_headers.iter().cloned())
             .map(|name| {
                 HeaderName::try_from(name.as_str()).map_err(|_| {
                     ConfigError::new(

@@ -349,6 +349,17 @@ async fn failures_map_to_mamey_errors() {
     assert_eq!(too_large.kind(), ErrorKind::Internal, "{too_large}");
     assert_eq!(upstream.hits() - before, 1);
 
+    // A path must start with `/`: `@host` after the endpoint would name
+    // another host.
+    let before = upstream.hits();
+    let elsewhere = client
+        .get("up", "@evil.example/x")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(elsewhere.code(), "client.url");
+    assert_eq!(upstream.hits(), before, "nothing sent");
+
     let unknown = client.get("nobody", "/").send().await.unwrap_err();
     assert_eq!(unknown.code(), "discovery.no_endpoints");
 

@@ -111,6 +111,7 @@ fn orders_api(
             rename.customer = rename.customer.trim().to_owned();
             Ok(())
         })
+        .patch::<RenameCustomer>("/orders/{id}")
         .delete::<CancelOrder>("/orders/{id}")
         .post::<ShipOrder>("/orders/{id}/shipment")
         .accepted();
@@ -279,6 +280,16 @@ async fn every_verb_of_the_dsl() {
     .await;
     assert_eq!(renamed.status, StatusCode::NO_CONTENT, "{:?}", renamed.body);
     assert_eq!(orders.lock().unwrap()[&7].customer, "grace");
+
+    let patched = send(
+        Method::PATCH,
+        &api.url("/orders/7"),
+        &[("content-type", "application/json")],
+        r#"{ "customer": "hopper" }"#,
+    )
+    .await;
+    assert_eq!(patched.status, StatusCode::NO_CONTENT);
+    assert_eq!(orders.lock().unwrap()[&7].customer, "hopper");
 
     let shipped = send(
         Method::POST,

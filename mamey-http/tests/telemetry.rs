@@ -202,6 +202,16 @@ async fn spans_metrics_log_level_and_validation() {
         "{logged}"
     );
 
+    // A made-up method is counted, not named.
+    let odd = send(
+        Method::from_bytes(b"AAA1").unwrap(),
+        &api.url("/orders/1"),
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(odd.status, StatusCode::METHOD_NOT_ALLOWED);
+
     // RED metrics by route template, never by raw path.
     let metrics = send(Method::GET, &api.url("/metrics"), &[], Bytes::new()).await;
     assert_eq!(metrics.status, StatusCode::OK);
@@ -223,6 +233,10 @@ async fn spans_metrics_log_level_and_validation() {
         "{series:?}"
     );
     assert!(!text.contains("/orders/1\""), "no raw paths as labels");
+    assert!(
+        !text.contains("AAA1") && text.contains("method=\"_OTHER\""),
+        "{series:?}"
+    );
 
     // garde rules → 422 with each field.
     let invalid = send(
