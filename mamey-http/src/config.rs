@@ -32,6 +32,14 @@ pub struct HttpConfig {
     /// Largest request body accepted, in bytes; larger ones get
     /// `413 Content Too Large`. Default: `2097152` (2 MiB).
     pub body_limit: usize,
+    /// Connections open at once; more wait in the listen backlog until one
+    /// closes. Default: `10000`.
+    pub max_connections: usize,
+    /// Longest a client may take to send a request's head (HTTP/1.1); then
+    /// the connection is closed, so slow clients cannot hold connections.
+    /// Default: `10s`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub header_read_timeout: Duration,
     /// Requests handled at once; more are shed at once with
     /// `503 Service Unavailable` and `retry-after`. Default: `1024`.
     pub concurrency_limit: usize,
@@ -55,6 +63,8 @@ impl Default for HttpConfig {
             address: "0.0.0.0:8080".to_owned(),
             request_timeout: Duration::from_secs(30),
             body_limit: 2 * 1024 * 1024,
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
             concurrency_limit: 1024,
             compression: true,
             sensitive_headers: Vec::new(),

@@ -271,13 +271,18 @@ impl Plugin for GrpcServer {
             // Stops accepting, ends health watches, and drains the calls in
             // flight; streams of your own should end on shutdown too, or
             // they hold the stop until `shutdown.timeout`.
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    shutdown.cancelled().await;
+            let stop = CancellationToken::new();
+            let serving = crate::serve::serve(listener, app, GRPC_LIMITS, stop.clone());
+            let mut serving = std::pin::pin!(serving);
+            tokio::select! {
+                () = serving.as_mut() => {}
+                () = shutdown.cancelled() => {
                     stopping.cancel();
-                })
-                .await
-                .map_err(|e| format!("serving gRPC: {e}").into())
+                    stop.cancel();
+                    serving.await;
+                }
+            }
+            Ok(())
         });
         Ok(())
     }
@@ -310,6 +315,12 @@ impl HealthService {
 }
 
 const HEALTH_NAME: &str = "grpc.health.v1.Health";
+
+/// gRPC clients keep few, long-lived HTTP/2 connections.
+const GRPC_LIMITS: crate::serve::Limits = crate::serve::Limits {
+    max_connections: 10_000,
+    header_read_timeout: Duration::from_secs(10),
+};
 const REFLECTION_NAME: &str = "grpc.reflection.v1.ServerReflection";
 
 type WatchStream =

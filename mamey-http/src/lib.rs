@@ -13,6 +13,7 @@ pub mod grpc;
 mod openapi;
 mod pipeline;
 mod problem;
+mod serve;
 #[cfg(feature = "garde")]
 mod validate;
 mod webapi;

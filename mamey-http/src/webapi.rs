@@ -124,6 +124,7 @@ pub struct WebApi {
     listener: Option<TcpListener>,
     app: Option<Router>,
     pipeline: Option<Arc<Pipeline>>,
+    limits: crate::serve::Limits,
 }
 
 impl std::fmt::Debug for WebApi {
@@ -152,6 +153,10 @@ impl WebApi {
             listener: None,
             app: None,
             pipeline: None,
+            limits: crate::serve::Limits {
+                max_connections: 10_000,
+                header_read_timeout: Duration::from_secs(10),
+            },
         }
     }
 
@@ -306,6 +311,10 @@ impl Plugin for WebApi {
                 .layer(DefaultBodyLimit::max(config.body_limit)),
         );
         self.pipeline = Some(pipeline);
+        self.limits = crate::serve::Limits {
+            max_connections: config.max_connections,
+            header_read_timeout: config.header_read_timeout,
+        };
         self.app = Some(app);
         self.listener = Some(listener);
         tracing::info!(address = %bound, "web API bound");
@@ -320,15 +329,13 @@ impl Plugin for WebApi {
         if let Some(pipeline) = &self.pipeline {
             let _ = pipeline.resources.set(Arc::clone(ctx.resources()));
         }
-        let shutdown = ctx.shutdown_token();
+        let (shutdown, limits) = (ctx.shutdown_token(), self.limits);
         ctx.spawn("serve", async move {
             // Stops accepting when the plug-in stops, then drains the
             // requests in flight; the service bounds the wait by
             // `shutdown.timeout`.
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await
-                .map_err(|e| format!("serving HTTP: {e}").into())
+            crate::serve::serve(listener, app, limits, shutdown).await;
+            Ok(())
         });
         Ok(())
     }

@@ -649,3 +649,32 @@ async fn cors_and_compression_when_asked_for() {
     plain.json();
     api.service.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (api, _) = orders_service(&[("http.header_read_timeout", "200ms")]).await;
+    let mut slow = tokio::net::TcpStream::connect(api.address).await.unwrap();
+    slow.write_all(b"GET /health/live HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    // Without the deadline the server would wait for the rest forever.
+    let mut buffer = [0_u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buffer))
+        .await
+        .expect("the server closed the connection");
+    match read {
+        Ok(n) => {
+            let answer = String::from_utf8_lossy(&buffer[..n]);
+            assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
+        }
+        Err(error) => assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset),
+    }
+    // Complete requests are still served.
+    assert_eq!(
+        http_get(&api.url("/health/live")).await.status,
+        StatusCode::OK
+    );
+    api.service.stop().await.unwrap();
+}
