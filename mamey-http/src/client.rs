@@ -409,33 +409,39 @@ impl ServiceClient {
         endpoints: &[Endpoint],
     ) -> Option<(Endpoint, Arc<EndpointState>, bool)> {
         let breaker = &self.inner.config.breaker;
-        let states: Vec<(usize, Arc<EndpointState>)> = endpoints
+        let mut states: Vec<(usize, Arc<EndpointState>)> = endpoints
             .iter()
             .enumerate()
             .map(|(i, e)| (i, self.state(e)))
             .filter(|(_, s)| s.allows(breaker))
             .collect();
-        let chosen = match (states.len(), self.inner.config.load_balancer) {
-            (0, _) => return None,
-            (1, _) => 0,
-            (n, LoadBalancer::RoundRobin) => self.inner.turn.fetch_add(1, Ordering::Relaxed) % n,
-            (n, LoadBalancer::P2c) => {
-                let a = fastrand::usize(..n);
-                let mut b = fastrand::usize(..n - 1);
-                if b >= a {
-                    b += 1;
+        loop {
+            let chosen = match (states.len(), self.inner.config.load_balancer) {
+                (0, _) => return None,
+                (1, _) => 0,
+                (n, LoadBalancer::RoundRobin) => {
+                    self.inner.turn.fetch_add(1, Ordering::Relaxed) % n
                 }
-                if states[a].1.in_flight() <= states[b].1.in_flight() {
-                    a
-                } else {
-                    b
+                (n, LoadBalancer::P2c) => {
+                    let a = fastrand::usize(..n);
+                    let mut b = fastrand::usize(..n - 1);
+                    if b >= a {
+                        b += 1;
+                    }
+                    if states[a].1.in_flight() <= states[b].1.in_flight() {
+                        a
+                    } else {
+                        b
+                    }
                 }
+            };
+            let (index, state) = states.swap_remove(chosen);
+            // Another call may have taken the probe since `allows`: then
+            // pick among the others.
+            if let Some(probe) = state.admit(breaker) {
+                return Some((endpoints[index].clone(), state, probe));
             }
-        };
-        let (index, state) = states.into_iter().nth(chosen)?;
-        // Another call may have taken the probe since `allows`.
-        let probe = state.admit(breaker)?;
-        Some((endpoints[index].clone(), state, probe))
+        }
     }
 }
 
