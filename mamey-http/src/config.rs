@@ -158,7 +158,7 @@ impl JwtConfig {
 }
 
 /// `http.endpoints`: the operational routes mamey serves beside the API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OperationalEndpoints {
     /// `/health/live`, `/health/ready` and `/health/startup`. Default: `true`.
@@ -174,6 +174,11 @@ pub struct OperationalEndpoints {
     pub log_level: bool,
     /// The role a caller needs for `/log-level`. Default: `"admin"`.
     pub admin_role: String,
+    /// How long a health report is reused; probes arriving meanwhile (and
+    /// concurrently) share one run of the checks. `0s` runs the checks for
+    /// every probe. Default: `1s`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub health_reuse: Duration,
 }
 
 impl Default for OperationalEndpoints {
@@ -184,6 +189,7 @@ impl Default for OperationalEndpoints {
             openapi: true,
             log_level: true,
             admin_role: "admin".to_owned(),
+            health_reuse: Duration::from_secs(1),
         }
     }
 }

@@ -46,7 +46,7 @@ use http::{HeaderMap, Request, Response};
 use http_body::Frame;
 use mamey_core::config::{ConfigError, ConfigSection};
 use mamey_core::discovery::Endpoint;
-use mamey_core::health::{Health, Probe};
+use mamey_core::health::Probe;
 use mamey_core::{BoxError, Error, ErrorKind, InitContext, Plugin, StartContext};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -63,6 +63,7 @@ use tracing::Instrument;
 use crate::auth::{Auth, Authentication, Authenticator, Policies};
 use crate::client::ServiceClient;
 use crate::config::JwtConfig;
+use crate::health::SharedHealth;
 
 /// The `grpc` section.
 ///
@@ -235,7 +236,9 @@ impl Plugin for GrpcServer {
         ctx.provide(GrpcAddress(bound))?;
 
         let health = HealthService {
-            health: ctx.health().clone(),
+            // Watches re-check every `health_interval`; reports are reused
+            // as long, so many watchers cost one run per interval.
+            health: SharedHealth::new(ctx.health().clone(), config.health_interval),
             names: Arc::new(self.names.clone()),
             interval: config.health_interval,
             stopping: self.stopping.clone(),
@@ -292,7 +295,7 @@ impl Plugin for GrpcServer {
 /// each hosted service are `SERVING` while the service is ready.
 #[derive(Clone)]
 struct HealthService {
-    health: Health,
+    health: SharedHealth,
     names: Arc<Vec<&'static str>>,
     interval: Duration,
     /// Cancelled when the server stops, ending open watches so that the

@@ -10,6 +10,7 @@ mod config;
 mod endpoints;
 #[cfg(feature = "grpc")]
 pub mod grpc;
+mod health;
 mod openapi;
 mod pipeline;
 mod problem;

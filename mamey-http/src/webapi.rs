@@ -11,7 +11,7 @@ use axum::routing::get;
 use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use mamey_core::config::ConfigError;
 use mamey_core::cqrs::Dispatcher;
-use mamey_core::health::{Health, Probe};
+use mamey_core::health::Probe;
 use mamey_core::{BoxError, Identity, InitContext, Plugin, StartContext};
 use mamey_observability::metrics::HttpServerMetrics;
 use mamey_observability::{LogLevel, Prometheus};
@@ -22,6 +22,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::auth::{Auth, Authentication, Authenticator, Policies};
 use crate::config::{CorsConfig, HttpConfig};
 use crate::endpoints::{Endpoints, RouteEnv};
+use crate::health::SharedHealth;
 use crate::openapi::{DOCS_PAGE, document};
 use crate::pipeline::{Pipeline, PipelineLayer};
 use crate::problem::{Json, Problem};
@@ -240,7 +241,7 @@ impl Plugin for WebApi {
             body_limit: config.body_limit,
         };
         let operational = Operational {
-            health: ctx.health().clone(),
+            health: SharedHealth::new(ctx.health().clone(), config.endpoints.health_reuse),
             prometheus: ctx.resource::<Prometheus>().ok(),
             log_level: ctx.resource::<LogLevel>().ok(),
             policies: Arc::clone(&env.policies),
@@ -429,7 +430,7 @@ fn cors_layer(config: &CorsConfig) -> Result<Option<CorsLayer>, ConfigError> {
 
 /// Health, metrics and log-level routes.
 struct Operational {
-    health: Health,
+    health: SharedHealth,
     prometheus: Option<Prometheus>,
     log_level: Option<LogLevel>,
     policies: Arc<Policies>,
