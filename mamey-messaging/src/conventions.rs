@@ -54,6 +54,9 @@ pub struct Conventions {
     config: ConventionsConfig,
     routes: HashMap<TypeId, Route>,
     queues: HashMap<TypeId, String>,
+    /// Routes derived from the names, computed once per type (publishing
+    /// asks for every message).
+    derived: std::sync::Arc<std::sync::RwLock<HashMap<TypeId, Route>>>,
 }
 
 impl Conventions {
@@ -69,6 +72,7 @@ impl Conventions {
             config,
             routes: HashMap::new(),
             queues: HashMap::new(),
+            derived: std::sync::Arc::default(),
         }
     }
 
@@ -105,17 +109,27 @@ impl Conventions {
     /// Where `M` is published.
     #[must_use]
     pub fn route<M: Message>(&self) -> Route {
-        if let Some(route) = self.routes.get(&TypeId::of::<M>()) {
+        let id = TypeId::of::<M>();
+        if let Some(route) = self.routes.get(&id) {
             return route.clone();
         }
-        Route {
+        if let Ok(derived) = self.derived.read()
+            && let Some(route) = derived.get(&id)
+        {
+            return route.clone();
+        }
+        let route = Route {
             exchange: self
                 .config
                 .exchange
                 .clone()
                 .unwrap_or_else(|| M::NAMESPACE.to_owned()),
             routing_key: snake_case(M::name()),
+        };
+        if let Ok(mut derived) = self.derived.write() {
+            derived.insert(id, route.clone());
         }
+        route
     }
 
     /// The queue this service consumes `M` from.

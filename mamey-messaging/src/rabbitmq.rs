@@ -231,14 +231,16 @@ impl RabbitMqBroker {
     }
 
     /// Publishes raw and waits for the confirm, retrying once the connection
-    /// has recovered, within the publish timeout.
+    /// has recovered, within the publish timeout. `properties` makes the
+    /// properties of each attempt (lapin takes them by value; building them
+    /// again is cheaper than cloning a header table for every publish).
     async fn publish_raw(
         &self,
         exchange: &str,
         routing_key: &str,
         mandatory: bool,
         body: &[u8],
-        properties: BasicProperties,
+        properties: impl Fn() -> BasicProperties,
     ) -> Result<(), PublishError> {
         let _permit = self
             .inner
@@ -260,7 +262,7 @@ impl RabbitMqBroker {
                             ..BasicPublishOptions::default()
                         },
                         body,
-                        properties.clone(),
+                        properties(),
                     )
                     .await?
                     .await
@@ -409,7 +411,10 @@ impl RabbitMqBroker {
                 headers.insert(key.into(), value);
             }
             properties = properties.with_headers(headers);
-            if let Err(error) = self.publish_raw("", &queue, true, body, properties).await {
+            if let Err(error) = self
+                .publish_raw("", &queue, true, body, || properties.clone())
+                .await
+            {
                 // Not acked, so the broker delivers it again: nothing lost.
                 tracing::error!(%queue, %error, "could not move the message; requeueing it");
                 // Not at once: a broker refusing the copy would otherwise
@@ -573,13 +578,12 @@ impl Broker for RabbitMqBroker {
             if self.inner.closed.load(Ordering::Acquire) {
                 return Err(PublishError::Closed);
             }
-            let properties = to_amqp(&message.properties);
             self.publish_raw(
                 &message.route.exchange,
                 &message.route.routing_key,
                 self.inner.config.mandatory,
                 &message.body,
-                properties,
+                || to_amqp(&message.properties),
             )
             .await
         }
