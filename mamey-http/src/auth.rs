@@ -147,6 +147,83 @@ fn unauthorized(reason: &str) -> Response {
     response
 }
 
+/// An [`Auth`] requirement for plain axum routes, as a route layer: `401`
+/// or `403` problem before the handler runs, as for DSL endpoints.
+///
+/// ```
+/// use axum::Router;
+/// use axum::routing::get;
+/// use mamey_http::{Auth, require};
+///
+/// let admin: Router = Router::new()
+///     .route("/admin/stats", get(|| async { "…" }))
+///     .route_layer(require(Auth::roles(["admin"])));
+/// ```
+#[must_use]
+pub fn require(auth: Auth) -> RequireLayer {
+    RequireLayer {
+        auth: Arc::new(auth),
+    }
+}
+
+/// The layer [`require`] makes.
+#[derive(Debug, Clone)]
+pub struct RequireLayer {
+    auth: Arc<Auth>,
+}
+
+impl<S> tower::Layer<S> for RequireLayer {
+    type Service = Require<S>;
+
+    fn layer(&self, inner: S) -> Require<S> {
+        Require {
+            auth: Arc::clone(&self.auth),
+            inner,
+        }
+    }
+}
+
+/// The service [`RequireLayer`] makes.
+#[derive(Debug, Clone)]
+pub struct Require<S> {
+    auth: Arc<Auth>,
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Require<S>
+where
+    S: tower::Service<http::Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future =
+        futures_util::future::Either<std::future::Ready<Result<Response, S::Error>>, S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // The named policies come with the request (the pipeline adds them
+        // when bearer tokens are validated); without them no identity
+        // exists and every requirement but `Anonymous` is unmet.
+        let empty = Policies::default();
+        let policies = request
+            .extensions()
+            .get::<Arc<Policies>>()
+            .map_or(&empty, |p| p.as_ref());
+        match policies.authorize(&self.auth, request.extensions().get::<Authentication>()) {
+            Ok(()) => futures_util::future::Either::Right(self.inner.call(request)),
+            Err(denied) => {
+                futures_util::future::Either::Left(std::future::ready(Ok(denied.into_response())))
+            }
+        }
+    }
+}
+
 /// The authenticated caller, as an extractor for plain axum handlers:
 /// rejects with `401` when the request has no valid bearer token.
 ///

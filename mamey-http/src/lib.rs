@@ -19,7 +19,7 @@ mod serve;
 mod validate;
 mod webapi;
 
-pub use auth::{Auth, Caller, JwtIssuer};
+pub use auth::{Auth, Caller, JwtIssuer, Require, RequireLayer, require};
 pub use client::{
     BreakerConfig, Call, ClientConfig, HttpClient, LoadBalancer, Response, RetryConfig,
     ServiceClient,

@@ -46,6 +46,8 @@ pub(crate) struct Pipeline {
     pub(crate) timeout: Duration,
     pub(crate) body_limit: usize,
     pub(crate) authenticator: Option<Arc<Authenticator>>,
+    /// The named policies, for [`require`](crate::require) on plain routes.
+    pub(crate) policies: Arc<crate::auth::Policies>,
     pub(crate) sensitive_headers: Vec<HeaderName>,
     pub(crate) metrics: HttpServerMetrics,
     /// Gzip answers for clients that accept it (`http.compression`).
@@ -131,6 +133,9 @@ where
                     token = bearer(request.headers());
                 }
                 request.extensions_mut().insert(authentication);
+                request
+                    .extensions_mut()
+                    .insert(Arc::clone(&pipeline.policies));
             } else if request.headers().contains_key(header::AUTHORIZATION) {
                 request.extensions_mut().insert(Authentication::Invalid(
                     "bearer tokens are not accepted: `http.jwt` is not configured".to_owned(),

@@ -296,6 +296,7 @@ impl Plugin for WebApi {
             timeout: config.request_timeout,
             body_limit: config.body_limit,
             authenticator,
+            policies: Arc::clone(&env.policies),
             sensitive_headers,
             metrics: HttpServerMetrics::new(),
             compression: config.compression,

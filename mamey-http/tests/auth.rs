@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use mamey_core::cqrs::Command;
 use mamey_core::{Identity, MessageContext};
 use mamey_http::utoipa::ToSchema;
-use mamey_http::{Auth, Caller, Endpoints, JwtIssuer, WebApi};
+use mamey_http::{Auth, Caller, Endpoints, JwtIssuer, WebApi, require};
 use serde::Deserialize;
 use support::{Reply, Served, send, serve, service};
 
@@ -52,6 +52,16 @@ fn api() -> WebApi {
                 format!("{} {in_context}", identity.subject)
             }),
         ))
+        .router(
+            axum::Router::new()
+                .route("/reports", get(|| async { "report" }))
+                .route_layer(require(Auth::roles(["manager"]))),
+        )
+        .router(
+            axum::Router::new()
+                .route("/archive", get(|| async { "archive" }))
+                .route_layer(require(Auth::policy("even-orders"))),
+        )
         .endpoints(
             Endpoints::new()
                 .post::<ApproveOrder>("/orders/{id}/approval")
@@ -282,6 +292,34 @@ async fn roles_and_policies_guard_endpoints() {
         call(&api, Method::POST, "/orders/2/archive", Some(&odd))
             .await
             .status,
+        StatusCode::FORBIDDEN
+    );
+
+    // The same requirements on plain axum routes.
+    expect_unauthorized(
+        call(&api, Method::GET, "/reports", None).await,
+        "plain, anonymous",
+    )
+    .await;
+    assert_eq!(
+        call(&api, Method::GET, "/reports", Some(&clerk))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let report = call(&api, Method::GET, "/reports", Some(&manager)).await;
+    assert_eq!(
+        (report.status, report.body.as_ref()),
+        (StatusCode::OK, b"report".as_ref())
+    );
+    assert_eq!(
+        call(&api, Method::GET, "/archive", Some(&even))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&api, Method::GET, "/archive", Some(&odd)).await.status,
         StatusCode::FORBIDDEN
     );
     api.service.stop().await.unwrap();
