@@ -399,6 +399,13 @@ impl ServiceClient {
             .endpoints
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Endpoints come and go with discovery: forget the ones no call has
+        // used for a while, keeping the map about as large as the fleet.
+        if states.len() >= FORGET_ABOVE {
+            states.retain(|_, state| {
+                Arc::strong_count(state) > 1 || state.used.lock().elapsed() < FORGET_AFTER
+            });
+        }
         Arc::clone(states.entry(endpoint.clone()).or_default())
     }
 
@@ -780,6 +787,31 @@ impl Response {
 pub(crate) struct EndpointState {
     in_flight: AtomicUsize,
     breaker: Mutex<Breaker>,
+    /// When a call last went to the endpoint.
+    used: LastUsed,
+}
+
+/// Endpoints known before unused ones are forgotten.
+const FORGET_ABOVE: usize = 256;
+
+/// How long an endpoint is remembered after its last call.
+const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+#[derive(Debug)]
+struct LastUsed(Mutex<Instant>);
+
+impl Default for LastUsed {
+    fn default() -> Self {
+        Self(Mutex::new(Instant::now()))
+    }
+}
+
+impl LastUsed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Instant> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -846,6 +878,7 @@ impl EndpointState {
 
     pub(crate) fn start(&self, probe: bool) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        *self.used.lock() = Instant::now();
         InFlight {
             state: self,
             probe,
