@@ -267,7 +267,7 @@ enum Keys {
         key: DecodingKey,
         algorithms: Vec<Algorithm>,
     },
-    Jwks(Jwks),
+    Jwks(Box<Jwks>),
 }
 
 impl Authenticator {
@@ -323,16 +323,29 @@ impl Authenticator {
             let uri: http::Uri = url.parse().map_err(|e| {
                 ConfigError::new(
                     format!("{key}.jwks_url"),
-                    format!("expected an http:// URL: {e}"),
+                    format!("expected an http(s):// URL: {e}"),
                 )
             })?;
-            if uri.scheme_str() != Some("http") {
-                return Err(ConfigError::new(
-                    format!("{key}.jwks_url"),
-                    "expected an http:// URL (https needs a TLS client, not built in yet)",
-                ));
+            match uri.scheme_str() {
+                Some("http") => {}
+                Some("https") if cfg!(feature = "tls") => {}
+                Some("https") => {
+                    return Err(ConfigError::new(
+                        format!("{key}.jwks_url"),
+                        "an https:// URL needs the `tls` feature of mamey-http",
+                    ));
+                }
+                _ => {
+                    return Err(ConfigError::new(
+                        format!("{key}.jwks_url"),
+                        "expected an http:// or https:// URL",
+                    ));
+                }
             }
-            Keys::Jwks(Jwks::new(uri, config.jwks_refresh))
+            let connector =
+                crate::client::connector(Duration::from_secs(5), config.ca_file.as_deref())
+                    .map_err(|e| ConfigError::new(format!("{key}.ca_file"), e))?;
+            Keys::Jwks(Box::new(Jwks::new(uri, config.jwks_refresh, connector)))
         };
         let mut validation = Validation::new(Algorithm::HS256);
         validation.algorithms.clear();
@@ -452,6 +465,10 @@ fn identity(mut claims: BTreeMap<String, Value>, roles_claim: &str) -> Identity 
 
 /// A JSON Web Key Set fetched over HTTP and cached.
 struct Jwks {
+    client: hyper_util::client::legacy::Client<
+        crate::client::Connector,
+        http_body_util::Empty<bytes::Bytes>,
+    >,
     uri: http::Uri,
     refresh: Duration,
     cache: RwLock<Option<Cached>>,
@@ -470,8 +487,12 @@ struct Cached {
 const MIN_REFETCH: Duration = Duration::from_secs(1);
 
 impl Jwks {
-    fn new(uri: http::Uri, refresh: Duration) -> Self {
+    fn new(uri: http::Uri, refresh: Duration, connector: crate::client::Connector) -> Self {
         Self {
+            client: hyper_util::client::legacy::Client::builder(
+                hyper_util::rt::TokioExecutor::new(),
+            )
+            .build(connector),
             uri,
             refresh,
             cache: RwLock::new(None),
@@ -535,8 +556,13 @@ impl Jwks {
     }
 
     async fn fetch(&self) -> Result<HashMap<String, (DecodingKey, Algorithm)>, String> {
-        let body =
-            crate::client::get_bytes(&self.uri, 1024 * 1024, Duration::from_secs(10)).await?;
+        let body = crate::client::get_bytes(
+            &self.client,
+            &self.uri,
+            1024 * 1024,
+            Duration::from_secs(10),
+        )
+        .await?;
         let set: JwkSet =
             serde_json::from_slice(&body).map_err(|e| format!("not a JWK set: {e}"))?;
         let mut keys = HashMap::new();

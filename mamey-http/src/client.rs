@@ -26,13 +26,70 @@ use serde::{Deserialize, Serialize};
 
 use crate::problem::Problem;
 
-/// GETs `uri` and returns a body of at most `limit` bytes.
+/// How outgoing calls connect: plain HTTP, and HTTPS with feature `tls`.
+#[cfg(feature = "tls")]
+pub(crate) type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+/// How outgoing calls connect: plain HTTP, and HTTPS with feature `tls`.
+#[cfg(not(feature = "tls"))]
+pub(crate) type Connector = HttpConnector;
+
+/// The connector for outgoing calls. With feature `tls`, HTTPS is verified
+/// against Mozilla's roots (`webpki-roots`) plus the certificates in
+/// `ca_file` (PEM), with rustls and its ring provider.
+pub(crate) fn connector(
+    connect_timeout: Duration,
+    ca_file: Option<&str>,
+) -> Result<Connector, String> {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    #[cfg(feature = "tls")]
+    {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+
+        http.enforce_http(false);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(path) = ca_file {
+            let certificates = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("reading `{path}`: {e}"))?;
+            for certificate in certificates {
+                let certificate = certificate.map_err(|e| format!("`{path}`: {e}"))?;
+                roots
+                    .add(certificate)
+                    .map_err(|e| format!("`{path}`: {e}"))?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http))
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        match ca_file {
+            Some(_) => Err("`ca_file` needs the `tls` feature of mamey-http".to_owned()),
+            None => Ok(http),
+        }
+    }
+}
+
+/// GETs `uri` with `client` and returns a body of at most `limit` bytes.
 pub(crate) async fn get_bytes(
+    client: &Client<Connector, Empty<Bytes>>,
     uri: &http::Uri,
     limit: usize,
     timeout: Duration,
 ) -> Result<Bytes, String> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     // One deadline for the headers and the whole body.
     let exchange = async {
         let response = client.get(uri.clone()).await.map_err(|e| e.to_string())?;
@@ -78,6 +135,9 @@ pub struct ClientConfig {
     /// Send the caller's bearer token on to the services called. Default:
     /// `false`.
     pub forward_authorization: bool,
+    /// A PEM file of certificates to trust for `https://` endpoints besides
+    /// Mozilla's roots (feature `tls`). Default: none.
+    pub ca_file: Option<String>,
     /// Endpoints by service name, used when no discovery plug-in provides a
     /// resolver. Default: none.
     pub services: HashMap<String, Vec<String>>,
@@ -95,6 +155,7 @@ impl Default for ClientConfig {
             max_response_bytes: 10 * 1024 * 1024,
             load_balancer: LoadBalancer::P2c,
             forward_authorization: false,
+            ca_file: None,
             services: HashMap::new(),
             retry: RetryConfig::default(),
             breaker: BreakerConfig::default(),
@@ -247,7 +308,7 @@ impl fmt::Debug for ServiceClient {
 struct Inner {
     config: ClientConfig,
     resolver: ServiceResolver,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<Connector, Full<Bytes>>,
     endpoints: RwLock<HashMap<Endpoint, Arc<EndpointState>>>,
     budget: RetryBudget,
     turn: AtomicUsize,
@@ -265,9 +326,10 @@ impl ServiceClient {
                 "http_client.retry.max_attempts: expected at least 1",
             ));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
+        let connector =
+            connector(config.connect_timeout, config.ca_file.as_deref()).map_err(|e| {
+                Error::invalid_input("config.invalid", format!("http_client.ca_file: {e}"))
+            })?;
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);

@@ -132,6 +132,9 @@ pub struct JwtConfig {
     /// The claim holding roles (a string or an array of strings).
     /// Default: `"roles"`.
     pub roles_claim: String,
+    /// A PEM file of certificates to trust for an `https://` `jwks_url`
+    /// besides Mozilla's roots (feature `tls`). Default: none.
+    pub ca_file: Option<String>,
 }
 
 impl Default for JwtConfig {
@@ -145,6 +148,7 @@ impl Default for JwtConfig {
             audiences: Vec::new(),
             leeway: Duration::from_secs(30),
             roles_claim: "roles".to_owned(),
+            ca_file: None,
         }
     }
 }
