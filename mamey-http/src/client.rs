@@ -416,6 +416,11 @@ impl ServiceClient {
     }
 
     #[cfg(feature = "grpc")]
+    pub(crate) fn forwards_authorization(&self) -> bool {
+        self.inner.config.forward_authorization
+    }
+
+    #[cfg(feature = "grpc")]
     pub(crate) fn breaker(&self) -> &BreakerConfig {
         &self.inner.config.breaker
     }
@@ -805,7 +810,7 @@ fn backoff(config: &RetryConfig, attempt: u32) -> Duration {
 
 /// Writes the current context's trace and ids, and the caller's token when
 /// asked, into `headers`.
-fn propagate(headers: &mut HeaderMap, forward_authorization: bool) {
+pub(crate) fn propagate(headers: &mut HeaderMap, forward_authorization: bool) {
     mamey_observability::propagation::inject(headers);
     if forward_authorization
         && !headers.contains_key(header::AUTHORIZATION)

@@ -444,9 +444,14 @@ where
                 }
                 None => Authentication::Missing,
             };
+            let mut token = None;
             if let Authentication::Valid(identity) = &authentication {
                 context.identity = Some(identity.clone());
+                token = crate::pipeline::bearer(request.headers());
             }
+            // The caller's deadline (`grpc-timeout`), when shorter than ours.
+            let timeout = grpc_timeout(request.headers())
+                .map_or(calls.timeout, |caller| caller.min(calls.timeout));
             if !open
                 && let Err(denied) = calls.policies.authorize(&calls.auth, Some(&authentication))
             {
@@ -486,10 +491,13 @@ where
                             Err(_) => None,
                         }
                     };
-                    let response = match tokio::time::timeout(calls.timeout, handled)
-                        .instrument(span.clone())
-                        .await
-                    {
+                    let call = tokio::time::timeout(timeout, handled).instrument(span.clone());
+                    // The caller's token, for the service client to forward.
+                    let outcome = match token {
+                        Some(token) => crate::pipeline::with_caller_token(token, call).await,
+                        None => call.await,
+                    };
+                    let response = match outcome {
                         Ok(Some(Ok(response))) => response,
                         Ok(Some(Err(never))) => match never {},
                         Ok(None) => {
@@ -497,8 +505,8 @@ where
                             Status::internal("an internal error occurred").into_http()
                         }
                         Err(_) => Status::deadline_exceeded(format!(
-                            "the call took longer than {} ms (`grpc.request_timeout`)",
-                            calls.timeout.as_millis()
+                            "the call took longer than {} ms (the caller's `grpc-timeout` or `grpc.request_timeout`)",
+                            timeout.as_millis()
                         ))
                         .into_http(),
                     };
@@ -520,6 +528,26 @@ where
                 .await
         })
     }
+}
+
+/// The caller's deadline from `grpc-timeout`: up to 8 digits and a unit
+/// (`H`, `M`, `S`, `m`, `u`, `n`).
+fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
 }
 
 /// `/pkg.Service/Method` → (`pkg.Service`, `Method`).
@@ -818,7 +846,7 @@ impl Service<Request<tonic::body::Body>> for GrpcChannel {
                     this.service
                 ))) as BoxError);
             };
-            mamey_observability::propagation::inject(request.headers_mut());
+            crate::client::propagate(request.headers_mut(), this.client.forwards_authorization());
             let in_flight = state.start(probe);
             let channel = this.channel(&endpoint)?;
             let timeout = this.client.timeout();
@@ -834,6 +862,15 @@ impl Service<Request<tonic::body::Body>> for GrpcChannel {
                         state.succeeded();
                     }
                     Ok(response)
+                }
+                // The caller's own deadline (`Request::set_timeout`) ran
+                // out: not the endpoint's failure.
+                Ok(Err(e)) if caused_by_timeout(&e) => {
+                    state.succeeded();
+                    Err(Box::new(Status::deadline_exceeded(format!(
+                        "`{}` did not answer within the call's deadline",
+                        this.service
+                    ))) as BoxError)
                 }
                 Ok(Err(e)) => {
                     state.failed(breaker);
@@ -861,6 +898,18 @@ impl Service<Request<tonic::body::Body>> for GrpcChannel {
             result
         })
     }
+}
+
+/// Whether tonic gave up because the request's `grpc-timeout` expired.
+fn caused_by_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
 }
 
 fn status_of(error: &Error) -> Status {
@@ -892,6 +941,21 @@ mod tests {
         }
         let internal = status(&Error::internal("db at 10.0.0.3 refused"));
         assert!(!internal.message().contains("10.0.0.3"));
+    }
+
+    #[test]
+    fn caller_deadlines_are_read_from_grpc_timeout() {
+        let deadline = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("grpc-timeout", value.parse().unwrap());
+            grpc_timeout(&headers)
+        };
+        assert_eq!(deadline("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(deadline("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(deadline("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(deadline("5x"), None);
+        assert_eq!(deadline("123456789m"), None, "more than 8 digits");
+        assert_eq!(grpc_timeout(&HeaderMap::new()), None);
     }
 
     #[test]

@@ -247,7 +247,13 @@ fn method_label(method: &http::Method) -> &'static str {
     }
 }
 
-fn bearer(headers: &http::HeaderMap) -> Option<Arc<str>> {
+/// Runs `future` with `token` as the caller's bearer token.
+#[cfg(feature = "grpc")]
+pub(crate) async fn with_caller_token<F: Future>(token: Arc<str>, future: F) -> F::Output {
+    CALLER_TOKEN.scope(token, future).await
+}
+
+pub(crate) fn bearer(headers: &http::HeaderMap) -> Option<Arc<str>> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let token = value
         .strip_prefix("Bearer ")

@@ -62,6 +62,9 @@ impl tonic::server::UnaryService<HealthCheckRequest> for Ask {
 
     fn call(&mut self, request: tonic::Request<HealthCheckRequest>) -> Self::Future {
         Box::pin(async move {
+            if request.get_ref().service == "slow" {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
             if request.get_ref().service == "missing" {
                 return Err(mamey_http::grpc::status(&Error::not_found(
                     "order.not_found",
@@ -244,7 +247,7 @@ async fn calls_carry_context_and_are_authenticated() {
     let missing = client
         .unary::<_, HealthCheckResponse, _>(
             ask("missing", Some(&token)),
-            path,
+            path.clone(),
             tonic_prost::ProstCodec::default(),
         )
         .await
@@ -256,6 +259,16 @@ async fn calls_carry_context_and_are_authenticated() {
     let plain = mamey_http::grpc::error(&tonic::Status::deadline_exceeded("slow"));
     assert_eq!(plain.code(), "grpc.deadline_exceeded");
     assert_eq!(plain.kind(), ErrorKind::Unavailable);
+
+    // The caller's deadline ends a slow call (the server's own is 30 s).
+    let mut slow = ask("slow", Some(&token));
+    slow.set_timeout(Duration::from_millis(100));
+    client.ready().await.unwrap();
+    let late = client
+        .unary::<_, HealthCheckResponse, _>(slow, path, tonic_prost::ProstCodec::default())
+        .await
+        .unwrap_err();
+    assert_eq!(late.code(), tonic::Code::DeadlineExceeded, "{late}");
 
     // Health stays open to probes without a token.
     let mut health = HealthClient::new(channel_to(api.address));
