@@ -232,7 +232,7 @@ async fn main() -> Result<(), BoxError> {
     }
     let (GrpcAddress(at), server) = orders("127.0.0.1:9090").await?;
     println!("orders.v1.Orders on {at}; token: {}", token("you")?);
-    tokio::signal::ctrl_c().await?;
-    server.stop().await?;
+    // Stops by itself on Ctrl-C or SIGTERM.
+    server.wait().await?;
     Ok(())
 }

@@ -7,8 +7,9 @@
 //!   authentication, problem+json errors, `/openapi.json` and `/docs`.
 //!
 //! `cargo run -p http-api` serves on 127.0.0.1:8080 (orders) and :8081
-//! (pricing) until Ctrl-C, printing a clerk's and a manager's token to try
-//! it with curl. `cargo run -p http-api -- --demo` uses free ports, makes
+//! (pricing; `ORDERS_ADDRESS` and `PRICING_ADDRESS` change them) until
+//! Ctrl-C or SIGTERM, printing a clerk's and a manager's token to try it
+//! with curl. `cargo run -p http-api -- --demo` uses free ports, makes
 //! the calls itself, prints what came back, and exits.
 
 use std::collections::BTreeMap;
@@ -338,13 +339,19 @@ async fn main() -> Result<(), BoxError> {
     if std::env::args().any(|a| a == "--demo") {
         return demo().await;
     }
-    let (HttpAddress(at), services) = start("127.0.0.1:8080", "127.0.0.1:8081").await?;
+    let address =
+        |var: &str, default: &str| std::env::var(var).unwrap_or_else(|_| default.to_owned());
+    let (HttpAddress(at), services) = start(
+        &address("ORDERS_ADDRESS", "127.0.0.1:8080"),
+        &address("PRICING_ADDRESS", "127.0.0.1:8081"),
+    )
+    .await?;
     println!("orders on http://{at} (docs: http://{at}/docs)");
     println!("clerk token:   {}", token("carol", "clerk")?);
     println!("manager token: {}", token("mia", "manager")?);
-    tokio::signal::ctrl_c().await?;
+    // Each service stops by itself on Ctrl-C or SIGTERM.
     for service in services {
-        service.stop().await?;
+        service.wait().await?;
     }
     Ok(())
 }

@@ -54,3 +54,62 @@ fn the_demo_walks_through_auth_validation_and_the_dsl() {
         assert!(openapi.contains(operation), "{openapi}");
     }
 }
+
+/// Serves until SIGTERM, then both services stop and the process exits 0.
+#[test]
+#[cfg(unix)]
+fn serves_until_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_http-api"))
+            .env("ORDERS_ADDRESS", "127.0.0.1:0")
+            .env("PRICING_ADDRESS", "127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // The first line says where it serves; it is printed once both run.
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = lines
+        .recv_timeout(Duration::from_secs(30))
+        .expect("it started");
+    assert!(first.starts_with("orders on http://127.0.0.1:"), "{first}");
+
+    let sent = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exit = loop {
+        if let Some(exit) = child.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(exit.success(), "{exit:?}");
+}
