@@ -277,7 +277,12 @@ pub fn extract_trace<C: Carrier + ?Sized>(
     carrier: &C,
 ) -> (Option<TraceContext>, OtelContext, Option<String>) {
     let owned = w3c_headers(carrier);
-    let otel = W3c::extract(&AsExtractor(&owned));
+    // Without trace headers both propagators answer the current context.
+    let otel = if owned.is_empty() {
+        OtelContext::current()
+    } else {
+        W3c::extract(&AsExtractor(&owned))
+    };
     // Passed on verbatim later, so only well-formed values are kept.
     let trace = owned
         .get("traceparent")
