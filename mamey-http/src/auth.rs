@@ -249,6 +249,40 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
+/// The token of an `authorization: Bearer …` header.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim())
+}
+
+/// What a request's `authorization` header establishes, for the web API
+/// and gRPC alike: the outcome, with a valid caller's identity put into
+/// `context`, and the valid token (for forwarding). Without an
+/// authenticator a token is refused, naming `section`'s `jwt` key.
+pub(crate) async fn establish(
+    authenticator: Option<&Authenticator>,
+    headers: &HeaderMap,
+    section: &str,
+    context: &mut mamey_core::MessageContext,
+) -> (Authentication, Option<Arc<str>>) {
+    let authentication = match authenticator {
+        Some(authenticator) => authenticator.authenticate(headers).await,
+        None if headers.contains_key(header::AUTHORIZATION) => Authentication::Invalid(format!(
+            "bearer tokens are not accepted: `{section}.jwt` is not configured"
+        )),
+        None => Authentication::Missing,
+    };
+    let mut token = None;
+    if let Authentication::Valid(identity) = &authentication {
+        context.identity = Some(identity.clone());
+        token = bearer_token(headers).map(Arc::from);
+    }
+    (authentication, token)
+}
+
 /// Validates bearer tokens against the configured key source.
 pub(crate) struct Authenticator {
     keys: Keys,
@@ -372,18 +406,14 @@ impl Authenticator {
     }
 
     /// What the request's `authorization` header establishes.
-    pub(crate) async fn authenticate(&self, headers: &HeaderMap) -> Authentication {
-        let Some(value) = headers.get(header::AUTHORIZATION) else {
+    async fn authenticate(&self, headers: &HeaderMap) -> Authentication {
+        if !headers.contains_key(header::AUTHORIZATION) {
             return Authentication::Missing;
-        };
-        let token = value.to_str().ok().and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
-        let Some(token) = token else {
+        }
+        let Some(token) = bearer_token(headers) else {
             return Authentication::Invalid("expected `authorization: Bearer <token>`".to_owned());
         };
-        match self.validate(token.trim()).await {
+        match self.validate(token).await {
             Ok(identity) => Authentication::Valid(identity),
             Err(reason) => Authentication::Invalid(reason),
         }

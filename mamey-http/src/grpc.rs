@@ -38,9 +38,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::response::IntoResponse;
 use bytes::Bytes;
-use std::panic::AssertUnwindSafe;
 
-use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, Request, Response};
 use http_body::Frame;
@@ -60,7 +58,7 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tower::{Layer, Service, ServiceExt};
 use tracing::Instrument;
 
-use crate::auth::{Auth, Authentication, Authenticator, Policies};
+use crate::auth::{Auth, Authenticator, Policies};
 use crate::client::ServiceClient;
 use crate::config::JwtConfig;
 use crate::health::SharedHealth;
@@ -435,20 +433,13 @@ where
             } else {
                 ("unmatched".to_owned(), "unmatched".to_owned())
             };
-            let authentication = match &calls.authenticator {
-                Some(authenticator) => authenticator.authenticate(request.headers()).await,
-                None if request.headers().contains_key(http::header::AUTHORIZATION) => {
-                    Authentication::Invalid(
-                        "bearer tokens are not accepted: `grpc.jwt` is not configured".to_owned(),
-                    )
-                }
-                None => Authentication::Missing,
-            };
-            let mut token = None;
-            if let Authentication::Valid(identity) = &authentication {
-                context.identity = Some(identity.clone());
-                token = crate::pipeline::bearer(request.headers());
-            }
+            let (authentication, token) = crate::auth::establish(
+                calls.authenticator.as_deref(),
+                request.headers(),
+                "grpc",
+                &mut context,
+            )
+            .await;
             // The caller's deadline (`grpc-timeout`), when shorter than ours.
             let timeout = grpc_timeout(request.headers())
                 .map_or(calls.timeout, |caller| caller.min(calls.timeout));
@@ -484,13 +475,7 @@ where
                     );
                     mamey_observability::propagation::continue_trace(&span, &otel);
                     // A panicking handler ends its call with INTERNAL.
-                    let call = std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request)));
-                    let handled = async move {
-                        match call {
-                            Ok(future) => AssertUnwindSafe(future).catch_unwind().await.ok(),
-                            Err(_) => None,
-                        }
-                    };
+                    let handled = crate::pipeline::catching_panics(|| inner.call(request));
                     let call = tokio::time::timeout(timeout, handled).instrument(span.clone());
                     // The caller's token, for the service client to forward.
                     let outcome = match token {

@@ -23,7 +23,7 @@ use tower::{Layer, Service};
 use tower_http::compression::{Compression, CompressionLayer};
 use tracing::Instrument;
 
-use crate::auth::{Authentication, Authenticator};
+use crate::auth::{Authentication, Authenticator, establish};
 use crate::problem::{Problem, too_large};
 use mamey_observability::metrics::HttpServerMetrics;
 
@@ -125,21 +125,21 @@ where
 
             let extracted = mamey_observability::propagation::extract(request.headers());
             let mut context = extracted.context;
-            let mut token = None;
-            if let Some(authenticator) = &pipeline.authenticator {
-                let authentication = authenticator.authenticate(request.headers()).await;
-                if let Authentication::Valid(identity) = &authentication {
-                    context.identity = Some(identity.clone());
-                    token = bearer(request.headers());
-                }
-                request.extensions_mut().insert(authentication);
+            let (authentication, token) = establish(
+                pipeline.authenticator.as_deref(),
+                request.headers(),
+                "http",
+                &mut context,
+            )
+            .await;
+            // Nothing to record when no token was sent and none could be.
+            if pipeline.authenticator.is_some() {
                 request
                     .extensions_mut()
                     .insert(Arc::clone(&pipeline.policies));
-            } else if request.headers().contains_key(header::AUTHORIZATION) {
-                request.extensions_mut().insert(Authentication::Invalid(
-                    "bearer tokens are not accepted: `http.jwt` is not configured".to_owned(),
-                ));
+            }
+            if !matches!(authentication, Authentication::Missing) {
+                request.extensions_mut().insert(authentication);
             }
             if let Some(resources) = pipeline.resources.get() {
                 request.extensions_mut().insert(Arc::clone(resources));
@@ -167,16 +167,9 @@ where
                     let response = if content_length(&request) > Some(pipeline.body_limit) {
                         too_large().into_response()
                     } else {
-                        // A panic in the handler, in its synchronous part or
-                        // while polled, is a 500, never a dropped connection.
-                        let call =
-                            std::panic::catch_unwind(AssertUnwindSafe(|| handle(handler, request)));
-                        let handled = async move {
-                            match call {
-                                Ok(future) => AssertUnwindSafe(future).catch_unwind().await.ok(),
-                                Err(_) => None,
-                            }
-                        };
+                        // A panic in the handler is a 500, never a dropped
+                        // connection.
+                        let handled = catching_panics(|| handle(handler, request));
                         let call = tokio::time::timeout(pipeline.timeout, handled)
                             .instrument(span.clone());
                         let outcome = match token {
@@ -253,12 +246,18 @@ pub(crate) async fn with_caller_token<F: Future>(token: Arc<str>, future: F) -> 
     CALLER_TOKEN.scope(token, future).await
 }
 
-pub(crate) fn bearer(headers: &http::HeaderMap) -> Option<Arc<str>> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?;
-    Some(Arc::from(token.trim()))
+/// Calls `call` and awaits the future it makes: `None` when either panics,
+/// in the synchronous part or while polled.
+pub(crate) fn catching_panics<F: Future>(
+    call: impl FnOnce() -> F,
+) -> impl Future<Output = Option<F::Output>> {
+    let started = std::panic::catch_unwind(AssertUnwindSafe(call));
+    async move {
+        match started {
+            Ok(future) => AssertUnwindSafe(future).catch_unwind().await.ok(),
+            Err(_) => None,
+        }
+    }
 }
 
 fn content_length<B>(request: &Request<B>) -> Option<usize> {

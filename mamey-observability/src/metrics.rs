@@ -20,13 +20,22 @@ use metrics::{Counter, Histogram, SharedString, counter, gauge, histogram};
 /// For a server's hot path, [`HttpServerMetrics`] records the same series
 /// without building labels on every request.
 pub fn record_http_server(method: &str, route: &str, status: u16, duration: Duration) {
+    let (counter, histogram) = http_server_series(method, route, status);
+    counter.increment(1);
+    histogram.record(duration.as_secs_f64());
+}
+
+/// The handles of one (method, route, status) series of the web server.
+fn http_server_series(method: &str, route: &str, status: u16) -> (Counter, Histogram) {
     let labels = [
         ("method", method.to_owned()),
         ("route", route.to_owned()),
         ("status", status.to_string()),
     ];
-    counter!("http_server_requests_total", &labels).increment(1);
-    histogram!("http_server_request_duration_seconds", &labels).record(duration.as_secs_f64());
+    (
+        counter!("http_server_requests_total", &labels),
+        histogram!("http_server_request_duration_seconds", &labels),
+    )
 }
 
 /// [`record_http_server`] with the handles of each (route, method, status)
@@ -69,13 +78,7 @@ impl HttpServerMetrics {
             histogram.record(seconds);
             return;
         }
-        let labels = [
-            ("method", method.to_owned()),
-            ("route", route.to_owned()),
-            ("status", status.to_string()),
-        ];
-        let counter = counter!("http_server_requests_total", &labels);
-        let histogram = histogram!("http_server_request_duration_seconds", &labels);
+        let (counter, histogram) = http_server_series(method, route, status);
         counter.increment(1);
         histogram.record(seconds);
         if let Ok(mut series) = self.series.write() {
