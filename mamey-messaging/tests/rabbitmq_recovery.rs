@@ -10,6 +10,7 @@ mod suite;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use mamey_core::health::{Probe, Status};
 use rabbitmq_common::Rabbit;
 use suite::{OrderPlaced, Seen, eventually, service, start};
 
@@ -20,6 +21,20 @@ async fn no_message_is_lost_when_the_broker_closes_the_connection() {
     };
     let seen = Seen::default();
     let running = start(service(&rabbit, &seen, Some(0), Duration::ZERO)).await;
+    // Readiness, sampled every millisecond from before the connections close
+    // until the end: it must drop while the connection is down.
+    let ready = running.health.clone();
+    let sampling = tokio::spawn(async move {
+        let mut seen_not_ready = false;
+        loop {
+            let healthy = ready.check(Probe::Ready).await.status == Status::Healthy;
+            seen_not_ready |= !healthy;
+            if seen_not_ready && healthy {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
     let total = 300_u64;
     for id in 0..total {
         if id == 100 {
@@ -44,6 +59,11 @@ async fn no_message_is_lost_when_the_broker_closes_the_connection() {
         }
     })
     .await;
+    // Not ready while disconnected, ready again once recovered.
+    tokio::time::timeout(Duration::from_secs(30), sampling)
+        .await
+        .expect("readiness drops while disconnected and comes back")
+        .unwrap();
     running.stop().await;
     rabbit.clean().await;
 }

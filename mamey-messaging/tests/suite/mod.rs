@@ -13,6 +13,8 @@ use std::time::Duration;
 use mamey_core::cqrs::Event;
 use mamey_core::{Error, MessageContext, RunningService, Service, ServiceBuilder, TraceContext};
 use mamey_messaging::{Message, Messaging, Publisher};
+use mamey_observability::propagation::OtelContext;
+use opentelemetry::trace::TraceContextExt;
 use serde::{Deserialize, Serialize};
 
 /// The event every case publishes.
@@ -50,6 +52,9 @@ pub struct Seen {
     pub calls: Arc<AtomicUsize>,
     pub ids: Arc<Mutex<Vec<u64>>>,
     pub contexts: Arc<Mutex<Vec<MessageContext>>>,
+    /// The OpenTelemetry trace id current in each call (all zeros when
+    /// nothing is traced).
+    pub trace_ids: Arc<Mutex<Vec<String>>>,
 }
 
 impl Seen {
@@ -62,15 +67,8 @@ impl Seen {
     }
 }
 
-/// A service subscribed to `OrderPlaced` whose handler fails `fail_first`
-/// times (always, if `None`) before succeeding, taking `delay` per call.
-pub fn service<B: Backend>(
-    backend: &B,
-    seen: &Seen,
-    fail_first: Option<usize>,
-    delay: Duration,
-) -> ServiceBuilder {
-    let seen = seen.clone();
+/// The configuration of [`service`]: short retries, and the backend's.
+pub fn vars<B: Backend>(backend: &B) -> Vec<(String, String)> {
     let mut vars = vec![
         (
             "MAMEY__MESSAGING__RETRY__INITIAL_DELAY".to_owned(),
@@ -83,6 +81,19 @@ pub fn service<B: Backend>(
         ("MAMEY__MESSAGING__CONCURRENCY".to_owned(), "4".to_owned()),
     ];
     vars.extend(backend.vars());
+    vars
+}
+
+/// A service subscribed to `OrderPlaced` whose handler fails `fail_first`
+/// times (always, if `None`) before succeeding, taking `delay` per call.
+pub fn service<B: Backend>(
+    backend: &B,
+    seen: &Seen,
+    fail_first: Option<usize>,
+    delay: Duration,
+) -> ServiceBuilder {
+    let seen = seen.clone();
+    let vars = vars(backend);
     Service::builder(backend.service_name())
         .handle_signals(false)
         .config_dir("/nonexistent-mamey-config")
@@ -96,6 +107,13 @@ pub fn service<B: Backend>(
                     if let Some(context) = MessageContext::current() {
                         seen.contexts.lock().unwrap().push(context);
                     }
+                    seen.trace_ids.lock().unwrap().push(
+                        OtelContext::current()
+                            .span()
+                            .span_context()
+                            .trace_id()
+                            .to_string(),
+                    );
                     tokio::time::sleep(delay).await;
                     match fail_first {
                         Some(n) if call < n => {
@@ -116,6 +134,7 @@ pub fn service<B: Backend>(
 /// A running service and its publisher.
 pub struct Running {
     pub publisher: Publisher,
+    pub health: mamey_core::health::Health,
     pub service: RunningService,
 }
 
@@ -131,6 +150,7 @@ pub async fn start(builder: ServiceBuilder) -> Running {
     let publisher = service.resources().get::<Publisher>().unwrap();
     Running {
         publisher,
+        health: service.health().clone(),
         service: service.start().await.unwrap(),
     }
 }
