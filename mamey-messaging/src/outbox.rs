@@ -9,7 +9,7 @@
 //! - A handler records the message id with [`InboxStore::record`] in its
 //!   transaction; a redelivered message finds its id there and is skipped.
 //!
-//! SQL stores (Postgres `FOR UPDATE SKIP LOCKED`, SQLite) live in
+//! The Postgres stores (`FOR UPDATE SKIP LOCKED`, `LISTEN`/`NOTIFY`) live in
 //! mamey-persistence; [`MemoryOutbox`] and [`MemoryInbox`] are the embedded
 //! defaults and the reference behaviour.
 
@@ -29,6 +29,14 @@ use crate::message::OutgoingMessage;
 #[derive(Debug, thiserror::Error)]
 #[error("outbox/inbox store: {0}")]
 pub struct StoreError(pub String);
+
+impl From<StoreError> for mamey_core::Error {
+    /// A store failure is worth retrying: the message is redelivered later.
+    fn from(error: StoreError) -> Self {
+        mamey_core::Error::unavailable("messaging.store_failed", error.to_string())
+            .with_source(error)
+    }
+}
 
 /// A staged message the relay has claimed.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +89,11 @@ pub trait OutboxStore: Send + Sync + 'static {
         &self,
         before: SystemTime,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Notified when messages may have been staged (a commit in this
+    /// process, a Postgres `NOTIFY` from another): the relay runs a round at
+    /// once instead of waiting for its interval.
+    fn staged(&self) -> Arc<Notify>;
 }
 
 /// Message ids a consumer has processed.
@@ -111,7 +124,10 @@ struct Row {
 }
 
 /// The in-memory outbox: the embedded default and the reference behaviour.
-/// Staging needs no transaction (`&mut ()`), and wakes the relay.
+/// Staging needs no transaction (`&mut ()`), and wakes the relay. Clones
+/// share the messages; add one with
+/// [`ServiceBuilder::resource`](mamey_core::ServiceBuilder::resource) for
+/// [`Messaging::outbox`](crate::Messaging::outbox) to find.
 #[derive(Clone, Default)]
 pub struct MemoryOutbox {
     rows: Arc<Mutex<Vec<Row>>>,
@@ -137,12 +153,6 @@ impl MemoryOutbox {
     #[must_use]
     pub fn pending(&self) -> usize {
         self.rows().iter().filter(|r| r.sent.is_none()).count()
-    }
-
-    /// Notified whenever a message is staged; give it to the relay.
-    #[must_use]
-    pub fn notifier(&self) -> Arc<Notify> {
-        Arc::clone(&self.staged)
     }
 
     fn rows(&self) -> std::sync::MutexGuard<'_, Vec<Row>> {
@@ -230,6 +240,9 @@ impl OutboxStore for MemoryOutbox {
         rows.retain(|r| r.sent.is_none_or(|sent| sent >= before));
         Ok(u64::try_from(len - rows.len()).unwrap_or(u64::MAX))
     }
+    fn staged(&self) -> Arc<Notify> {
+        Arc::clone(&self.staged)
+    }
 }
 
 /// The in-memory inbox.
@@ -300,8 +313,8 @@ impl Default for RelayConfig {
     }
 }
 
-/// Publishes staged outbox messages to the broker, waking on a notification
-/// or every `interval`.
+/// Publishes staged outbox messages to the broker, waking on the store's
+/// [`OutboxStore::staged`] notification or every `interval`.
 pub struct OutboxRelay<S: OutboxStore> {
     store: Arc<S>,
     broker: Arc<dyn Broker>,
@@ -327,18 +340,12 @@ pub struct RelayRound {
 }
 
 impl<S: OutboxStore> OutboxRelay<S> {
-    /// A relay from `store` to `broker`, woken by `wake` (e.g.
-    /// [`MemoryOutbox::notifier`], or a Postgres `LISTEN` loop).
-    pub fn new(
-        store: Arc<S>,
-        broker: Arc<dyn Broker>,
-        wake: Arc<Notify>,
-        config: RelayConfig,
-    ) -> Self {
+    /// A relay from `store` to `broker`.
+    pub fn new(store: Arc<S>, broker: Arc<dyn Broker>, config: RelayConfig) -> Self {
         Self {
+            wake: store.staged(),
             store,
             broker,
-            wake,
             config,
         }
     }

@@ -59,6 +59,11 @@ impl ConfigSection for MessagingConfig {
     const KEY: &'static str = "messaging";
 }
 
+/// Finds the outbox store among the resources (at init) and returns what
+/// starts the relay.
+type RelayFactory =
+    Box<dyn FnOnce(&InitContext<'_>) -> Result<RelayStarter, BoxError> + Send + Sync>;
+
 /// Starts the outbox relay over the service's broker.
 type RelayStarter = Box<
     dyn FnOnce(
@@ -111,7 +116,10 @@ pub struct Messaging {
     backend: Backend,
     broker: Option<Arc<dyn Broker>>,
     binders: Vec<Binder>,
-    relay: Option<RelayStarter>,
+    relay: Option<RelayFactory>,
+    relay_starter: Option<RelayStarter>,
+    /// The outbox store the relay needs, when one was asked for.
+    relay_store: Option<mamey_core::Requirement>,
     config: MessagingConfig,
     conventions: Option<Arc<Conventions>>,
 }
@@ -144,27 +152,37 @@ impl Messaging {
             broker: None,
             binders: Vec::new(),
             relay: None,
+            relay_starter: None,
+            relay_store: None,
             config: MessagingConfig::default(),
             conventions: None,
         }
     }
 
-    /// Runs an [`OutboxRelay`](crate::OutboxRelay) from `store` to the
-    /// service's broker while the service runs (settings in
-    /// `messaging.outbox`), woken by `wake` — e.g.
-    /// [`MemoryOutbox::notifier`](crate::MemoryOutbox::notifier) — and on its
-    /// interval. Handlers stage messages in the store; the relay publishes
-    /// them after commit.
+    /// Runs an [`OutboxRelay`](crate::OutboxRelay) while the service runs
+    /// (settings in `messaging.outbox`), from the store `S` an earlier
+    /// plug-in provides as a resource — e.g. mamey-persistence's `PgOutbox`
+    /// from `Postgres::new().outbox()`, or a
+    /// [`MemoryOutbox`](crate::MemoryOutbox) added with
+    /// [`ServiceBuilder::resource`](mamey_core::ServiceBuilder::resource).
+    /// Handlers stage messages in the store inside their transaction; the
+    /// relay publishes them after commit, woken by the store's
+    /// [`staged`](crate::OutboxStore::staged) notification and on its
+    /// interval.
     #[must_use]
-    pub fn outbox<S: crate::OutboxStore>(
-        mut self,
-        store: Arc<S>,
-        wake: Arc<tokio::sync::Notify>,
-    ) -> Self {
-        self.relay = Some(Box::new(move |broker, config, stop| {
-            crate::OutboxRelay::new(store, broker, wake, config)
-                .run(stop)
-                .boxed()
+    pub fn outbox<S: crate::OutboxStore + Clone>(mut self) -> Self {
+        self.relay_store = Some(mamey_core::Requirement::of::<S>().hint(
+            "the outbox store: add the plug-in that provides it (e.g. `Postgres::new().outbox()`), \
+             or `ServiceBuilder::resource` for a `MemoryOutbox`, before `messaging`",
+        ));
+        self.relay = Some(Box::new(|ctx: &InitContext<'_>| {
+            let store = Arc::new(ctx.resource::<S>()?);
+            let start: RelayStarter = Box::new(move |broker, config, stop| {
+                crate::OutboxRelay::new(store, broker, config)
+                    .run(stop)
+                    .boxed()
+            });
+            Ok(start)
         }));
         self
     }
@@ -257,6 +275,10 @@ impl Plugin for Messaging {
         "messaging"
     }
 
+    fn requires(&self) -> Vec<mamey_core::Requirement> {
+        self.relay_store.iter().cloned().collect()
+    }
+
     async fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), BoxError> {
         self.config = ctx.section::<MessagingConfig>()?;
         if self.config.concurrency == 0 {
@@ -278,6 +300,9 @@ impl Plugin for Messaging {
                 Arc::new(crate::rabbitmq::RabbitMqBroker::connect(config, &name).await?)
             }
         };
+        if let Some(relay) = self.relay.take() {
+            self.relay_starter = Some(relay(ctx)?);
+        }
         self.broker = Some(Arc::clone(&broker));
         ctx.provide(Publisher::new(
             Arc::clone(&broker),
@@ -314,7 +339,7 @@ impl Plugin for Messaging {
             broker.subscribe(subscription).await?;
         }
         // After the subscriptions: what it relays may be for this service.
-        if let Some(start_relay) = self.relay.take() {
+        if let Some(start_relay) = self.relay_starter.take() {
             let relay = start_relay(
                 Arc::clone(&broker),
                 self.config.outbox.clone(),

@@ -96,7 +96,6 @@ async fn two_relays_never_send_the_same_message() {
         OutboxRelay::new(
             Arc::clone(&outbox),
             Arc::new(broker.clone()),
-            outbox.notifier(),
             config.clone(),
         )
     };
@@ -121,7 +120,6 @@ async fn a_failed_publish_is_kept_and_retried_later() {
     let relay = OutboxRelay::new(
         Arc::clone(&outbox),
         Arc::new(broker.clone()),
-        outbox.notifier(),
         RelayConfig {
             retry: RetryPolicy {
                 initial_delay: Duration::from_millis(50),
@@ -157,7 +155,6 @@ async fn the_relay_wakes_when_a_message_is_staged() {
     let relay = OutboxRelay::new(
         Arc::clone(&outbox),
         Arc::new(broker.clone()),
-        outbox.notifier(),
         RelayConfig {
             interval: Duration::from_secs(3600), // only the notification can wake it
             ..RelayConfig::default()
@@ -196,17 +193,18 @@ async fn the_plugin_runs_the_relay_while_the_service_runs() {
     impl Event for Paid {}
 
     let broker = MemoryBroker::new();
-    let outbox = Arc::new(MemoryOutbox::new());
+    let outbox = MemoryOutbox::new();
     let received = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&received);
     let service = mamey_core::Service::builder("ledger")
         .handle_signals(false)
         .config_dir("/nonexistent-mamey-config")
         .env_vars([("MAMEY__MESSAGING__OUTBOX__INTERVAL", "1h")])
+        .resource(outbox.clone())
         .plugin(
             mamey_messaging::Messaging::new(broker.clone())
                 .subscribe_event::<Paid>()
-                .outbox(Arc::clone(&outbox), outbox.notifier()),
+                .outbox::<MemoryOutbox>(),
         )
         .handlers(move |dispatcher, _| {
             dispatcher.add_event(move |paid: Paid| {

@@ -1,6 +1,17 @@
-//! Pools, migrations, health checks and repositories for Postgres and SQLite (sqlx), MongoDB and Redis, with the transactional outbox and inbox stores.
+//! Databases for mamey services.
 //!
-//! This crate is a placeholder in the mamey workspace: its contracts live in
-//! [`mamey-core`](https://docs.rs/mamey-core) and its implementation lands in
-//! a later release. See `docs/` in the repository for the plan.
+//! - [`postgres`] (feature `postgres`): the [`Postgres`](postgres::Postgres)
+//!   plug-in — a sqlx pool as a resource, a readiness check, and on request
+//!   the transactional outbox ([`PgOutbox`](postgres::PgOutbox)) and inbox
+//!   ([`PgInbox`](postgres::PgInbox)) of mamey-messaging, woken by
+//!   `LISTEN`/`NOTIFY`.
+//!
+//! ```toml
+//! [postgres]
+//! url = "postgres://postgres@127.0.0.1:5432/orders"
+//! max_connections = 10
+//! ```
 #![forbid(unsafe_code)]
+
+#[cfg(feature = "postgres")]
+pub mod postgres;

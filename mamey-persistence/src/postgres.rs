@@ -1,0 +1,904 @@
+//! Postgres (feature `postgres`): the [`Postgres`] plug-in, and the
+//! transactional outbox and inbox on it.
+//!
+//! The plug-in connects a [`PgPool`] at init (the service does not start
+//! without its database), provides it as a resource, registers a `postgres`
+//! readiness check, and closes the pool when the service stops — after the
+//! plug-ins added later, so handlers and the outbox relay finish first.
+//!
+//! [`Postgres::outbox`] adds a [`PgOutbox`] resource for
+//! [`Messaging::outbox`](mamey_messaging::Messaging::outbox), and
+//! [`Postgres::inbox`] a [`PgInbox`]. Their tables are created at init when
+//! missing. Staging a message runs `pg_notify` in the caller's transaction,
+//! so the relay of every instance wakes when it commits — and not at all if
+//! it rolls back.
+//!
+//! ```no_run
+//! use mamey_core::Service;
+//! use mamey_messaging::{MemoryBroker, Messaging};
+//! use mamey_persistence::postgres::{PgOutbox, Postgres};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! Service::builder("orders")
+//!     .plugin(Postgres::new().outbox().inbox())
+//!     .plugin(Messaging::new(MemoryBroker::new()).outbox::<PgOutbox>())
+//!     .build()
+//!     .await?
+//!     .run()
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use mamey_core::config::{ConfigSection, Secret};
+use mamey_core::health::{HealthStatus, Probe};
+use mamey_core::{BoxError, InitContext, Plugin, StartContext};
+use mamey_messaging::{
+    InboxStore, OutboxEntry, OutboxStore, OutgoingMessage, Properties, Route, StoreError,
+};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, Row};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use sqlx::PgPool;
+
+/// The `postgres` section.
+///
+/// ```toml
+/// [postgres]
+/// url = "postgres://postgres@127.0.0.1:5432/postgres"
+/// max_connections = 10
+/// min_connections = 0
+/// acquire_timeout = "5s"
+/// idle_timeout = "10m"
+/// connect_timeout = "10s"
+/// outbox_table = "mamey_outbox"
+/// inbox_table = "mamey_inbox"
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Connection URL (it may hold a password, so it never prints).
+    /// Default: `postgres://postgres@127.0.0.1:5432/postgres`.
+    pub url: Secret<String>,
+    /// Connections the pool opens at most. Default: `10`.
+    pub max_connections: u32,
+    /// Connections the pool keeps open when idle. Default: `0`.
+    pub min_connections: u32,
+    /// How long a query waits for a free connection before it fails as
+    /// unavailable. Default: `5s`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub acquire_timeout: Duration,
+    /// Idle connections above `min_connections` close after this.
+    /// Default: `10m`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub idle_timeout: Duration,
+    /// How long the first connection may take before the service fails to
+    /// start. Default: `10s`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub connect_timeout: Duration,
+    /// The outbox table (`name` or `schema.name`); its `NOTIFY` channel is
+    /// the name without the schema. Default: `mamey_outbox`.
+    pub outbox_table: String,
+    /// The inbox table (`name` or `schema.name`). Default: `mamey_inbox`.
+    pub inbox_table: String,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("postgres://postgres@127.0.0.1:5432/postgres".into()),
+            max_connections: 10,
+            min_connections: 0,
+            acquire_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(600),
+            connect_timeout: Duration::from_secs(10),
+            outbox_table: "mamey_outbox".into(),
+            inbox_table: "mamey_inbox".into(),
+        }
+    }
+}
+
+impl ConfigSection for PostgresConfig {
+    const KEY: &'static str = "postgres";
+}
+
+/// The Postgres plug-in (section `postgres`). Provides a [`PgPool`], and a
+/// [`PgOutbox`] / [`PgInbox`] when asked for.
+#[derive(Default)]
+pub struct Postgres {
+    outbox: bool,
+    inbox: bool,
+    pool: Option<PgPool>,
+    outbox_store: Option<PgOutbox>,
+}
+
+impl fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Postgres")
+            .field("outbox", &self.outbox)
+            .field("inbox", &self.inbox)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Postgres {
+    /// The plug-in, providing the pool.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Also provides a [`PgOutbox`] on `postgres.outbox_table`, creating the
+    /// table if missing, and listens for its notifications while the service
+    /// runs.
+    #[must_use]
+    pub fn outbox(mut self) -> Self {
+        self.outbox = true;
+        self
+    }
+
+    /// Also provides a [`PgInbox`] on `postgres.inbox_table`, creating the
+    /// table if missing.
+    #[must_use]
+    pub fn inbox(mut self) -> Self {
+        self.inbox = true;
+        self
+    }
+}
+
+impl Plugin for Postgres {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), BoxError> {
+        let config = ctx.section::<PostgresConfig>()?;
+        let url = config.url.expose();
+        let parsed = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            PgConnectOptions::from_str(url).map_err(|e| e.to_string())
+        } else {
+            Err("not a postgres:// URL".to_owned())
+        };
+        let options = parsed.map_err(|e| {
+            ctx.config().invalid(
+                "postgres.url",
+                format!("expected a URL like postgres://user@host:5432/db ({e})"),
+            )
+        })?;
+        for (key, table) in [
+            ("postgres.outbox_table", &config.outbox_table),
+            ("postgres.inbox_table", &config.inbox_table),
+        ] {
+            if !is_table_name(table) {
+                return Err(ctx
+                    .config()
+                    .invalid(
+                        key,
+                        "expected a table name: `name` or `schema.name`, each of lower-case \
+                         letters, digits and `_`, not starting with a digit, at most 63 bytes",
+                    )
+                    .into());
+            }
+        }
+        if config.max_connections == 0 || config.min_connections > config.max_connections {
+            return Err(ctx
+                .config()
+                .invalid(
+                    "postgres.max_connections",
+                    "expected at least 1, and at least `postgres.min_connections`",
+                )
+                .into());
+        }
+        let target = format!(
+            "{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or("(default database)")
+        );
+        connect(&options, config.connect_timeout)
+            .await
+            .map_err(|e| format!("cannot connect to Postgres at {target}: {e}"))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .min_connections(config.min_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .idle_timeout(Some(config.idle_timeout))
+            .connect_lazy_with(options);
+        if self.outbox {
+            let outbox = PgOutbox::new(pool.clone(), &config.outbox_table);
+            outbox.create_table().await?;
+            ctx.provide(outbox.clone())?;
+            self.outbox_store = Some(outbox);
+        }
+        if self.inbox {
+            let inbox = PgInbox::new(pool.clone(), &config.inbox_table);
+            inbox.create_table().await?;
+            ctx.provide(inbox)?;
+        }
+        ctx.provide(pool.clone())?;
+        let probe = pool.clone();
+        ctx.health().register("postgres", &[Probe::Ready], move || {
+            let pool = probe.clone();
+            async move {
+                match sqlx::query("SELECT 1").execute(&pool).await {
+                    Ok(_) => HealthStatus::healthy(),
+                    Err(error) => HealthStatus::unhealthy(format!("postgres: {error}")),
+                }
+            }
+        });
+        self.pool = Some(pool);
+        Ok(())
+    }
+
+    async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+        if let Some(outbox) = self.outbox_store.clone() {
+            let stop = ctx.shutdown_token();
+            ctx.spawn("postgres-outbox-listener", async move {
+                outbox.listen(stop).await;
+                Ok(())
+            });
+        }
+        Ok(())
+    }
+
+    async fn stop(&mut self) -> Result<(), BoxError> {
+        if let Some(pool) = self.pool.take() {
+            pool.close().await;
+        }
+        Ok(())
+    }
+}
+
+/// Connects once, to check the database is there before the service starts:
+/// retries with backoff within `timeout` (a database starting beside the
+/// service), then reports the last error, e.g. a refused connection or an
+/// unknown role.
+async fn connect(options: &PgConnectOptions, timeout: Duration) -> Result<(), String> {
+    use sqlx::{ConnectOptions, Connection};
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let error = match tokio::time::timeout_at(deadline, options.connect()).await {
+            Ok(Ok(connection)) => {
+                let _ = connection.close().await;
+                return Ok(());
+            }
+            Ok(Err(error)) => error,
+            Err(_) => {
+                return Err(format!(
+                    "no connection within {timeout:?} (postgres.connect_timeout)"
+                ));
+            }
+        };
+        // Wrong credentials or database will not fix themselves.
+        if matches!(
+            error,
+            sqlx::Error::Database(_) | sqlx::Error::Configuration(_)
+        ) {
+            return Err(error.to_string());
+        }
+        if tokio::time::Instant::now() + backoff >= deadline {
+            return Err(format!(
+                "{error} (still failing after {timeout:?}, postgres.connect_timeout)"
+            ));
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Whether `name` is `table` or `schema.table` of plain lower-case
+/// identifiers: the names are put into SQL as they are.
+fn is_table_name(name: &str) -> bool {
+    let ident = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 63
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            && !part.as_bytes()[0].is_ascii_digit()
+    };
+    match name.split_once('.') {
+        Some((schema, table)) => ident(schema) && ident(table),
+        None => ident(name),
+    }
+}
+
+/// The unqualified part of a table name, for naming its index.
+fn unqualified(table: &str) -> &str {
+    table.rsplit('.').next().unwrap_or(table)
+}
+
+/// Maps a sqlx error onto mamey's error model, for handlers that use the
+/// pool: a unique or exclusion violation is a conflict, no row a "not
+/// found", a lost connection or an exhausted pool unavailable (retried),
+/// anything else internal. The database's text stays in the source, for
+/// logs.
+///
+/// ```
+/// use mamey_core::ErrorKind;
+/// use mamey_persistence::postgres::error;
+///
+/// assert_eq!(error(sqlx::Error::RowNotFound).kind(), ErrorKind::NotFound);
+/// assert_eq!(error(sqlx::Error::PoolTimedOut).kind(), ErrorKind::Unavailable);
+/// ```
+#[must_use]
+pub fn error(error: sqlx::Error) -> mamey_core::Error {
+    use mamey_core::Error;
+    match &error {
+        sqlx::Error::RowNotFound => Error::not_found("db.not_found", "no such row"),
+        sqlx::Error::Database(db)
+            if matches!(
+                db.kind(),
+                sqlx::error::ErrorKind::UniqueViolation
+                    | sqlx::error::ErrorKind::ForeignKeyViolation
+            ) =>
+        {
+            Error::conflict("db.conflict", "conflicts with existing data")
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_) => {
+            Error::unavailable("db.unavailable", "the database is unavailable")
+        }
+        sqlx::Error::Database(db) if is_transient(db.code().as_deref()) => {
+            Error::unavailable("db.unavailable", "the database is unavailable")
+        }
+        _ => Error::internal("database error"),
+    }
+    .with_source(error)
+}
+
+/// SQLSTATE classes worth retrying: serialization failures and deadlocks
+/// (40xxx), lost connections (08xxx), too many connections and shutdowns
+/// (53xxx, 57Pxx).
+fn is_transient(code: Option<&str>) -> bool {
+    code.is_some_and(|code| {
+        code.starts_with("40")
+            || code.starts_with("08")
+            || code.starts_with("53")
+            || code.starts_with("57P")
+    })
+}
+
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(store_error)`
+fn store_error(error: sqlx::Error) -> StoreError {
+    StoreError(error.to_string())
+}
+
+/// Seconds, as SQL's `make_interval(secs => …)` takes them.
+fn seconds(duration: Duration) -> f64 {
+    duration.as_secs_f64()
+}
+
+/// The transactional outbox on Postgres (see
+/// [`OutboxStore`](mamey_messaging::OutboxStore)). Cheap to clone.
+///
+/// Stage in the transaction that changes the state; the relay claims rows
+/// with `FOR UPDATE SKIP LOCKED` and a lease, so relays in several instances
+/// never send the same row at once, and a relay that dies mid-batch frees
+/// its rows when the lease ends.
+///
+/// ```no_run
+/// # use mamey_messaging::{Message, Publisher, PublishOptions};
+/// # use mamey_messaging::OutboxStore;
+/// # use mamey_persistence::postgres::{PgOutbox, PgPool};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct OrderPlaced { id: i64 }
+/// # impl Message for OrderPlaced { const NAMESPACE: &'static str = "orders"; }
+/// # async fn place(pool: PgPool, outbox: PgOutbox, publisher: Publisher) -> Result<(), Box<dyn std::error::Error>> {
+/// let mut tx = pool.begin().await?;
+/// sqlx::query("INSERT INTO orders (id) VALUES ($1)").bind(7_i64).execute(&mut *tx).await?;
+/// let event = publisher.prepare(&OrderPlaced { id: 7 }, PublishOptions::default())?;
+/// outbox.stage(&mut *tx, event).await?;
+/// tx.commit().await?; // the relay wakes and publishes the event
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PgOutbox {
+    pool: PgPool,
+    table: Arc<str>,
+    sql: Arc<OutboxSql>,
+    staged: Arc<Notify>,
+}
+
+/// The outbox statements, with the table name in them.
+struct OutboxSql {
+    create: String,
+    stage: String,
+    claim: String,
+    mark_sent: String,
+    retry_later: String,
+    purge_sent: String,
+}
+
+impl fmt::Debug for PgOutbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgOutbox")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+const OUTBOX_COLUMNS: &str = "message_id, exchange, routing_key, correlation_id, message_type, \
+                              content_type, persistent, timestamp_ms, headers::text, body, \
+                              attempts, seq";
+
+impl PgOutbox {
+    /// The outbox in `table` (`name` or `schema.name`; the caller checks it
+    /// is a plain identifier). Its `NOTIFY` channel is the table's name
+    /// without the schema.
+    #[must_use]
+    pub fn new(pool: PgPool, table: &str) -> Self {
+        let index = unqualified(table);
+        let sql = OutboxSql {
+            create: format!(
+                "CREATE TABLE IF NOT EXISTS {table} (
+                    seq bigint GENERATED ALWAYS AS IDENTITY,
+                    message_id text PRIMARY KEY,
+                    exchange text NOT NULL,
+                    routing_key text NOT NULL,
+                    correlation_id text NOT NULL,
+                    message_type text NOT NULL,
+                    content_type text NOT NULL,
+                    persistent boolean NOT NULL,
+                    timestamp_ms bigint NOT NULL,
+                    headers jsonb NOT NULL,
+                    body bytea NOT NULL,
+                    staged_at timestamptz NOT NULL DEFAULT now(),
+                    due_at timestamptz NOT NULL DEFAULT now(),
+                    leased_until timestamptz,
+                    sent_at timestamptz,
+                    attempts integer NOT NULL DEFAULT 0,
+                    last_error text
+                );
+                CREATE INDEX IF NOT EXISTS {index}_unsent ON {table} (seq) WHERE sent_at IS NULL;
+                CREATE INDEX IF NOT EXISTS {index}_sent ON {table} (sent_at) WHERE sent_at IS NOT NULL;"
+            ),
+            // One round trip: the row, and a notification delivered when
+            // (and only if) the transaction commits.
+            stage: format!(
+                "WITH staged AS (
+                    INSERT INTO {table} (message_id, exchange, routing_key, correlation_id,
+                        message_type, content_type, persistent, timestamp_ms, headers, body)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10)
+                    RETURNING 1
+                 )
+                 SELECT pg_notify($11, '') FROM staged"
+            ),
+            claim: format!(
+                "UPDATE {table}
+                 SET leased_until = now() + make_interval(secs => $2), attempts = attempts + 1
+                 WHERE message_id IN (
+                     SELECT message_id FROM {table}
+                     WHERE sent_at IS NULL AND due_at <= now()
+                       AND (leased_until IS NULL OR leased_until <= now())
+                     ORDER BY seq
+                     LIMIT $1
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING {OUTBOX_COLUMNS}"
+            ),
+            mark_sent: format!(
+                "UPDATE {table} SET sent_at = now(), leased_until = NULL
+                 WHERE message_id = ANY($1)"
+            ),
+            retry_later: format!(
+                "UPDATE {table}
+                 SET due_at = now() + make_interval(secs => $2), leased_until = NULL,
+                     last_error = $3
+                 WHERE message_id = $1"
+            ),
+            purge_sent: format!(
+                "DELETE FROM {table}
+                 WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval(secs => $1)"
+            ),
+        };
+        Self {
+            pool,
+            table: table.into(),
+            sql: Arc::new(sql),
+            staged: Arc::new(Notify::new()),
+        }
+    }
+
+    /// The table.
+    #[must_use]
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the table and its indexes if missing. Instances starting at
+    /// once take turns (an advisory lock), so the creation never races.
+    ///
+    /// # Errors
+    /// The database refused, e.g. no `CREATE` privilege.
+    pub async fn create_table(&self) -> Result<(), StoreError> {
+        create_under_lock(&self.pool, &self.table, &self.sql.create).await
+    }
+
+    /// Wakes the relay on each `NOTIFY` of the table's channel, until `stop`;
+    /// reconnects with backoff when the connection is lost, and wakes the
+    /// relay after each (re)connection for what was staged meanwhile. The
+    /// listener holds one connection of the pool.
+    pub async fn listen(&self, stop: CancellationToken) {
+        let channel = unqualified(&self.table).to_owned();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let connected = async {
+                let mut listener = PgListener::connect_with(&self.pool).await?;
+                listener.listen(&channel).await?;
+                Ok::<_, sqlx::Error>(listener)
+            };
+            let listener = tokio::select! {
+                () = stop.cancelled() => return,
+                connected = connected => connected,
+            };
+            match listener {
+                Ok(mut listener) => {
+                    backoff = Duration::from_millis(100);
+                    self.staged.notify_one();
+                    loop {
+                        let next = tokio::select! {
+                            () = stop.cancelled() => return,
+                            next = listener.try_recv() => next,
+                        };
+                        match next {
+                            Ok(Some(_)) => self.staged.notify_one(),
+                            // The connection was lost; the next call
+                            // reconnects. Notifications may have been missed.
+                            Ok(None) => {
+                                tracing::warn!(%channel, "outbox listener reconnecting");
+                                self.staged.notify_one();
+                            }
+                            Err(error) => {
+                                tracing::warn!(%channel, %error, "outbox listener failed");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%channel, %error, ?backoff, "outbox listener cannot connect");
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// Messages staged and not yet sent (for tests and dashboards).
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn pending(&self) -> Result<u64, StoreError> {
+        let table = &self.table;
+        let count: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {table} WHERE sent_at IS NULL"
+        ))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+}
+
+fn entry(row: &PgRow) -> Result<(i64, OutboxEntry), sqlx::Error> {
+    let headers: String = row.try_get(8)?;
+    let headers = serde_json::from_str(&headers).map_err(|e| sqlx::Error::ColumnDecode {
+        index: "headers".into(),
+        source: Box::new(e),
+    })?;
+    let timestamp_ms: i64 = row.try_get(7)?;
+    let attempts: i32 = row.try_get(10)?;
+    let body: Vec<u8> = row.try_get(9)?;
+    let message = OutgoingMessage {
+        route: Route {
+            exchange: row.try_get(1)?,
+            routing_key: row.try_get(2)?,
+        },
+        properties: Properties {
+            message_id: row.try_get(0)?,
+            correlation_id: row.try_get(3)?,
+            message_type: row.try_get(4)?,
+            timestamp: SystemTime::UNIX_EPOCH
+                + Duration::from_millis(u64::try_from(timestamp_ms).unwrap_or(0)),
+            content_type: row.try_get(5)?,
+            persistent: row.try_get(6)?,
+            headers,
+        },
+        body: bytes::Bytes::from(body),
+    };
+    Ok((
+        row.try_get(11)?,
+        OutboxEntry {
+            message,
+            attempts: u32::try_from(attempts).unwrap_or(0),
+        },
+    ))
+}
+
+impl OutboxStore for PgOutbox {
+    /// A connection in the caller's transaction: `&mut *tx` of a
+    /// `sqlx::Transaction<'_, Postgres>`.
+    type Transaction<'t> = PgConnection;
+
+    async fn stage(
+        &self,
+        tx: &mut Self::Transaction<'_>,
+        message: OutgoingMessage,
+    ) -> Result<(), StoreError> {
+        let OutgoingMessage {
+            route,
+            properties,
+            body,
+        } = message;
+        let headers = serde_json::to_string(&properties.headers)
+            .map_err(|e| StoreError(format!("encoding headers: {e}")))?;
+        let timestamp_ms = properties
+            .timestamp
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        sqlx::query(&self.sql.stage)
+            .bind(properties.message_id)
+            .bind(route.exchange)
+            .bind(route.routing_key)
+            .bind(properties.correlation_id)
+            .bind(properties.message_type)
+            .bind(properties.content_type)
+            .bind(properties.persistent)
+            .bind(timestamp_ms)
+            .bind(headers)
+            .bind(body.as_ref())
+            .bind(unqualified(&self.table))
+            .execute(tx)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn claim(&self, batch: usize, lease: Duration) -> Result<Vec<OutboxEntry>, StoreError> {
+        let rows = sqlx::query(&self.sql.claim)
+            .bind(i64::try_from(batch).unwrap_or(i64::MAX))
+            .bind(seconds(lease))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        let mut entries = rows
+            .iter()
+            .map(entry)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(store_error)?;
+        // RETURNING keeps no order; staging order is the publishing order.
+        entries.sort_by_key(|(seq, _)| *seq);
+        Ok(entries.into_iter().map(|(_, entry)| entry).collect())
+    }
+
+    async fn mark_sent(&self, message_ids: &[String]) -> Result<(), StoreError> {
+        sqlx::query(&self.sql.mark_sent)
+            .bind(message_ids)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn retry_later(
+        &self,
+        message_id: &str,
+        error: &str,
+        not_before: SystemTime,
+    ) -> Result<(), StoreError> {
+        // Relative to the database's clock, so clock skew between this host
+        // and the database moves nothing.
+        let delay = not_before
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        sqlx::query(&self.sql.retry_later)
+            .bind(message_id)
+            .bind(seconds(delay))
+            .bind(error)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn purge_sent(&self, before: SystemTime) -> Result<u64, StoreError> {
+        let age = SystemTime::now().duration_since(before).unwrap_or_default();
+        let done = sqlx::query(&self.sql.purge_sent)
+            .bind(seconds(age))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected())
+    }
+
+    fn staged(&self) -> Arc<Notify> {
+        Arc::clone(&self.staged)
+    }
+}
+
+/// The inbox on Postgres (see
+/// [`InboxStore`](mamey_messaging::InboxStore)): a row per consumer
+/// and message id, inserted in the handler's transaction. A duplicate
+/// delivery finds the row and is skipped; if the handler's transaction rolls
+/// back, so does the row, and the redelivery is applied. Cheap to clone.
+///
+/// ```no_run
+/// # use mamey_messaging::InboxStore;
+/// # use mamey_persistence::postgres::{PgInbox, PgPool};
+/// # async fn handle(pool: PgPool, inbox: PgInbox) -> Result<(), Box<dyn std::error::Error>> {
+/// let message_id = mamey_core::MessageContext::current().map(|c| c.message_id).unwrap_or_default();
+/// let mut tx = pool.begin().await?;
+/// if !inbox.record(&mut *tx, "billing", &message_id).await? {
+///     return Ok(()); // applied before: skip
+/// }
+/// sqlx::query("UPDATE accounts SET balance = balance - 10 WHERE id = 1").execute(&mut *tx).await?;
+/// tx.commit().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PgInbox {
+    pool: PgPool,
+    table: Arc<str>,
+    create: Arc<str>,
+    record: Arc<str>,
+    purge: Arc<str>,
+}
+
+impl fmt::Debug for PgInbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgInbox")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgInbox {
+    /// The inbox in `table` (`name` or `schema.name`; the caller checks it
+    /// is a plain identifier).
+    #[must_use]
+    pub fn new(pool: PgPool, table: &str) -> Self {
+        let index = unqualified(table);
+        Self {
+            pool,
+            table: table.into(),
+            create: format!(
+                "CREATE TABLE IF NOT EXISTS {table} (
+                    consumer text NOT NULL,
+                    message_id text NOT NULL,
+                    processed_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (consumer, message_id)
+                );
+                CREATE INDEX IF NOT EXISTS {index}_processed ON {table} (processed_at);"
+            )
+            .into(),
+            record: format!(
+                "INSERT INTO {table} (consumer, message_id) VALUES ($1, $2)
+                 ON CONFLICT DO NOTHING"
+            )
+            .into(),
+            purge: format!(
+                "DELETE FROM {table} WHERE processed_at < now() - make_interval(secs => $1)"
+            )
+            .into(),
+        }
+    }
+
+    /// The table.
+    #[must_use]
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the table if missing (see [`PgOutbox::create_table`]).
+    ///
+    /// # Errors
+    /// The database refused.
+    pub async fn create_table(&self) -> Result<(), StoreError> {
+        create_under_lock(&self.pool, &self.table, &self.create).await
+    }
+
+    /// Forgets message ids processed more than `older_than` ago; returns how
+    /// many. Keep `older_than` well beyond the longest time a duplicate can
+    /// arrive (the broker's redelivery and the publishers' retries).
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn purge(&self, older_than: Duration) -> Result<u64, StoreError> {
+        let done = sqlx::query(&self.purge)
+            .bind(seconds(older_than))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected())
+    }
+}
+
+impl InboxStore for PgInbox {
+    /// A connection in the handler's transaction: `&mut *tx`.
+    type Transaction<'t> = PgConnection;
+
+    async fn record(
+        &self,
+        tx: &mut Self::Transaction<'_>,
+        consumer: &str,
+        message_id: &str,
+    ) -> Result<bool, StoreError> {
+        // A concurrent transaction inserting the same id makes this one wait
+        // for its outcome: committed → a duplicate, rolled back → ours.
+        let done = sqlx::query(&self.record)
+            .bind(consumer)
+            .bind(message_id)
+            .execute(tx)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+/// Runs `ddl` in a transaction holding an advisory lock named after `table`.
+async fn create_under_lock(pool: &PgPool, table: &str, ddl: &str) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await.map_err(store_error)?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(format!("mamey:{table}"))
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+    // One statement at a time: prepared statements hold one each.
+    for statement in ddl.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        sqlx::query(statement)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError(format!("creating `{table}`: {e}")))?;
+    }
+    tx.commit().await.map_err(store_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names() {
+        for good in ["mamey_outbox", "app.outbox", "o2", "_x"] {
+            assert!(is_table_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "Outbox",
+            "2x",
+            "a.b.c",
+            "x;drop table y",
+            "x\"",
+            ".x",
+            &"x".repeat(64),
+        ] {
+            assert!(!is_table_name(bad), "{bad}");
+        }
+        assert_eq!(unqualified("app.outbox"), "outbox");
+    }
+
+    #[test]
+    fn transient_states() {
+        assert!(is_transient(Some("40001")));
+        assert!(is_transient(Some("40P01")));
+        assert!(is_transient(Some("57P01")));
+        assert!(!is_transient(Some("23505")));
+        assert!(!is_transient(None));
+    }
+}

@@ -1,0 +1,625 @@
+//! The Postgres plug-in, outbox and inbox against a real server
+//! (`DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/test`).
+//! Each test uses its own tables and drops them at the end.
+#![cfg(feature = "postgres")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures_util::FutureExt;
+use mamey_core::cqrs::Event;
+use mamey_core::health::{Probe, Status};
+use mamey_core::{MessageContext, Service};
+use mamey_messaging::{
+    Broker, Delivery, InboxStore, MemoryBroker, Message, Messaging, OutboxRelay, OutboxStore,
+    PublishOptions, Publisher, RelayConfig, RetryPolicy, Route, Subscription,
+};
+use mamey_persistence::postgres::{PgInbox, PgOutbox, PgPool, Postgres};
+use serde::{Deserialize, Serialize};
+
+fn url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A pool on the test database, or `None` (the test skips) when Postgres is
+/// down and `MAMEY_REQUIRE_SERVICES` is not set.
+async fn pool() -> Option<PgPool> {
+    match PgPool::connect(&url()).await {
+        Ok(pool) => Some(pool),
+        Err(error) if std::env::var("MAMEY_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+            panic!("Postgres is required (MAMEY_REQUIRE_SERVICES=1) but unreachable: {error}")
+        }
+        Err(error) => {
+            eprintln!("SKIPPED: Postgres unreachable at {}: {error}", url());
+            None
+        }
+    }
+}
+
+/// Table names unique to one test.
+struct Tables {
+    prefix: String,
+}
+
+impl Tables {
+    fn new() -> Self {
+        Self {
+            prefix: format!("it_{}", &mamey_core::new_id()[..8]),
+        }
+    }
+
+    fn outbox(&self) -> String {
+        format!("{}_outbox", self.prefix)
+    }
+
+    fn inbox(&self) -> String {
+        format!("{}_inbox", self.prefix)
+    }
+
+    fn ledger(&self) -> String {
+        format!("{}_ledger", self.prefix)
+    }
+
+    fn vars(&self) -> Vec<(String, String)> {
+        vec![
+            ("MAMEY__POSTGRES__URL".into(), url()),
+            ("MAMEY__POSTGRES__OUTBOX_TABLE".into(), self.outbox()),
+            ("MAMEY__POSTGRES__INBOX_TABLE".into(), self.inbox()),
+            // Only a notification can wake the relay in these tests.
+            ("MAMEY__MESSAGING__OUTBOX__INTERVAL".into(), "1h".into()),
+        ]
+    }
+
+    async fn drop(&self, pool: &PgPool) {
+        for table in [self.outbox(), self.inbox(), self.ledger()] {
+            sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Paid {
+    invoice: u32,
+}
+
+impl Message for Paid {
+    const NAMESPACE: &'static str = "payments";
+}
+
+impl Event for Paid {}
+
+async fn eventually(what: &str, check: impl AsyncFn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Records the ids of `Paid` messages published on `broker`.
+async fn record_deliveries(broker: &MemoryBroker) -> Arc<Mutex<Vec<String>>> {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&received);
+    broker
+        .subscribe(Subscription {
+            queue: "recorder/payments.paid".into(),
+            binding: Route {
+                exchange: "payments".into(),
+                routing_key: "paid".into(),
+            },
+            message: "Paid",
+            handler: Arc::new(move |delivery: Delivery| {
+                let sink = Arc::clone(&sink);
+                async move {
+                    sink.lock().unwrap().push(delivery.properties.message_id);
+                    Ok(())
+                }
+                .boxed()
+            }),
+            retry: RetryPolicy::default(),
+            concurrency: 4,
+            handler_timeout: Duration::from_secs(5),
+        })
+        .await
+        .unwrap();
+    received
+}
+
+fn publisher(broker: &MemoryBroker) -> Publisher {
+    Publisher::new(
+        Arc::new(broker.clone()),
+        Arc::new(mamey_messaging::Conventions::new("billing")),
+    )
+}
+
+/// Stages `count` messages in one committed transaction; returns their ids.
+async fn stage(pool: &PgPool, outbox: &PgOutbox, publisher: &Publisher, count: u32) -> Vec<String> {
+    let mut tx = pool.begin().await.unwrap();
+    let mut ids = Vec::new();
+    for invoice in 0..count {
+        let message = publisher
+            .prepare(&Paid { invoice }, PublishOptions::default())
+            .unwrap();
+        ids.push(message.properties.message_id.clone());
+        outbox.stage(&mut *tx, message).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    ids
+}
+
+#[tokio::test]
+async fn config_errors_name_the_key_and_keep_the_password() {
+    let build = |vars: Vec<(&'static str, &'static str)>| async move {
+        Service::builder("pg-config")
+            .handle_signals(false)
+            .config_dir("/nonexistent-mamey-config")
+            .env_vars(vars)
+            .plugin(Postgres::new())
+            .build()
+            .await
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    let error = build(vec![(
+        "MAMEY__POSTGRES__URL",
+        "mysql://app:hunter2@127.0.0.1:5432/x",
+    )])
+    .await;
+    assert!(error.contains("postgres.url"), "{error}");
+    assert!(error.contains("MAMEY__POSTGRES__URL"), "{error}");
+    assert!(!error.contains("hunter2"), "{error}");
+
+    let error = build(vec![(
+        "MAMEY__POSTGRES__OUTBOX_TABLE",
+        "outbox; drop table x",
+    )])
+    .await;
+    assert!(error.contains("postgres.outbox_table"), "{error}");
+    assert!(error.contains("expected a table name"), "{error}");
+
+    let error = build(vec![("MAMEY__POSTGRES__MAX_CONNECTIONS", "0")]).await;
+    assert!(error.contains("postgres.max_connections"), "{error}");
+}
+
+#[tokio::test]
+async fn wrong_credentials_fail_the_build_at_once_with_the_reason() {
+    let Some(_pool) = pool().await else { return };
+    let error = Service::builder("pg-role")
+        .handle_signals(false)
+        .config_dir("/nonexistent-mamey-config")
+        .env_vars([(
+            "MAMEY__POSTGRES__URL",
+            "postgres://no_such_role:hunter2@127.0.0.1:5432/test",
+        )])
+        .plugin(Postgres::new())
+        .build()
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("no_such_role"), "{error}");
+    assert!(!error.contains("hunter2"), "{error}");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_fails_the_build_naming_it() {
+    let error = Service::builder("pg-down")
+        .handle_signals(false)
+        .config_dir("/nonexistent-mamey-config")
+        .env_vars([
+            (
+                "MAMEY__POSTGRES__URL",
+                "postgres://app:hunter2@127.0.0.1:1/orders",
+            ),
+            ("MAMEY__POSTGRES__CONNECT_TIMEOUT", "300ms"),
+        ])
+        .plugin(Postgres::new())
+        .build()
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("cannot connect to Postgres at 127.0.0.1:1/orders"),
+        "{error}"
+    );
+    assert!(error.contains("refused"), "the reason: {error}");
+    assert!(!error.contains("hunter2"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_messages_are_relayed_on_notify_and_rolled_back_ones_never_exist() {
+    let Some(pool) = pool().await else { return };
+    let tables = Tables::new();
+    let broker = MemoryBroker::new();
+    let received = record_deliveries(&broker).await;
+    let service = Service::builder("billing")
+        .handle_signals(false)
+        .config_dir("/nonexistent-mamey-config")
+        .env_vars(tables.vars())
+        .plugin(Postgres::new().outbox())
+        .plugin(Messaging::new(broker.clone()).outbox::<PgOutbox>())
+        .build()
+        .await
+        .unwrap();
+    let (db, outbox) = (
+        service.resources().get::<PgPool>().unwrap(),
+        service.resources().get::<PgOutbox>().unwrap(),
+    );
+    let publisher = service.resources().get::<Publisher>().unwrap();
+    let health = service.health().clone();
+    let running = service.start().await.unwrap();
+    assert_eq!(health.check(Probe::Ready).await.status, Status::Healthy);
+
+    let mut tx = db.begin().await.unwrap();
+    let dropped = publisher
+        .prepare(&Paid { invoice: 1 }, PublishOptions::default())
+        .unwrap();
+    let dropped_id = dropped.properties.message_id.clone();
+    outbox.stage(&mut *tx, dropped).await.unwrap();
+    tx.rollback().await.unwrap();
+
+    // The relay's interval is an hour: only the commit's NOTIFY wakes it.
+    let committed = stage(&db, &outbox, &publisher, 1).await;
+    eventually("the committed message", async || {
+        received.lock().unwrap().len() == 1
+    })
+    .await;
+    assert_eq!(*received.lock().unwrap(), committed);
+    assert_eq!(outbox.pending().await.unwrap(), 0);
+    let rows: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {} WHERE message_id = $1",
+        tables.outbox()
+    ))
+    .bind(&dropped_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows, 0, "the rolled-back message was never staged");
+
+    running.stop().await.unwrap();
+    tables.drop(&pool).await;
+}
+
+/// Waits until a backend other than `not` listens on `channel`; its pid.
+async fn listening(pool: &PgPool, channel: &str, not: i32) -> i32 {
+    let pid = Arc::new(Mutex::new(0));
+    eventually("a listener", async || {
+        let found: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE $1 AND pid <> $2 LIMIT 1",
+        )
+        .bind(format!("LISTEN%{channel}%"))
+        .bind(not)
+        .fetch_optional(pool)
+        .await
+        .unwrap();
+        *pid.lock().unwrap() = found.unwrap_or_default();
+        found.is_some()
+    })
+    .await;
+    *pid.lock().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_wakes_another_instance_even_after_its_listener_lost_the_connection() {
+    let Some(pool) = pool().await else { return };
+    let tables = Tables::new();
+    let here = PgOutbox::new(pool.clone(), &tables.outbox());
+    here.create_table().await.unwrap();
+    // Another instance's store, listening.
+    let there = PgOutbox::new(pool.clone(), &tables.outbox());
+    let woken = there.staged();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let listener = tokio::spawn({
+        let (there, stop) = (there.clone(), stop.clone());
+        async move { there.listen(stop).await }
+    });
+    let wait = async || {
+        tokio::time::timeout(Duration::from_secs(15), woken.notified())
+            .await
+            .is_ok()
+    };
+    let pid = listening(&pool, &tables.outbox(), 0).await;
+    assert!(
+        wait().await,
+        "a wake once listening, for what was staged before"
+    );
+    let publisher = publisher(&MemoryBroker::new());
+    stage(&pool, &here, &publisher, 1).await;
+    assert!(wait().await, "the commit's NOTIFY wakes it");
+
+    // The listener's connection dies: it reconnects, listens again, and
+    // wakes the relay for what it may have missed meanwhile.
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(wait().await, "a wake after the connection was lost");
+    listening(&pool, &tables.outbox(), pid).await;
+    // A reconnection wake may still be pending and answer one wait; two
+    // commits with a wait after each need a NOTIFY on the new connection.
+    for _ in 0..2 {
+        stage(&pool, &here, &publisher, 1).await;
+        assert!(wait().await, "a commit's NOTIFY after reconnecting");
+    }
+    stop.cancel();
+    listener.await.unwrap();
+    tables.drop(&pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_never_send_the_same_row() {
+    let Some(pool) = pool().await else { return };
+    let tables = Tables::new();
+    let broker = MemoryBroker::new();
+    let received = record_deliveries(&broker).await;
+    // Two instances' stores on one table.
+    let (a, b) = (
+        PgOutbox::new(pool.clone(), &tables.outbox()),
+        PgOutbox::new(pool.clone(), &tables.outbox()),
+    );
+    a.create_table().await.unwrap();
+    b.create_table().await.unwrap();
+    let staged = stage(&pool, &a, &publisher(&broker), 300).await;
+    let config = RelayConfig {
+        batch: 7,
+        ..RelayConfig::default()
+    };
+    let relay = |store: PgOutbox| {
+        let relay = OutboxRelay::new(Arc::new(store), Arc::new(broker.clone()), config.clone());
+        tokio::spawn(async move {
+            let mut sent = 0;
+            loop {
+                let round = relay.round().await.unwrap();
+                if round.sent + round.failed == 0 {
+                    return sent;
+                }
+                sent += round.sent;
+            }
+        })
+    };
+    let (sent_a, sent_b) = (relay(a.clone()), relay(b));
+    let (sent_a, sent_b) = (sent_a.await.unwrap(), sent_b.await.unwrap());
+    assert_eq!(sent_a + sent_b, 300);
+    eventually("every message", async || {
+        received.lock().unwrap().len() >= 300
+    })
+    .await;
+    let mut got = received.lock().unwrap().clone();
+    got.sort();
+    let mut want = staged;
+    want.sort();
+    assert_eq!(got, want, "each message exactly once");
+    assert_eq!(a.pending().await.unwrap(), 0);
+    tables.drop(&pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_publish_is_kept_with_its_error_and_retried() {
+    let Some(pool) = pool().await else { return };
+    let tables = Tables::new();
+    let broker = MemoryBroker::new();
+    let outbox = PgOutbox::new(pool.clone(), &tables.outbox());
+    outbox.create_table().await.unwrap();
+    let ids = stage(&pool, &outbox, &publisher(&broker), 1).await;
+    let relay = OutboxRelay::new(
+        Arc::new(outbox.clone()),
+        Arc::new(broker.clone()),
+        RelayConfig {
+            retry: RetryPolicy {
+                initial_delay: Duration::from_millis(100),
+                ..RetryPolicy::default()
+            },
+            ..RelayConfig::default()
+        },
+    );
+    // Nothing subscribed yet: the publish is unroutable.
+    let round = relay.round().await.unwrap();
+    assert_eq!((round.sent, round.failed), (0, 1));
+    let (attempts, error): (i32, Option<String>) = sqlx::query_as(&format!(
+        "SELECT attempts, last_error FROM {} WHERE message_id = $1",
+        tables.outbox()
+    ))
+    .bind(&ids[0])
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 1);
+    assert!(error.unwrap().contains("no queue is bound"));
+    assert_eq!(outbox.pending().await.unwrap(), 1, "kept, not dropped");
+
+    let received = record_deliveries(&broker).await;
+    eventually("the retried publish", async || {
+        relay.round().await.unwrap().sent == 1
+    })
+    .await;
+    assert_eq!(*received.lock().unwrap(), ids);
+    assert_eq!(outbox.pending().await.unwrap(), 0);
+    tables.drop(&pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_holds_rows_until_its_lease_ends_and_sent_rows_are_purged() {
+    let Some(pool) = pool().await else { return };
+    let tables = Tables::new();
+    let outbox = PgOutbox::new(pool.clone(), &tables.outbox());
+    outbox.create_table().await.unwrap();
+    let ids = stage(&pool, &outbox, &publisher(&MemoryBroker::new()), 3).await;
+
+    let first = outbox.claim(10, Duration::from_millis(300)).await.unwrap();
+    let claimed: Vec<_> = first
+        .iter()
+        .map(|e| e.message.properties.message_id.clone())
+        .collect();
+    assert_eq!(claimed, ids, "oldest first, all of them");
+    assert!(
+        outbox
+            .claim(10, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A relay that died mid-batch: its rows come back once the lease ends.
+    outbox.mark_sent(&ids[..1]).await.unwrap();
+    let again = Arc::new(Mutex::new(Vec::new()));
+    eventually("the lease to end", async || {
+        let entries = outbox.claim(10, Duration::from_secs(60)).await.unwrap();
+        again.lock().unwrap().extend(entries);
+        !again.lock().unwrap().is_empty()
+    })
+    .await;
+    let again = again.lock().unwrap().clone();
+    let reclaimed: Vec<_> = again
+        .iter()
+        .map(|e| e.message.properties.message_id.clone())
+        .collect();
+    assert_eq!(reclaimed, ids[1..], "the sent one is not claimed again");
+    assert!(again.iter().all(|e| e.attempts == 2));
+    // The message comes back as it was staged.
+    assert_eq!(again[0].message, first[1].message);
+
+    assert_eq!(outbox.purge_sent(SystemTime::now()).await.unwrap(), 1);
+    assert_eq!(outbox.pending().await.unwrap(), 2);
+    tables.drop(&pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_records_each_message_once_per_consumer_inside_the_transaction() {
+    let Some(pool) = pool().await else { return };
+    let tables = Tables::new();
+    let inbox = PgInbox::new(pool.clone(), &tables.inbox());
+    inbox.create_table().await.unwrap();
+
+    let mut tx = pool.begin().await.unwrap();
+    assert!(inbox.record(&mut *tx, "billing", "m-1").await.unwrap());
+    tx.rollback().await.unwrap();
+    // Rolled back with the handler's work: the redelivery is applied.
+    let mut tx = pool.begin().await.unwrap();
+    assert!(inbox.record(&mut *tx, "billing", "m-1").await.unwrap());
+
+    // A concurrent duplicate waits for the first transaction's outcome.
+    let (pool2, inbox2) = (pool.clone(), inbox.clone());
+    let duplicate = tokio::spawn(async move {
+        let mut tx = pool2.begin().await.unwrap();
+        let first = inbox2.record(&mut *tx, "billing", "m-1").await.unwrap();
+        tx.commit().await.unwrap();
+        first
+    });
+    let table = tables.inbox();
+    eventually("the duplicate to wait on the lock", async || {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1",
+        )
+        .bind(format!("%{table}%"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        waiting == 1
+    })
+    .await;
+    tx.commit().await.unwrap();
+    assert!(
+        !duplicate.await.unwrap(),
+        "a duplicate once the first committed"
+    );
+
+    let mut tx = pool.begin().await.unwrap();
+    assert!(
+        inbox.record(&mut *tx, "audit", "m-1").await.unwrap(),
+        "per consumer"
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(inbox.purge(Duration::ZERO).await.unwrap(), 2);
+    tables.drop(&pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_message_is_applied_once() {
+    let Some(pool) = pool().await else { return };
+    let tables = Tables::new();
+    sqlx::query(&format!(
+        "CREATE TABLE {} (invoice integer NOT NULL)",
+        tables.ledger()
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let ledger = tables.ledger();
+    let service = Service::builder("ledger")
+        .handle_signals(false)
+        .config_dir("/nonexistent-mamey-config")
+        .env_vars(tables.vars())
+        .plugin(Postgres::new().inbox())
+        .plugin(Messaging::new(MemoryBroker::new()).subscribe_event::<Paid>())
+        .handlers(move |dispatcher, resources| {
+            let (db, inbox) = (resources.get::<PgPool>()?, resources.get::<PgInbox>()?);
+            dispatcher.add_event(move |paid: Paid| {
+                let (db, inbox, ledger) = (db.clone(), inbox.clone(), ledger.clone());
+                let counter = Arc::clone(&counter);
+                async move {
+                    let id = MessageContext::current().unwrap().message_id;
+                    let mut tx = db
+                        .begin()
+                        .await
+                        .map_err(mamey_persistence::postgres::error)?;
+                    if inbox.record(&mut *tx, "ledger", &id).await? {
+                        sqlx::query(&format!("INSERT INTO {ledger} (invoice) VALUES ($1)"))
+                            .bind(i32::try_from(paid.invoice).unwrap())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(mamey_persistence::postgres::error)?;
+                    }
+                    tx.commit()
+                        .await
+                        .map_err(mamey_persistence::postgres::error)?;
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            });
+            Ok(())
+        })
+        .build()
+        .await
+        .unwrap();
+    let publisher = service.resources().get::<Publisher>().unwrap();
+    let running = service.start().await.unwrap();
+    // The same message twice (a publisher retry, a broker redelivery).
+    let options = PublishOptions {
+        message_id: Some(mamey_core::new_id()),
+        ..PublishOptions::default()
+    };
+    for _ in 0..2 {
+        publisher
+            .publish_with(&Paid { invoice: 9 }, options.clone())
+            .await
+            .unwrap();
+    }
+    publisher.publish(&Paid { invoice: 10 }).await.unwrap();
+    eventually("three deliveries handled", async || {
+        calls.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    running.stop().await.unwrap();
+    let invoices: Vec<i32> = sqlx::query_scalar(&format!(
+        "SELECT invoice FROM {} ORDER BY invoice",
+        tables.ledger()
+    ))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(invoices, [9, 10], "applied once each");
+    tables.drop(&pool).await;
+}
