@@ -118,6 +118,8 @@ pub struct Postgres {
     inbox: bool,
     pool: Option<PgPool>,
     outbox_store: Option<PgOutbox>,
+    /// Stops the outbox listener before the pool closes.
+    listener: CancellationToken,
 }
 
 impl fmt::Debug for Postgres {
@@ -240,7 +242,8 @@ impl Plugin for Postgres {
 
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
         if let Some(outbox) = self.outbox_store.clone() {
-            let stop = ctx.shutdown_token();
+            let stop = ctx.shutdown_token().child_token();
+            self.listener = stop.clone();
             ctx.spawn("postgres-outbox-listener", async move {
                 outbox.listen(stop).await;
                 Ok(())
@@ -250,6 +253,7 @@ impl Plugin for Postgres {
     }
 
     async fn stop(&mut self) -> Result<(), BoxError> {
+        self.listener.cancel();
         if let Some(pool) = self.pool.take() {
             pool.close().await;
         }
@@ -517,6 +521,13 @@ impl PgOutbox {
         &self.table
     }
 
+    /// The `CREATE TABLE` and `CREATE INDEX` statements of the table, for a
+    /// migration tool when the service's role may not create tables.
+    #[must_use]
+    pub fn schema(&self) -> &str {
+        &self.sql.create
+    }
+
     /// Creates the table and its indexes if missing. Instances starting at
     /// once take turns (an advisory lock), so the creation never races.
     ///
@@ -540,6 +551,7 @@ impl PgOutbox {
                 Ok::<_, sqlx::Error>(listener)
             };
             let listener = tokio::select! {
+                biased;
                 () = stop.cancelled() => return,
                 connected = connected => connected,
             };
@@ -549,6 +561,7 @@ impl PgOutbox {
                     self.staged.notify_one();
                     loop {
                         let next = tokio::select! {
+                            biased;
                             () = stop.cancelled() => return,
                             next = listener.try_recv() => next,
                         };
@@ -803,6 +816,13 @@ impl PgInbox {
     #[must_use]
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    /// The `CREATE TABLE` and `CREATE INDEX` statements of the table (see
+    /// [`PgOutbox::schema`]).
+    #[must_use]
+    pub fn schema(&self) -> &str {
+        &self.create
     }
 
     /// Creates the table if missing (see [`PgOutbox::create_table`]).

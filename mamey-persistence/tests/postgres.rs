@@ -191,6 +191,34 @@ async fn config_errors_name_the_key_and_keep_the_password() {
     assert!(error.contains("postgres.max_connections"), "{error}");
 }
 
+/// With feature `tls`, `sslmode=require` connects over TLS (the local
+/// server's certificate is self-signed: `require` encrypts without
+/// verifying it).
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn sslmode_require_connects_over_tls() {
+    let Some(_pool) = pool().await else { return };
+    let service = Service::builder("pg-tls")
+        .handle_signals(false)
+        .config_dir("/nonexistent-mamey-config")
+        .env_vars([(
+            "MAMEY__POSTGRES__URL",
+            "postgres://postgres@127.0.0.1:5432/test?sslmode=require",
+        )])
+        .plugin(Postgres::new())
+        .build()
+        .await
+        .unwrap();
+    let pool = service.resources().get::<PgPool>().unwrap();
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(encrypted);
+    pool.close().await;
+}
+
 #[tokio::test]
 async fn wrong_credentials_fail_the_build_at_once_with_the_reason() {
     let Some(_pool) = pool().await else { return };
@@ -456,6 +484,13 @@ async fn a_claim_holds_rows_until_its_lease_ends_and_sent_rows_are_purged() {
     let outbox = PgOutbox::new(pool.clone(), &tables.outbox());
     outbox.create_table().await.unwrap();
     let ids = stage(&pool, &outbox, &publisher(&MemoryBroker::new()), 3).await;
+    assert!(
+        outbox
+            .schema()
+            .starts_with(&format!("CREATE TABLE IF NOT EXISTS {} (", tables.outbox())),
+        "{}",
+        outbox.schema()
+    );
 
     let first = outbox.claim(10, Duration::from_millis(300)).await.unwrap();
     let claimed: Vec<_> = first

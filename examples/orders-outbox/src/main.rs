@@ -1,0 +1,492 @@
+//! Two services over Postgres and RabbitMQ, in one process:
+//!
+//! - `orders` serves `POST /orders` and `GET /orders/{id}`. Placing an order
+//!   writes the row and stages `OrderPlaced` in its outbox **in one
+//!   transaction**; the relay publishes it after the commit. When
+//!   `OrderCharged` comes back, the order is marked `charged`.
+//! - `billing` consumes `OrderPlaced`: in one transaction it records the
+//!   message in its inbox (a redelivery is skipped), writes the charge and
+//!   stages `OrderCharged`.
+//!
+//! Each service has its own schema (tables, outbox, inbox) in one database.
+//!
+//! `cargo run -p orders-outbox` serves orders on 127.0.0.1:8080
+//! (`ORDERS_ADDRESS`) until Ctrl-C or SIGTERM, with Postgres and RabbitMQ
+//! from `MAMEY__POSTGRES__URL` and `MAMEY__RABBITMQ__URL` (defaults: local
+//! servers). `cargo run -p orders-outbox -- --demo` uses fresh schemas and
+//! exchange, places orders, redelivers an event, prints what happened,
+//! drops its schemas and exits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use mamey_core::cqrs::{Command, Event, Query};
+use mamey_core::{BoxError, Error, MessageContext, RunningService, Service, ServiceBuilder};
+use mamey_http::{Endpoints, HttpAddress, WebApi};
+use mamey_messaging::{InboxStore, Message, Messaging, OutboxStore, PublishOptions, Publisher};
+use mamey_observability::Observability;
+use mamey_persistence::postgres::{PgInbox, PgOutbox, PgPool, Postgres, error};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Published by `orders` when an order is placed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OrderPlaced {
+    id: i64,
+    customer: String,
+    total_cents: i64,
+}
+impl Message for OrderPlaced {
+    const NAMESPACE: &'static str = "orders";
+}
+impl Event for OrderPlaced {}
+
+/// Published by `billing` once the order is charged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OrderCharged {
+    id: i64,
+    amount_cents: i64,
+}
+impl Message for OrderCharged {
+    const NAMESPACE: &'static str = "billing";
+}
+impl Event for OrderCharged {}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+struct PlaceOrder {
+    id: i64,
+    customer: String,
+    total_cents: i64,
+}
+impl Command for PlaceOrder {
+    fn validate(&self) -> Result<(), Error> {
+        if self.id <= 0 || self.total_cents <= 0 || self.customer.is_empty() {
+            return Err(Error::invalid_input(
+                "order.invalid",
+                "id and total_cents must be positive, customer not empty",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+struct GetOrder {
+    id: i64,
+}
+impl Query for GetOrder {
+    type Output = Option<Order>;
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+struct Order {
+    id: i64,
+    customer: String,
+    total_cents: i64,
+    status: String,
+}
+
+/// `OrderPlaced` deliveries billing has handled, duplicates included (the
+/// demo waits for them).
+#[derive(Clone, Default)]
+struct Deliveries(Arc<AtomicUsize>);
+
+/// Where each service keeps its tables.
+#[derive(Clone)]
+struct Schemas {
+    orders: String,
+    billing: String,
+}
+
+/// The process's environment plus `extra`: each service reads the shared
+/// settings (database and broker URLs) and gets its own tables.
+fn env(extra: &[(&str, String)]) -> Vec<(String, String)> {
+    std::env::vars()
+        .chain(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())))
+        .collect()
+}
+
+/// Creates the schemas and the services' own tables (the outbox and inbox
+/// tables are created by the Postgres plug-in).
+async fn create_tables(schemas: &Schemas) -> Result<(), BoxError> {
+    let url = std::env::var("MAMEY__POSTGRES__URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let pool = PgPool::connect(&url).await?;
+    let (orders, billing) = (&schemas.orders, &schemas.billing);
+    for statement in [
+        format!("CREATE SCHEMA IF NOT EXISTS {orders}"),
+        format!("CREATE SCHEMA IF NOT EXISTS {billing}"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {orders}.orders (
+                id bigint PRIMARY KEY, customer text NOT NULL,
+                total_cents bigint NOT NULL, status text NOT NULL)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {billing}.charges (
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                order_id bigint NOT NULL, amount_cents bigint NOT NULL,
+                charged_at timestamptz NOT NULL DEFAULT now())"
+        ),
+    ] {
+        sqlx::query(&statement).execute(&pool).await?;
+    }
+    pool.close().await;
+    Ok(())
+}
+
+fn orders_service(schema: &str, address: &str, extra: &[(&str, String)]) -> ServiceBuilder {
+    let mut vars = vec![
+        ("MAMEY__HTTP__ADDRESS", address.to_owned()),
+        ("MAMEY__POSTGRES__OUTBOX_TABLE", format!("{schema}.outbox")),
+        ("MAMEY__POSTGRES__INBOX_TABLE", format!("{schema}.inbox")),
+    ];
+    vars.extend_from_slice(extra);
+    let schema = schema.to_owned();
+    Service::builder("orders")
+        .env_vars(env(&vars))
+        .plugin(Observability::new())
+        .plugin(Postgres::new().outbox().inbox())
+        .plugin(
+            Messaging::rabbitmq()
+                .subscribe_event::<OrderCharged>()
+                .outbox::<PgOutbox>(),
+        )
+        .handlers(move |dispatcher, resources| {
+            let db = resources.get::<PgPool>()?;
+            let (outbox, inbox) = (resources.get::<PgOutbox>()?, resources.get::<PgInbox>()?);
+            let publisher = resources.get::<Publisher>()?;
+            let orders = format!("{schema}.orders");
+
+            let (db2, table) = (db.clone(), orders.clone());
+            dispatcher.add_command(move |c: PlaceOrder| {
+                let (db, outbox, publisher, table) = (
+                    db2.clone(),
+                    outbox.clone(),
+                    publisher.clone(),
+                    table.clone(),
+                );
+                async move {
+                    let mut tx = db.begin().await.map_err(error)?;
+                    sqlx::query(&format!(
+                        "INSERT INTO {table} (id, customer, total_cents, status)
+                         VALUES ($1, $2, $3, 'placed')"
+                    ))
+                    .bind(c.id)
+                    .bind(&c.customer)
+                    .bind(c.total_cents)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(error)?; // a duplicate id is a 409
+                    let placed = OrderPlaced {
+                        id: c.id,
+                        customer: c.customer,
+                        total_cents: c.total_cents,
+                    };
+                    let message = publisher.prepare(&placed, PublishOptions::default())?;
+                    outbox.stage(&mut *tx, message).await?;
+                    // The order and its event: both, or neither.
+                    tx.commit().await.map_err(error)
+                }
+            });
+
+            let (db2, table) = (db.clone(), orders.clone());
+            dispatcher.add_query(move |q: GetOrder| {
+                let (db, table) = (db2.clone(), table.clone());
+                async move {
+                    let row: Option<(i64, String, i64, String)> = sqlx::query_as(&format!(
+                        "SELECT id, customer, total_cents, status FROM {table} WHERE id = $1"
+                    ))
+                    .bind(q.id)
+                    .fetch_optional(&db)
+                    .await
+                    .map_err(error)?;
+                    Ok(row.map(|(id, customer, total_cents, status)| Order {
+                        id,
+                        customer,
+                        total_cents,
+                        status,
+                    }))
+                }
+            });
+
+            dispatcher.add_event(move |charged: OrderCharged| {
+                let (db, inbox, table) = (db.clone(), inbox.clone(), orders.clone());
+                async move {
+                    let id = MessageContext::current()
+                        .map(|c| c.message_id)
+                        .unwrap_or_default();
+                    let mut tx = db.begin().await.map_err(error)?;
+                    if inbox.record(&mut *tx, "orders.mark-charged", &id).await? {
+                        sqlx::query(&format!(
+                            "UPDATE {table} SET status = 'charged' WHERE id = $1"
+                        ))
+                        .bind(charged.id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(error)?;
+                    }
+                    tx.commit().await.map_err(error)
+                }
+            });
+            Ok(())
+        })
+        .plugin(
+            WebApi::new().endpoints(
+                Endpoints::new()
+                    .post::<PlaceOrder>("/orders")
+                    .summary("Place an order; billing charges it")
+                    .created(|c| format!("/orders/{}", c.id))
+                    .get::<GetOrder>("/orders/{id}")
+                    .summary("One order, with its status"),
+            ),
+        )
+}
+
+fn billing_service(
+    schema: &str,
+    extra: &[(&str, String)],
+    deliveries: &Deliveries,
+) -> ServiceBuilder {
+    let mut vars = vec![
+        ("MAMEY__POSTGRES__OUTBOX_TABLE", format!("{schema}.outbox")),
+        ("MAMEY__POSTGRES__INBOX_TABLE", format!("{schema}.inbox")),
+    ];
+    vars.extend_from_slice(extra);
+    let charges = format!("{schema}.charges");
+    let deliveries = deliveries.clone();
+    Service::builder("billing")
+        .env_vars(env(&vars))
+        .plugin(Observability::new())
+        .plugin(Postgres::new().outbox().inbox())
+        .plugin(
+            Messaging::rabbitmq()
+                .subscribe_event::<OrderPlaced>()
+                .outbox::<PgOutbox>(),
+        )
+        .handlers(move |dispatcher, resources| {
+            let db = resources.get::<PgPool>()?;
+            let (outbox, inbox) = (resources.get::<PgOutbox>()?, resources.get::<PgInbox>()?);
+            let publisher = resources.get::<Publisher>()?;
+            dispatcher.add_event(move |placed: OrderPlaced| {
+                let (db, outbox, inbox, publisher, charges) = (
+                    db.clone(),
+                    outbox.clone(),
+                    inbox.clone(),
+                    publisher.clone(),
+                    charges.clone(),
+                );
+                let Deliveries(count) = deliveries.clone();
+                async move {
+                    let id = MessageContext::current()
+                        .map(|c| c.message_id)
+                        .unwrap_or_default();
+                    let mut tx = db.begin().await.map_err(error)?;
+                    if !inbox.record(&mut *tx, "billing.charge", &id).await? {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        return Ok(()); // charged before: a redelivery
+                    }
+                    sqlx::query(&format!(
+                        "INSERT INTO {charges} (order_id, amount_cents) VALUES ($1, $2)"
+                    ))
+                    .bind(placed.id)
+                    .bind(placed.total_cents)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(error)?;
+                    let charged = OrderCharged {
+                        id: placed.id,
+                        amount_cents: placed.total_cents,
+                    };
+                    let message = publisher.prepare(&charged, PublishOptions::default())?;
+                    outbox.stage(&mut *tx, message).await?;
+                    tx.commit().await.map_err(error)?;
+                    count.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            });
+            Ok(())
+        })
+}
+
+/// Starts billing, then orders; returns orders' address and publisher, and
+/// both services.
+async fn start(
+    schemas: &Schemas,
+    address: &str,
+    extra: &[(&str, String)],
+    deliveries: &Deliveries,
+) -> Result<(HttpAddress, Publisher, Vec<RunningService>), BoxError> {
+    create_tables(schemas).await?;
+    let billing = billing_service(&schemas.billing, extra, deliveries)
+        .build()
+        .await?;
+    let billing = billing.start().await?;
+    let orders = orders_service(&schemas.orders, address, extra)
+        .build()
+        .await?;
+    let at = orders.resources().get::<HttpAddress>()?;
+    let publisher = orders.resources().get::<Publisher>()?;
+    let orders = orders.start().await?;
+    Ok((at, publisher, vec![orders, billing]))
+}
+
+/// One request over HTTP; returns the status and body.
+async fn call(
+    method: Method,
+    url: &str,
+    body: Option<serde_json::Value>,
+) -> Result<(u16, String), BoxError> {
+    let mut request = Request::builder().method(method).uri(url);
+    let body = match body {
+        Some(json) => {
+            request = request.header("content-type", "application/json");
+            Bytes::from(serde_json::to_vec(&json)?)
+        }
+        None => Bytes::new(),
+    };
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let response = client.request(request.body(Full::new(body))?).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+async fn demo() -> Result<(), BoxError> {
+    // Fresh names, so that runs (and tests) never meet: `DEMO_ID` lets a
+    // caller know them, to clean up the broker's queues afterwards.
+    let id = std::env::var("DEMO_ID").unwrap_or_else(|_| mamey_core::new_id()[..8].to_owned());
+    let schemas = Schemas {
+        orders: format!("orders_{id}"),
+        billing: format!("billing_{id}"),
+    };
+    let extra = [(
+        "MAMEY__MESSAGING__CONVENTIONS__EXCHANGE",
+        format!("orders-outbox-{id}"),
+    )];
+    let deliveries = Deliveries::default();
+    let (HttpAddress(at), publisher, services) =
+        start(&schemas, "127.0.0.1:0", &extra, &deliveries).await?;
+    let outcome = walk_through(&at.to_string(), &publisher, &schemas, &deliveries).await;
+    for service in services {
+        service.stop().await?;
+    }
+    let url = std::env::var("MAMEY__POSTGRES__URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let pool = PgPool::connect(&url).await?;
+    for schema in [&schemas.orders, &schemas.billing] {
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .execute(&pool)
+            .await?;
+    }
+    outcome
+}
+
+async fn walk_through(
+    at: &str,
+    publisher: &Publisher,
+    schemas: &Schemas,
+    Deliveries(deliveries): &Deliveries,
+) -> Result<(), BoxError> {
+    let url = |path: &str| format!("http://{at}{path}");
+    for (id, customer, cents) in [(1, "ada", 1250), (2, "grace", 990), (3, "alan", 4200)] {
+        let order = serde_json::json!({ "id": id, "customer": customer, "total_cents": cents });
+        let (status, _) = call(Method::POST, &url("/orders"), Some(order)).await?;
+        println!("place order {id}: {status}");
+    }
+    let again = serde_json::json!({ "id": 1, "customer": "ada", "total_cents": 1250 });
+    let (status, body) = call(Method::POST, &url("/orders"), Some(again)).await?;
+    println!("place order 1 again: {status} {body}");
+
+    let database = std::env::var("MAMEY__POSTGRES__URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let db = PgPool::connect(&database).await?;
+    // A broker redelivery, played by hand: order 1's event once more, with
+    // its original message id (as staged in the outbox).
+    let (message_id, body): (String, Vec<u8>) = sqlx::query_as(&format!(
+        "SELECT message_id, body FROM {}.outbox WHERE message_type = 'OrderPlaced' ORDER BY seq LIMIT 1",
+        schemas.orders
+    ))
+    .fetch_one(&db)
+    .await?;
+    let event: OrderPlaced = serde_json::from_slice(&body)?;
+    publisher
+        .publish_with(
+            &event,
+            PublishOptions {
+                message_id: Some(message_id),
+                ..PublishOptions::default()
+            },
+        )
+        .await?;
+    println!("redelivered OrderPlaced for order {}", event.id);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for id in 1..=3 {
+        loop {
+            let (_, body) = call(Method::GET, &url(&format!("/orders/{id}")), None).await?;
+            if body.contains("\"status\":\"charged\"") {
+                println!("order {id}: {body}");
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("order {id} was not charged: {body}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    while deliveries.load(Ordering::SeqCst) < 4 {
+        if tokio::time::Instant::now() > deadline {
+            return Err("billing did not see the redelivery".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "OrderPlaced deliveries in billing: {}",
+        deliveries.load(Ordering::SeqCst)
+    );
+    let charges: i64 =
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {}.charges", schemas.billing))
+            .fetch_one(&db)
+            .await?;
+    println!("charges in billing: {charges}");
+    for schema in [&schemas.orders, &schemas.billing] {
+        let pending: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {schema}.outbox WHERE sent_at IS NULL"
+        ))
+        .fetch_one(&db)
+        .await?;
+        println!("unsent in {schema}.outbox: {pending}");
+    }
+    db.close().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    if std::env::args().any(|a| a == "--demo") {
+        return demo().await;
+    }
+    let schemas = Schemas {
+        orders: "orders".into(),
+        billing: "billing".into(),
+    };
+    let address = std::env::var("ORDERS_ADDRESS").unwrap_or_else(|_| "127.0.0.1:8080".into());
+    let (HttpAddress(at), _, services) =
+        start(&schemas, &address, &[], &Deliveries::default()).await?;
+    println!("orders on http://{at} (docs: http://{at}/docs)");
+    println!(
+        "try: curl -si http://{at}/orders -H 'content-type: application/json' \
+         -d '{{\"id\":1,\"customer\":\"ada\",\"total_cents\":1250}}'"
+    );
+    // Each service stops by itself on Ctrl-C or SIGTERM.
+    for service in services {
+        service.wait().await?;
+    }
+    Ok(())
+}
