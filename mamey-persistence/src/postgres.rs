@@ -386,7 +386,7 @@ fn seconds(duration: Duration) -> f64 {
 }
 
 /// The transactional outbox on Postgres (see
-/// [`OutboxStore`](mamey_messaging::OutboxStore)). Cheap to clone.
+/// [`mamey_messaging::OutboxStore`]). Cheap to clone.
 ///
 /// Stage in the transaction that changes the state; the relay claims rows
 /// with `FOR UPDATE SKIP LOCKED` and a lease, so relays in several instances
@@ -745,7 +745,7 @@ impl OutboxStore for PgOutbox {
 }
 
 /// The inbox on Postgres (see
-/// [`InboxStore`](mamey_messaging::InboxStore)): a row per consumer
+/// [`mamey_messaging::InboxStore`]): a row per consumer
 /// and message id, inserted in the handler's transaction. A duplicate
 /// delivery finds the row and is skipped; if the handler's transaction rolls
 /// back, so does the row, and the redelivery is applied. Cheap to clone.
