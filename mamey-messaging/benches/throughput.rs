@@ -4,7 +4,8 @@
 //! confirms, one connection, prefetch 256, 256 concurrent publishers each
 //! awaiting its confirms:
 //!
-//! - `lapin`: `basic_publish` + confirm → `basic_consume` → `ack`;
+//! - `lapin`: `basic_publish` + confirm → `basic_consume` → `ack`, with up
+//!   to 256 acks in flight (as many as mamey's handlers);
 //! - `mamey`: `Publisher::publish` → typed event handler (JSON decode,
 //!   dispatcher with its middleware) → `ack`.
 //!
@@ -124,14 +125,21 @@ mod bench {
         let acked = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&acked);
         let consuming = tokio::spawn(async move {
-            while let Some(Ok(delivery)) = consumer.next().await {
-                delivery
-                    .acker
-                    .ack(BasicAckOptions::default())
-                    .await
-                    .unwrap();
-                if counter.fetch_add(1, Ordering::Relaxed) + 1 == n {
-                    break;
+            // Acks in flight together, up to the prefetch: a consumer that
+            // awaited each ack before taking the next delivery would be
+            // slower than lapin allows.
+            let mut acks = futures_util::stream::FuturesUnordered::new();
+            let mut done = 0;
+            while done < n {
+                tokio::select! {
+                    Some(()) = acks.next(), if !acks.is_empty() => {
+                        done = counter.fetch_add(1, Ordering::Relaxed) + 1;
+                    }
+                    Some(Ok(delivery)) = consumer.next(), if acks.len() < 256 => {
+                        acks.push(async move {
+                            delivery.acker.ack(BasicAckOptions::default()).await.unwrap();
+                        });
+                    }
                 }
             }
         });

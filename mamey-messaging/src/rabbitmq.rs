@@ -520,7 +520,10 @@ fn to_amqp(properties: &Properties) -> BasicProperties {
 
 fn text(value: &AMQPValue) -> Option<String> {
     match value {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::LongString(s) => Some(match std::str::from_utf8(s.as_bytes()) {
+            Ok(text) => text.to_owned(),
+            Err(_) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        }),
         AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
         _ => None,
     }

@@ -590,6 +590,13 @@ impl Dispatcher {
         let Some(routes) = self.routes()?.events.get(&TypeId::of::<E>()) else {
             return Ok(());
         };
+        // One handler, the common case: no clone, no joining.
+        if let [route] = routes.as_slice() {
+            let envelope = envelope(MessageKind::Event, E::name(), route, event, E::validate);
+            return in_context(route.service.dispatch(envelope))
+                .await
+                .map(|_| ());
+        }
         let calls = routes.iter().map(|route| {
             let envelope = envelope(
                 MessageKind::Event,
