@@ -2,9 +2,11 @@
 //! transactional outbox and inbox on it.
 //!
 //! The plug-in connects a [`PgPool`] at init (the service does not start
-//! without its database), provides it as a resource, registers a `postgres`
-//! readiness check, and closes the pool when the service stops — after the
-//! plug-ins added later, so handlers and the outbox relay finish first.
+//! without its database), applies the SQL migrations of
+//! `postgres.migrations` if set, provides the pool as a resource, registers
+//! a `postgres` readiness check, and closes the pool when the service stops
+//! — after the plug-ins added later, so handlers and the outbox relay finish
+//! first.
 //!
 //! [`Postgres::outbox`] adds a [`PgOutbox`] resource for
 //! [`Messaging::outbox`](mamey_messaging::Messaging::outbox), and
@@ -61,6 +63,7 @@ pub use sqlx::PgPool;
 /// connect_timeout = "10s"
 /// outbox_table = "mamey_outbox"
 /// inbox_table = "mamey_inbox"
+/// migrations = "migrations"
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -89,6 +92,10 @@ pub struct PostgresConfig {
     pub outbox_table: String,
     /// The inbox table (`name` or `schema.name`). Default: `mamey_inbox`.
     pub inbox_table: String,
+    /// A directory of SQL migrations to apply at start, in version order,
+    /// each once (sqlx's layout: `<version>_<description>.sql`). Relative
+    /// to the working directory. Default: none.
+    pub migrations: Option<std::path::PathBuf>,
 }
 
 impl Default for PostgresConfig {
@@ -102,6 +109,7 @@ impl Default for PostgresConfig {
             connect_timeout: Duration::from_secs(10),
             outbox_table: "mamey_outbox".into(),
             inbox_table: "mamey_inbox".into(),
+            migrations: None,
         }
     }
 }
@@ -205,6 +213,22 @@ impl Plugin for Postgres {
             options.get_port(),
             options.get_database().unwrap_or("(default database)")
         );
+        // Read before connecting: a wrong directory is a configuration error.
+        let migrator =
+            match &config.migrations {
+                Some(dir) => Some(sqlx::migrate::Migrator::new(dir.as_path()).await.map_err(
+                    |e| {
+                        ctx.config().invalid(
+                            "postgres.migrations",
+                            format!(
+                                "expected a directory of SQL migrations; `{}`: {e}",
+                                dir.display()
+                            ),
+                        )
+                    },
+                )?),
+                None => None,
+            };
         connect(&options, config.connect_timeout)
             .await
             .map_err(|e| format!("cannot connect to Postgres at {target}: {e}"))?;
@@ -214,6 +238,15 @@ impl Plugin for Postgres {
             .acquire_timeout(config.acquire_timeout)
             .idle_timeout(Some(config.idle_timeout))
             .connect_lazy_with(options);
+        if let (Some(dir), Some(migrator)) = (&config.migrations, &migrator) {
+            migrator.run(&pool).await.map_err(|e| {
+                format!(
+                    "applying the migrations in `{}` to {target}: {e}",
+                    dir.display()
+                )
+            })?;
+            tracing::info!(dir = %dir.display(), migrations = migrator.iter().count(), "migrations applied");
+        }
         if self.outbox {
             let outbox = PgOutbox::new(pool.clone(), &config.outbox_table);
             outbox.create_table().await?;

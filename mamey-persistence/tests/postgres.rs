@@ -658,3 +658,105 @@ async fn a_redelivered_message_is_applied_once() {
     assert_eq!(invoices, [9, 10], "applied once each");
     tables.drop(&pool).await;
 }
+
+/// A schema of its own, and a URL whose connections use it, so that sqlx's
+/// `_sqlx_migrations` table is this test's own.
+async fn own_schema(pool: &PgPool) -> (String, String) {
+    let schema = format!("it_{}", &mamey_core::new_id()[..8]);
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(pool)
+        .await
+        .unwrap();
+    let separator = if url().contains('?') { '&' } else { '?' };
+    let url = format!("{}{separator}options=-c%20search_path%3D{schema}", url());
+    (schema, url)
+}
+
+async fn build_with_migrations(url: &str, dir: &std::path::Path) -> Result<Service, String> {
+    Service::builder("pg-migrations")
+        .handle_signals(false)
+        .config_dir("/nonexistent-mamey-config")
+        .env_vars([
+            ("MAMEY__POSTGRES__URL", url.to_owned()),
+            ("MAMEY__POSTGRES__MIGRATIONS", dir.display().to_string()),
+        ])
+        .plugin(Postgres::new())
+        .build()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_are_applied_once_and_an_edited_one_stops_the_start() {
+    let Some(pool) = pool().await else { return };
+    let (schema, url) = own_schema(&pool).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("1_create_items.sql"),
+        "CREATE TABLE items (id integer PRIMARY KEY);",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("2_seed.sql"),
+        "INSERT INTO items VALUES (1);",
+    )
+    .unwrap();
+
+    for _ in 0..2 {
+        let service = build_with_migrations(&url, dir.path()).await.unwrap();
+        service.start().await.unwrap().stop().await.unwrap();
+    }
+    let items: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {schema}.items"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(items, 1, "each migration ran once");
+
+    std::fs::write(
+        dir.path().join("1_create_items.sql"),
+        "CREATE TABLE items (id bigint PRIMARY KEY);",
+    )
+    .unwrap();
+    let error = build_with_migrations(&url, dir.path()).await.unwrap_err();
+    assert!(error.contains("applying the migrations in"), "{error}");
+    assert!(
+        error.contains("migration 1 was previously applied but has been modified"),
+        "{error}"
+    );
+
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_migration_stops_the_start_and_names_it() {
+    let Some(pool) = pool().await else { return };
+    let (schema, url) = own_schema(&pool).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("1_ok.sql"), "CREATE TABLE ok (id integer);").unwrap();
+    std::fs::write(dir.path().join("2_broken.sql"), "CREATE TABLE broken (").unwrap();
+    let error = build_with_migrations(&url, dir.path()).await.unwrap_err();
+    assert!(error.contains("migration 2"), "{error}");
+    let applied: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {schema}._sqlx_migrations WHERE success"
+    ))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(applied, 1, "the migrations before it stay applied");
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_migrations_directory_is_a_config_error() {
+    let error = build_with_migrations(&url(), std::path::Path::new("/nonexistent/migrations"))
+        .await
+        .unwrap_err();
+    assert!(error.contains("postgres.migrations"), "{error}");
+    assert!(error.contains("MAMEY__POSTGRES__MIGRATIONS"), "{error}");
+}
