@@ -337,6 +337,9 @@ pub struct RelayRound {
     pub sent: usize,
     /// Messages that failed and wait for a later attempt.
     pub failed: usize,
+    /// Messages claimed but not tried, released when the round ended early
+    /// (broker unavailable or closed, or half the lease gone).
+    pub released: usize,
 }
 
 impl<S: OutboxStore> OutboxRelay<S> {
@@ -353,16 +356,25 @@ impl<S: OutboxStore> OutboxRelay<S> {
     /// Claims one batch and publishes it; failed messages are released for a
     /// later attempt with backoff, never dropped.
     ///
+    /// The round ends early — releasing the messages it has not tried, due
+    /// at once — when the broker is unavailable or closed (each further
+    /// publish would wait out its timeout), and when half the lease has
+    /// passed (so that the claim never runs out while its messages are being
+    /// sent, and no other relay sends them too).
+    ///
     /// # Errors
     /// The store failed; nothing was marked.
     pub async fn round(&self) -> Result<RelayRound, StoreError> {
+        let started = tokio::time::Instant::now();
         let entries = self
             .store
             .claim(self.config.batch, self.config.lease)
             .await?;
         let mut round = RelayRound::default();
         let mut sent = Vec::with_capacity(entries.len());
-        for entry in entries {
+        let mut entries = entries.into_iter();
+        let mut stopped = None;
+        for entry in entries.by_ref() {
             let id = entry.message.properties.message_id.clone();
             match self.broker.publish(entry.message).await {
                 Ok(()) => {
@@ -376,14 +388,27 @@ impl<S: OutboxStore> OutboxRelay<S> {
                         .retry_later(&id, &error.to_string(), SystemTime::now() + delay)
                         .await?;
                     round.failed += 1;
-                    if matches!(error, PublishError::Closed) {
+                    if matches!(error, PublishError::Closed | PublishError::Unavailable(_)) {
+                        stopped = Some(format!("released unsent: {error}"));
                         break;
                     }
                 }
             }
+            if started.elapsed() >= self.config.lease / 2 {
+                stopped = Some("released unsent: the round outlasted half its lease".into());
+                break;
+            }
         }
         if !sent.is_empty() {
             self.store.mark_sent(&sent).await?;
+        }
+        if let Some(reason) = stopped {
+            let now = SystemTime::now();
+            for entry in entries {
+                let id = &entry.message.properties.message_id;
+                self.store.retry_later(id, &reason, now).await?;
+                round.released += 1;
+            }
         }
         Ok(round)
     }

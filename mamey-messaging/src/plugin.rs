@@ -281,6 +281,16 @@ impl Plugin for Messaging {
 
     async fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), BoxError> {
         self.config = ctx.section::<MessagingConfig>()?;
+        let outbox = &self.config.outbox;
+        for (key, invalid) in [
+            ("messaging.outbox.batch", outbox.batch == 0),
+            ("messaging.outbox.interval", outbox.interval.is_zero()),
+            ("messaging.outbox.lease", outbox.lease.is_zero()),
+        ] {
+            if invalid {
+                return Err(ctx.config().invalid(key, "expected more than zero").into());
+            }
+        }
         if self.config.concurrency == 0 {
             return Err(ctx
                 .config()

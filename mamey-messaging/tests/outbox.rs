@@ -233,3 +233,52 @@ async fn the_plugin_runs_the_relay_while_the_service_runs() {
     assert_eq!(outbox.pending(), 0);
     running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_round_ends_at_a_closed_broker_and_releases_what_it_did_not_try() {
+    let broker = MemoryBroker::new();
+    let outbox = Arc::new(MemoryOutbox::new());
+    let staged = stage(&outbox, &publisher(&broker), 3).await;
+    // Each clone of the in-process broker has its own lifecycle: close the
+    // relay's.
+    let closed = broker.clone();
+    closed.close().await;
+    let relay = OutboxRelay::new(
+        Arc::clone(&outbox),
+        Arc::new(closed),
+        RelayConfig::default(),
+    );
+    let round = relay.round().await.unwrap();
+    assert_eq!((round.sent, round.failed, round.released), (0, 1, 2));
+    // The two it did not try are due again at once, not held for the lease;
+    // the one that failed waits for its retry delay.
+    let again: Vec<String> = outbox
+        .claim(10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message.properties.message_id)
+        .collect();
+    assert_eq!(again, staged[1..]);
+    assert_eq!(outbox.pending(), 3, "nothing dropped");
+}
+
+#[tokio::test]
+async fn relay_settings_of_zero_are_config_errors() {
+    for key in ["BATCH", "INTERVAL", "LEASE"] {
+        let value = if key == "BATCH" { "0" } else { "0s" };
+        let error = mamey_core::Service::builder("ledger")
+            .handle_signals(false)
+            .config_dir("/nonexistent-mamey-config")
+            .env_vars([(format!("MAMEY__MESSAGING__OUTBOX__{key}"), value.to_owned())])
+            .plugin(mamey_messaging::Messaging::new(MemoryBroker::new()))
+            .build()
+            .await
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        let name = format!("messaging.outbox.{}", key.to_lowercase());
+        assert!(error.contains(&name), "{error}");
+        assert!(error.contains("expected more than zero"), "{error}");
+    }
+}

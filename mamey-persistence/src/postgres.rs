@@ -193,10 +193,19 @@ impl Plugin for Postgres {
                     .invalid(
                         key,
                         "expected a table name: `name` or `schema.name`, each of lower-case \
-                         letters, digits and `_`, not starting with a digit, at most 63 bytes",
+                         letters, digits and `_`, not starting with a digit, at most 48 bytes",
                     )
                     .into());
             }
+        }
+        if self.outbox && config.max_connections < 2 {
+            return Err(ctx
+                .config()
+                .invalid(
+                    "postgres.max_connections",
+                    "expected at least 2 with the outbox: its listener holds one connection",
+                )
+                .into());
         }
         if config.max_connections == 0 || config.min_connections > config.max_connections {
             return Err(ctx
@@ -315,11 +324,14 @@ async fn connect(options: &PgConnectOptions, timeout: Duration) -> Result<(), St
                 ));
             }
         };
-        // Wrong credentials or database will not fix themselves.
-        if matches!(
-            error,
-            sqlx::Error::Database(_) | sqlx::Error::Configuration(_)
-        ) {
+        // Wrong credentials or database, or a TLS mismatch, will not fix
+        // themselves; a server starting up or full will.
+        let permanent = match &error {
+            sqlx::Error::Database(db) => !is_transient(db.code().as_deref()),
+            sqlx::Error::Configuration(_) | sqlx::Error::Tls(_) => true,
+            _ => false,
+        };
+        if permanent {
             return Err(error.to_string());
         }
         if tokio::time::Instant::now() + backoff >= deadline {
@@ -333,11 +345,12 @@ async fn connect(options: &PgConnectOptions, timeout: Duration) -> Result<(), St
 }
 
 /// Whether `name` is `table` or `schema.table` of plain lower-case
-/// identifiers: the names are put into SQL as they are.
+/// identifiers, short enough that the index names made from them (up to
+/// 7 more bytes) stay within Postgres's 63.
 fn is_table_name(name: &str) -> bool {
     let ident = |part: &str| {
         !part.is_empty()
-            && part.len() <= 63
+            && part.len() <= 48
             && part
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
@@ -354,9 +367,20 @@ fn unqualified(table: &str) -> &str {
     table.rsplit('.').next().unwrap_or(table)
 }
 
+/// `name` or `schema.name` as quoted SQL identifiers (`"schema"."name"`),
+/// so that reserved words such as `order` work. Names are checked by
+/// [`is_table_name`]: no quotes inside.
+fn quoted(table: &str) -> String {
+    table
+        .split('.')
+        .map(|part| format!("\"{part}\""))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 /// Maps a sqlx error onto mamey's error model, for handlers that use the
-/// pool: a unique or exclusion violation is a conflict, no row a "not
-/// found", a lost connection or an exhausted pool unavailable (retried),
+/// pool: a unique, foreign-key or exclusion violation is a conflict, no
+/// row a "not found", a lost connection or an exhausted pool unavailable (retried),
 /// anything else internal. The database's text stays in the source, for
 /// logs.
 ///
@@ -377,7 +401,7 @@ pub fn error(error: sqlx::Error) -> mamey_core::Error {
                 db.kind(),
                 sqlx::error::ErrorKind::UniqueViolation
                     | sqlx::error::ErrorKind::ForeignKeyViolation
-            ) =>
+            ) || db.code().as_deref() == Some("23P01") =>
         {
             Error::conflict("db.conflict", "conflicts with existing data")
         }
@@ -454,6 +478,7 @@ struct OutboxSql {
     create: String,
     stage: String,
     claim: String,
+    park: String,
     mark_sent: String,
     retry_later: String,
     purge_sent: String,
@@ -467,17 +492,17 @@ impl fmt::Debug for PgOutbox {
     }
 }
 
-const OUTBOX_COLUMNS: &str = "message_id, exchange, routing_key, correlation_id, message_type, \
-                              content_type, persistent, timestamp_ms, headers::text, body, \
-                              attempts, seq";
+const OUTBOX_COLUMNS: &str = "o.message_id, o.exchange, o.routing_key, o.correlation_id, \
+                              o.message_type, o.content_type, o.persistent, o.timestamp_ms, \
+                              o.headers::text, o.body, o.attempts, o.seq";
 
 impl PgOutbox {
     /// The outbox in `table` (`name` or `schema.name`; the caller checks it
-    /// is a plain identifier). Its `NOTIFY` channel is the table's name
-    /// without the schema.
+    /// is a plain identifier). Its `NOTIFY` channel is `table`, as given.
     #[must_use]
-    pub fn new(pool: PgPool, table: &str) -> Self {
-        let index = unqualified(table);
+    pub fn new(pool: PgPool, name: &str) -> Self {
+        let table = quoted(name);
+        let index = unqualified(name);
         let sql = OutboxSql {
             create: format!(
                 "CREATE TABLE IF NOT EXISTS {table} (
@@ -499,8 +524,8 @@ impl PgOutbox {
                     attempts integer NOT NULL DEFAULT 0,
                     last_error text
                 );
-                CREATE INDEX IF NOT EXISTS {index}_unsent ON {table} (seq) WHERE sent_at IS NULL;
-                CREATE INDEX IF NOT EXISTS {index}_sent ON {table} (sent_at) WHERE sent_at IS NOT NULL;"
+                CREATE INDEX IF NOT EXISTS \"{index}_unsent\" ON {table} (seq) WHERE sent_at IS NULL;
+                CREATE INDEX IF NOT EXISTS \"{index}_sent\" ON {table} (sent_at) WHERE sent_at IS NOT NULL;"
             ),
             // One round trip: the row, and a notification delivered when
             // (and only if) the transaction commits.
@@ -513,17 +538,26 @@ impl PgOutbox {
                  )
                  SELECT pg_notify($11, '') FROM staged"
             ),
+            // The rows are picked once, in a CTE: an `IN (SELECT … LIMIT)`
+            // may be evaluated again by the planner and lease more than
+            // `batch` rows.
             claim: format!(
-                "UPDATE {table}
-                 SET leased_until = now() + make_interval(secs => $2), attempts = attempts + 1
-                 WHERE message_id IN (
+                "WITH picked AS (
                      SELECT message_id FROM {table}
                      WHERE sent_at IS NULL AND due_at <= now()
                        AND (leased_until IS NULL OR leased_until <= now())
                      ORDER BY seq
                      LIMIT $1
                      FOR UPDATE SKIP LOCKED)
+                 UPDATE {table} AS o
+                 SET leased_until = now() + make_interval(secs => $2), attempts = o.attempts + 1
+                 FROM picked
+                 WHERE o.message_id = picked.message_id
                  RETURNING {OUTBOX_COLUMNS}"
+            ),
+            park: format!(
+                "UPDATE {table} SET due_at = 'infinity', leased_until = NULL, last_error = $2
+                 WHERE message_id = ANY($1)"
             ),
             mark_sent: format!(
                 "UPDATE {table} SET sent_at = now(), leased_until = NULL
@@ -542,7 +576,7 @@ impl PgOutbox {
         };
         Self {
             pool,
-            table: table.into(),
+            table: name.into(),
             sql: Arc::new(sql),
             staged: Arc::new(Notify::new()),
         }
@@ -567,7 +601,7 @@ impl PgOutbox {
     /// # Errors
     /// The database refused, e.g. no `CREATE` privilege.
     pub async fn create_table(&self) -> Result<(), StoreError> {
-        create_under_lock(&self.pool, &self.table, &self.sql.create).await
+        create_unless_present(&self.pool, &self.table, &self.sql.create).await
     }
 
     /// Wakes the relay on each `NOTIFY` of the table's channel, until `stop`;
@@ -575,7 +609,7 @@ impl PgOutbox {
     /// relay after each (re)connection for what was staged meanwhile. The
     /// listener holds one connection of the pool.
     pub async fn listen(&self, stop: CancellationToken) {
-        let channel = unqualified(&self.table).to_owned();
+        let channel = self.table.to_string();
         let mut backoff = Duration::from_millis(100);
         loop {
             let connected = async {
@@ -630,7 +664,7 @@ impl PgOutbox {
     /// # Errors
     /// The database failed.
     pub async fn pending(&self) -> Result<u64, StoreError> {
-        let table = &self.table;
+        let table = quoted(&self.table);
         let count: i64 = sqlx::query_scalar(&format!(
             "SELECT count(*) FROM {table} WHERE sent_at IS NULL"
         ))
@@ -708,7 +742,7 @@ impl OutboxStore for PgOutbox {
             .bind(timestamp_ms)
             .bind(headers)
             .bind(body.as_ref())
-            .bind(unqualified(&self.table))
+            .bind(&*self.table)
             .execute(tx)
             .await
             .map_err(store_error)?;
@@ -722,11 +756,28 @@ impl OutboxStore for PgOutbox {
             .fetch_all(&self.pool)
             .await
             .map_err(store_error)?;
-        let mut entries = rows
-            .iter()
-            .map(entry)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(store_error)?;
+        let (mut entries, mut unreadable) = (Vec::with_capacity(rows.len()), Vec::new());
+        for row in &rows {
+            match entry(row) {
+                Ok(entry) => entries.push(entry),
+                Err(error) => {
+                    let id: Option<String> = row.try_get(0).ok();
+                    tracing::error!(table = %self.table, message_id = ?id, %error, "outbox row cannot be read; parked");
+                    unreadable.extend(id.map(|id| (id, error.to_string())));
+                }
+            }
+        }
+        // A row that cannot be read is parked (due never, with the error),
+        // so that it does not hold back the rows claimed with it, round
+        // after round.
+        for (id, error) in unreadable {
+            sqlx::query(&self.sql.park)
+                .bind(vec![id])
+                .bind(format!("cannot read the row: {error}"))
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+        }
         // RETURNING keeps no order; staging order is the publishing order.
         entries.sort_by_key(|(seq, _)| *seq);
         Ok(entries.into_iter().map(|(_, entry)| entry).collect())
@@ -787,7 +838,9 @@ impl OutboxStore for PgOutbox {
 /// # use mamey_messaging::InboxStore;
 /// # use mamey_persistence::postgres::{PgInbox, PgPool};
 /// # async fn handle(pool: PgPool, inbox: PgInbox) -> Result<(), Box<dyn std::error::Error>> {
-/// let message_id = mamey_core::MessageContext::current().map(|c| c.message_id).unwrap_or_default();
+/// let message_id = mamey_core::MessageContext::current()
+///     .map(|c| c.message_id)
+///     .ok_or("no message context")?;
 /// let mut tx = pool.begin().await?;
 /// if !inbox.record(&mut *tx, "billing", &message_id).await? {
 ///     return Ok(()); // applied before: skip
@@ -818,11 +871,12 @@ impl PgInbox {
     /// The inbox in `table` (`name` or `schema.name`; the caller checks it
     /// is a plain identifier).
     #[must_use]
-    pub fn new(pool: PgPool, table: &str) -> Self {
-        let index = unqualified(table);
+    pub fn new(pool: PgPool, name: &str) -> Self {
+        let table = quoted(name);
+        let index = unqualified(name);
         Self {
             pool,
-            table: table.into(),
+            table: name.into(),
             create: format!(
                 "CREATE TABLE IF NOT EXISTS {table} (
                     consumer text NOT NULL,
@@ -830,7 +884,7 @@ impl PgInbox {
                     processed_at timestamptz NOT NULL DEFAULT now(),
                     PRIMARY KEY (consumer, message_id)
                 );
-                CREATE INDEX IF NOT EXISTS {index}_processed ON {table} (processed_at);"
+                CREATE INDEX IF NOT EXISTS \"{index}_processed\" ON {table} (processed_at);"
             )
             .into(),
             record: format!(
@@ -863,7 +917,7 @@ impl PgInbox {
     /// # Errors
     /// The database refused.
     pub async fn create_table(&self) -> Result<(), StoreError> {
-        create_under_lock(&self.pool, &self.table, &self.create).await
+        create_unless_present(&self.pool, &self.table, &self.create).await
     }
 
     /// Forgets message ids processed more than `older_than` ago; returns how
@@ -892,6 +946,13 @@ impl InboxStore for PgInbox {
         consumer: &str,
         message_id: &str,
     ) -> Result<bool, StoreError> {
+        if message_id.is_empty() {
+            // Every id-less message would otherwise count as one: the first
+            // applied, all later ones skipped.
+            return Err(StoreError(
+                "an empty message id cannot be recorded in the inbox".into(),
+            ));
+        }
         // A concurrent transaction inserting the same id makes this one wait
         // for its outcome: committed → a duplicate, rolled back → ours.
         let done = sqlx::query(&self.record)
@@ -904,8 +965,19 @@ impl InboxStore for PgInbox {
     }
 }
 
-/// Runs `ddl` in a transaction holding an advisory lock named after `table`.
-async fn create_under_lock(pool: &PgPool, table: &str, ddl: &str) -> Result<(), StoreError> {
+/// Runs `ddl` in a transaction holding an advisory lock named after `table`,
+/// unless the table exists: a role without `CREATE` on the schema (the
+/// tables made by a migration) then starts too — Postgres checks that right
+/// before it looks at `IF NOT EXISTS`.
+async fn create_unless_present(pool: &PgPool, table: &str, ddl: &str) -> Result<(), StoreError> {
+    let present: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(quoted(table))
+        .fetch_one(pool)
+        .await
+        .map_err(store_error)?;
+    if present {
+        return Ok(());
+    }
     let mut tx = pool.begin().await.map_err(store_error)?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
         .bind(format!("mamey:{table}"))

@@ -189,6 +189,19 @@ async fn config_errors_name_the_key_and_keep_the_password() {
 
     let error = build(vec![("MAMEY__POSTGRES__MAX_CONNECTIONS", "0")]).await;
     assert!(error.contains("postgres.max_connections"), "{error}");
+
+    let error = Service::builder("pg-config")
+        .handle_signals(false)
+        .config_dir("/nonexistent-mamey-config")
+        .env_vars([("MAMEY__POSTGRES__MAX_CONNECTIONS", "1")])
+        .plugin(Postgres::new().outbox())
+        .build()
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("postgres.max_connections"), "{error}");
+    assert!(error.contains("listener"), "{error}");
 }
 
 /// With feature `tls`, `sslmode=require` connects over TLS (the local
@@ -485,14 +498,15 @@ async fn a_claim_holds_rows_until_its_lease_ends_and_sent_rows_are_purged() {
     outbox.create_table().await.unwrap();
     let ids = stage(&pool, &outbox, &publisher(&MemoryBroker::new()), 3).await;
     assert!(
-        outbox
-            .schema()
-            .starts_with(&format!("CREATE TABLE IF NOT EXISTS {} (", tables.outbox())),
+        outbox.schema().starts_with(&format!(
+            "CREATE TABLE IF NOT EXISTS \"{}\" (",
+            tables.outbox()
+        )),
         "{}",
         outbox.schema()
     );
 
-    let first = outbox.claim(10, Duration::from_millis(300)).await.unwrap();
+    let first = outbox.claim(10, Duration::from_secs(60)).await.unwrap();
     let claimed: Vec<_> = first
         .iter()
         .map(|e| e.message.properties.message_id.clone())
@@ -505,16 +519,17 @@ async fn a_claim_holds_rows_until_its_lease_ends_and_sent_rows_are_purged() {
             .unwrap()
             .is_empty()
     );
-    // A relay that died mid-batch: its rows come back once the lease ends.
+    // A relay that died mid-batch: its rows come back once the lease ends
+    // (ended here by hand, a second ago).
     outbox.mark_sent(&ids[..1]).await.unwrap();
-    let again = Arc::new(Mutex::new(Vec::new()));
-    eventually("the lease to end", async || {
-        let entries = outbox.claim(10, Duration::from_secs(60)).await.unwrap();
-        again.lock().unwrap().extend(entries);
-        !again.lock().unwrap().is_empty()
-    })
-    .await;
-    let again = again.lock().unwrap().clone();
+    sqlx::query(&format!(
+        "UPDATE {} SET leased_until = now() - interval '1 second'",
+        tables.outbox()
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let again = outbox.claim(10, Duration::from_secs(60)).await.unwrap();
     let reclaimed: Vec<_> = again
         .iter()
         .map(|e| e.message.properties.message_id.clone())
@@ -569,6 +584,10 @@ async fn the_inbox_records_each_message_once_per_consumer_inside_the_transaction
         "a duplicate once the first committed"
     );
 
+    let mut tx = pool.begin().await.unwrap();
+    let empty = inbox.record(&mut *tx, "audit", "").await.unwrap_err();
+    assert!(empty.to_string().contains("empty message id"), "{empty}");
+    tx.rollback().await.unwrap();
     let mut tx = pool.begin().await.unwrap();
     assert!(
         inbox.record(&mut *tx, "audit", "m-1").await.unwrap(),
@@ -759,4 +778,115 @@ async fn a_missing_migrations_directory_is_a_config_error() {
         .unwrap_err();
     assert!(error.contains("postgres.migrations"), "{error}");
     assert!(error.contains("MAMEY__POSTGRES__MIGRATIONS"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_row_is_parked_and_the_rest_of_its_batch_goes_on() {
+    let Some(pool) = pool().await else { return };
+    let tables = Tables::new();
+    let outbox = PgOutbox::new(pool.clone(), &tables.outbox());
+    outbox.create_table().await.unwrap();
+    let ids = stage(&pool, &outbox, &publisher(&MemoryBroker::new()), 3).await;
+    // Headers that are not a map of strings, written by hand.
+    sqlx::query(&format!(
+        "UPDATE {} SET headers = '[1, 2]'::jsonb WHERE message_id = $1",
+        tables.outbox()
+    ))
+    .bind(&ids[1])
+    .execute(&pool)
+    .await
+    .unwrap();
+    let claimed: Vec<_> = outbox
+        .claim(10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message.properties.message_id)
+        .collect();
+    assert_eq!(claimed, [ids[0].clone(), ids[2].clone()]);
+    let (due, error): (String, String) = sqlx::query_as(&format!(
+        "SELECT due_at::text, last_error FROM {} WHERE message_id = $1",
+        tables.outbox()
+    ))
+    .bind(&ids[1])
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(due, "infinity", "parked, not claimed again");
+    assert!(error.starts_with("cannot read the row"), "{error}");
+    tables.drop(&pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_words_work_as_table_names() {
+    let Some(pool) = pool().await else { return };
+    let (schema, _) = own_schema(&pool).await;
+    // `order` and `user` are reserved in SQL.
+    let outbox = PgOutbox::new(pool.clone(), &format!("{schema}.order"));
+    let inbox = PgInbox::new(pool.clone(), &format!("{schema}.user"));
+    outbox.create_table().await.unwrap();
+    inbox.create_table().await.unwrap();
+    let ids = stage(&pool, &outbox, &publisher(&MemoryBroker::new()), 1).await;
+    let claimed = outbox.claim(10, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(claimed[0].message.properties.message_id, ids[0]);
+    let mut tx = pool.begin().await.unwrap();
+    assert!(inbox.record(&mut *tx, "c", "m").await.unwrap());
+    tx.commit().await.unwrap();
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
+
+/// Tables made by a migration, a role that may use but not create them:
+/// the plug-in starts, and the outbox works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_without_create_rights_starts_when_the_tables_exist() {
+    let Some(pool) = pool().await else { return };
+    let (schema, _) = own_schema(&pool).await;
+    let role = format!("{schema}_app");
+    let (outbox_table, inbox_table) = (format!("{schema}.outbox"), format!("{schema}.inbox"));
+    PgOutbox::new(pool.clone(), &outbox_table)
+        .create_table()
+        .await
+        .unwrap();
+    PgInbox::new(pool.clone(), &inbox_table)
+        .create_table()
+        .await
+        .unwrap();
+    for statement in [
+        format!("CREATE ROLE {role} LOGIN"),
+        format!("GRANT USAGE ON SCHEMA {schema} TO {role}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}"),
+    ] {
+        sqlx::query(&statement).execute(&pool).await.unwrap();
+    }
+    let role_url = url().replacen("postgres@", &format!("{role}@"), 1);
+    let service = Service::builder("pg-app-role")
+        .handle_signals(false)
+        .config_dir("/nonexistent-mamey-config")
+        .env_vars([
+            ("MAMEY__POSTGRES__URL", role_url),
+            ("MAMEY__POSTGRES__OUTBOX_TABLE", outbox_table),
+            ("MAMEY__POSTGRES__INBOX_TABLE", inbox_table),
+        ])
+        .plugin(Postgres::new().outbox().inbox())
+        .build()
+        .await;
+    let outcome = match service {
+        Ok(service) => {
+            let outbox = service.resources().get::<PgOutbox>().unwrap();
+            let pending = outbox.pending().await;
+            service.start().await.unwrap().stop().await.unwrap();
+            pending.map(|_| ()).map_err(|e| e.to_string())
+        }
+        Err(error) => Err(error.to_string()),
+    };
+    for statement in [
+        format!("DROP SCHEMA {schema} CASCADE"),
+        format!("DROP ROLE {role}"),
+    ] {
+        sqlx::query(&statement).execute(&pool).await.unwrap();
+    }
+    outcome.unwrap();
 }

@@ -220,7 +220,7 @@ fn orders_service(schema: &str, address: &str, extra: &[(&str, String)]) -> Serv
                 async move {
                     let id = MessageContext::current()
                         .map(|c| c.message_id)
-                        .unwrap_or_default();
+                        .ok_or_else(|| Error::internal("no message context"))?;
                     let mut tx = db.begin().await.map_err(error)?;
                     if inbox.record(&mut *tx, "orders.mark-charged", &id).await? {
                         sqlx::query(&format!(
@@ -285,7 +285,7 @@ fn billing_service(
                 async move {
                     let id = MessageContext::current()
                         .map(|c| c.message_id)
-                        .unwrap_or_default();
+                        .ok_or_else(|| Error::internal("no message context"))?;
                     let mut tx = db.begin().await.map_err(error)?;
                     if !inbox.record(&mut *tx, "billing.charge", &id).await? {
                         count.fetch_add(1, Ordering::SeqCst);
@@ -370,12 +370,17 @@ async fn demo() -> Result<(), BoxError> {
         format!("orders-outbox-{id}"),
     )];
     let deliveries = Deliveries::default();
-    let (HttpAddress(at), publisher, services) =
-        start(&schemas, "127.0.0.1:0", &extra, &deliveries).await?;
-    let outcome = walk_through(&at.to_string(), &publisher, &schemas, &deliveries).await;
-    for service in services {
-        service.stop().await?;
+    // The schemas are dropped whatever happens before.
+    let outcome = async {
+        let (HttpAddress(at), publisher, services) =
+            start(&schemas, "127.0.0.1:0", &extra, &deliveries).await?;
+        let walked = walk_through(&at.to_string(), &publisher, &schemas, &deliveries).await;
+        for service in services {
+            service.stop().await?;
+        }
+        walked
     }
+    .await;
     let url = std::env::var("MAMEY__POSTGRES__URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let pool = PgPool::connect(&url).await?;
