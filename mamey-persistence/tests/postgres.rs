@@ -39,15 +39,49 @@ async fn pool() -> Option<PgPool> {
     }
 }
 
-/// Table names unique to one test.
+/// Runs its statements when dropped — also when the test fails — on a
+/// connection of its own.
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let statements = std::mem::take(&mut self.0);
+        let cleaning = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(pool) = PgPool::connect(&url()).await {
+                    for statement in statements {
+                        let _ = sqlx::query(&statement).execute(&pool).await;
+                    }
+                    pool.close().await;
+                }
+            });
+        });
+        let _ = cleaning.join();
+    }
+}
+
+/// Table names unique to one test, dropped with it.
 struct Tables {
     prefix: String,
+    _cleanup: Cleanup,
 }
 
 impl Tables {
     fn new() -> Self {
+        let prefix = format!("it_{}", &mamey_core::new_id()[..8]);
+        let cleanup = Cleanup(
+            ["outbox", "inbox", "ledger"]
+                .iter()
+                .map(|table| format!("DROP TABLE IF EXISTS {prefix}_{table}"))
+                .collect(),
+        );
         Self {
-            prefix: format!("it_{}", &mamey_core::new_id()[..8]),
+            prefix,
+            _cleanup: cleanup,
         }
     }
 
@@ -71,15 +105,6 @@ impl Tables {
             // Only a notification can wake the relay in these tests.
             ("MAMEY__MESSAGING__OUTBOX__INTERVAL".into(), "1h".into()),
         ]
-    }
-
-    async fn drop(&self, pool: &PgPool) {
-        for table in [self.outbox(), self.inbox(), self.ledger()] {
-            sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
-                .execute(pool)
-                .await
-                .unwrap();
-        }
     }
 }
 
@@ -329,7 +354,6 @@ async fn committed_messages_are_relayed_on_notify_and_rolled_back_ones_never_exi
     assert_eq!(rows, 0, "the rolled-back message was never staged");
 
     running.stop().await.unwrap();
-    tables.drop(&pool).await;
 }
 
 /// Waits until a backend other than `not` listens on `channel`; its pid.
@@ -396,7 +420,6 @@ async fn a_commit_wakes_another_instance_even_after_its_listener_lost_the_connec
     }
     stop.cancel();
     listener.await.unwrap();
-    tables.drop(&pool).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,7 +466,6 @@ async fn two_relays_never_send_the_same_row() {
     want.sort();
     assert_eq!(got, want, "each message exactly once");
     assert_eq!(a.pending().await.unwrap(), 0);
-    tables.drop(&pool).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -487,7 +509,6 @@ async fn a_failed_publish_is_kept_with_its_error_and_retried() {
     .await;
     assert_eq!(*received.lock().unwrap(), ids);
     assert_eq!(outbox.pending().await.unwrap(), 0);
-    tables.drop(&pool).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -541,7 +562,6 @@ async fn a_claim_holds_rows_until_its_lease_ends_and_sent_rows_are_purged() {
 
     assert_eq!(outbox.purge_sent(SystemTime::now()).await.unwrap(), 1);
     assert_eq!(outbox.pending().await.unwrap(), 2);
-    tables.drop(&pool).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -595,7 +615,6 @@ async fn the_inbox_records_each_message_once_per_consumer_inside_the_transaction
     );
     tx.commit().await.unwrap();
     assert_eq!(inbox.purge(Duration::ZERO).await.unwrap(), 2);
-    tables.drop(&pool).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -675,12 +694,12 @@ async fn a_redelivered_message_is_applied_once() {
     .await
     .unwrap();
     assert_eq!(invoices, [9, 10], "applied once each");
-    tables.drop(&pool).await;
 }
 
-/// A schema of its own, and a URL whose connections use it, so that sqlx's
-/// `_sqlx_migrations` table is this test's own.
-async fn own_schema(pool: &PgPool) -> (String, String) {
+/// A schema of its own (dropped with the returned guard), and a URL whose
+/// connections use it, so that sqlx's `_sqlx_migrations` table is this
+/// test's own.
+async fn own_schema(pool: &PgPool) -> (String, String, Cleanup) {
     let schema = format!("it_{}", &mamey_core::new_id()[..8]);
     sqlx::query(&format!("CREATE SCHEMA {schema}"))
         .execute(pool)
@@ -688,7 +707,8 @@ async fn own_schema(pool: &PgPool) -> (String, String) {
         .unwrap();
     let separator = if url().contains('?') { '&' } else { '?' };
     let url = format!("{}{separator}options=-c%20search_path%3D{schema}", url());
-    (schema, url)
+    let cleanup = Cleanup(vec![format!("DROP SCHEMA IF EXISTS {schema} CASCADE")]);
+    (schema, url, cleanup)
 }
 
 async fn build_with_migrations(url: &str, dir: &std::path::Path) -> Result<Service, String> {
@@ -708,7 +728,7 @@ async fn build_with_migrations(url: &str, dir: &std::path::Path) -> Result<Servi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_are_applied_once_and_an_edited_one_stops_the_start() {
     let Some(pool) = pool().await else { return };
-    let (schema, url) = own_schema(&pool).await;
+    let (schema, url, _cleanup) = own_schema(&pool).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("1_create_items.sql"),
@@ -742,17 +762,12 @@ async fn migrations_are_applied_once_and_an_edited_one_stops_the_start() {
         error.contains("migration 1 was previously applied but has been modified"),
         "{error}"
     );
-
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&pool)
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_migration_stops_the_start_and_names_it() {
     let Some(pool) = pool().await else { return };
-    let (schema, url) = own_schema(&pool).await;
+    let (schema, url, _cleanup) = own_schema(&pool).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("1_ok.sql"), "CREATE TABLE ok (id integer);").unwrap();
     std::fs::write(dir.path().join("2_broken.sql"), "CREATE TABLE broken (").unwrap();
@@ -765,10 +780,6 @@ async fn a_failing_migration_stops_the_start_and_names_it() {
     .await
     .unwrap();
     assert_eq!(applied, 1, "the migrations before it stay applied");
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&pool)
-        .await
-        .unwrap();
 }
 
 #[tokio::test]
@@ -814,13 +825,12 @@ async fn an_unreadable_row_is_parked_and_the_rest_of_its_batch_goes_on() {
     .unwrap();
     assert_eq!(due, "infinity", "parked, not claimed again");
     assert!(error.starts_with("cannot read the row"), "{error}");
-    tables.drop(&pool).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserved_words_work_as_table_names() {
     let Some(pool) = pool().await else { return };
-    let (schema, _) = own_schema(&pool).await;
+    let (schema, _, _cleanup) = own_schema(&pool).await;
     // `order` and `user` are reserved in SQL.
     let outbox = PgOutbox::new(pool.clone(), &format!("{schema}.order"));
     let inbox = PgInbox::new(pool.clone(), &format!("{schema}.user"));
@@ -832,10 +842,6 @@ async fn reserved_words_work_as_table_names() {
     let mut tx = pool.begin().await.unwrap();
     assert!(inbox.record(&mut *tx, "c", "m").await.unwrap());
     tx.commit().await.unwrap();
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&pool)
-        .await
-        .unwrap();
 }
 
 /// Tables made by a migration, a role that may use but not create them:
@@ -843,8 +849,10 @@ async fn reserved_words_work_as_table_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_without_create_rights_starts_when_the_tables_exist() {
     let Some(pool) = pool().await else { return };
-    let (schema, _) = own_schema(&pool).await;
+    let (schema, _, mut cleanup) = own_schema(&pool).await;
     let role = format!("{schema}_app");
+    // The role goes after the schema (and its grants).
+    cleanup.0.push(format!("DROP ROLE IF EXISTS {role}"));
     let (outbox_table, inbox_table) = (format!("{schema}.outbox"), format!("{schema}.inbox"));
     PgOutbox::new(pool.clone(), &outbox_table)
         .create_table()
@@ -882,11 +890,5 @@ async fn a_role_without_create_rights_starts_when_the_tables_exist() {
         }
         Err(error) => Err(error.to_string()),
     };
-    for statement in [
-        format!("DROP SCHEMA {schema} CASCADE"),
-        format!("DROP ROLE {role}"),
-    ] {
-        sqlx::query(&statement).execute(&pool).await.unwrap();
-    }
     outcome.unwrap();
 }
