@@ -11,13 +11,35 @@ use std::time::{Duration, SystemTime};
 use futures_util::FutureExt;
 use mamey_core::cqrs::Event;
 use mamey_core::health::{Probe, Status};
-use mamey_core::{MessageContext, Service};
+use mamey_core::{MessageContext, Service, ServiceBuilder};
 use mamey_messaging::{
     Broker, Delivery, InboxStore, MemoryBroker, Message, Messaging, OutboxRelay, OutboxStore,
     PublishOptions, Publisher, RelayConfig, RetryPolicy, Route, Subscription,
 };
 use mamey_persistence::postgres::{PgInbox, PgOutbox, PgPool, Postgres};
 use serde::{Deserialize, Serialize};
+
+/// A service for one test: no signal handling, no configuration files,
+/// `vars` as its whole environment.
+fn test_service<K: Into<String>, V: Into<String>>(
+    vars: impl IntoIterator<Item = (K, V)>,
+) -> ServiceBuilder {
+    Service::builder("pg-test")
+        .handle_signals(false)
+        .config_dir("/nonexistent-mamey-config")
+        .env_vars(vars)
+}
+
+/// What a service that must not build fails with.
+trait BuildError {
+    async fn build_error(self) -> String;
+}
+
+impl BuildError for ServiceBuilder {
+    async fn build_error(self) -> String {
+        self.build().await.map(|_| ()).unwrap_err().to_string()
+    }
+}
 
 fn url() -> String {
     std::env::var("DATABASE_URL")
@@ -184,16 +206,10 @@ async fn stage(pool: &PgPool, outbox: &PgOutbox, publisher: &Publisher, count: u
 #[tokio::test]
 async fn config_errors_name_the_key_and_keep_the_password() {
     let build = |vars: Vec<(&'static str, &'static str)>| async move {
-        Service::builder("pg-config")
-            .handle_signals(false)
-            .config_dir("/nonexistent-mamey-config")
-            .env_vars(vars)
+        test_service(vars)
             .plugin(Postgres::new())
-            .build()
+            .build_error()
             .await
-            .map(|_| ())
-            .unwrap_err()
-            .to_string()
     };
     let error = build(vec![(
         "MAMEY__POSTGRES__URL",
@@ -215,16 +231,10 @@ async fn config_errors_name_the_key_and_keep_the_password() {
     let error = build(vec![("MAMEY__POSTGRES__MAX_CONNECTIONS", "0")]).await;
     assert!(error.contains("postgres.max_connections"), "{error}");
 
-    let error = Service::builder("pg-config")
-        .handle_signals(false)
-        .config_dir("/nonexistent-mamey-config")
-        .env_vars([("MAMEY__POSTGRES__MAX_CONNECTIONS", "1")])
+    let error = test_service([("MAMEY__POSTGRES__MAX_CONNECTIONS", "1")])
         .plugin(Postgres::new().outbox())
-        .build()
-        .await
-        .map(|_| ())
-        .unwrap_err()
-        .to_string();
+        .build_error()
+        .await;
     assert!(error.contains("postgres.max_connections"), "{error}");
     assert!(error.contains("listener"), "{error}");
 }
@@ -236,17 +246,14 @@ async fn config_errors_name_the_key_and_keep_the_password() {
 #[tokio::test]
 async fn sslmode_require_connects_over_tls() {
     let Some(_pool) = pool().await else { return };
-    let service = Service::builder("pg-tls")
-        .handle_signals(false)
-        .config_dir("/nonexistent-mamey-config")
-        .env_vars([(
-            "MAMEY__POSTGRES__URL",
-            "postgres://postgres@127.0.0.1:5432/test?sslmode=require",
-        )])
-        .plugin(Postgres::new())
-        .build()
-        .await
-        .unwrap();
+    let service = test_service([(
+        "MAMEY__POSTGRES__URL",
+        "postgres://postgres@127.0.0.1:5432/test?sslmode=require",
+    )])
+    .plugin(Postgres::new())
+    .build()
+    .await
+    .unwrap();
     let pool = service.resources().get::<PgPool>().unwrap();
     let encrypted: bool =
         sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
@@ -260,41 +267,29 @@ async fn sslmode_require_connects_over_tls() {
 #[tokio::test]
 async fn wrong_credentials_fail_the_build_at_once_with_the_reason() {
     let Some(_pool) = pool().await else { return };
-    let error = Service::builder("pg-role")
-        .handle_signals(false)
-        .config_dir("/nonexistent-mamey-config")
-        .env_vars([(
-            "MAMEY__POSTGRES__URL",
-            "postgres://no_such_role:hunter2@127.0.0.1:5432/test",
-        )])
-        .plugin(Postgres::new())
-        .build()
-        .await
-        .map(|_| ())
-        .unwrap_err()
-        .to_string();
+    let error = test_service([(
+        "MAMEY__POSTGRES__URL",
+        "postgres://no_such_role:hunter2@127.0.0.1:5432/test",
+    )])
+    .plugin(Postgres::new())
+    .build_error()
+    .await;
     assert!(error.contains("no_such_role"), "{error}");
     assert!(!error.contains("hunter2"), "{error}");
 }
 
 #[tokio::test]
 async fn an_unreachable_database_fails_the_build_naming_it() {
-    let error = Service::builder("pg-down")
-        .handle_signals(false)
-        .config_dir("/nonexistent-mamey-config")
-        .env_vars([
-            (
-                "MAMEY__POSTGRES__URL",
-                "postgres://app:hunter2@127.0.0.1:1/orders",
-            ),
-            ("MAMEY__POSTGRES__CONNECT_TIMEOUT", "300ms"),
-        ])
-        .plugin(Postgres::new())
-        .build()
-        .await
-        .map(|_| ())
-        .unwrap_err()
-        .to_string();
+    let error = test_service([
+        (
+            "MAMEY__POSTGRES__URL",
+            "postgres://app:hunter2@127.0.0.1:1/orders",
+        ),
+        ("MAMEY__POSTGRES__CONNECT_TIMEOUT", "300ms"),
+    ])
+    .plugin(Postgres::new())
+    .build_error()
+    .await;
     assert!(
         error.contains("cannot connect to Postgres at 127.0.0.1:1/orders"),
         "{error}"
@@ -309,10 +304,7 @@ async fn committed_messages_are_relayed_on_notify_and_rolled_back_ones_never_exi
     let tables = Tables::new();
     let broker = MemoryBroker::new();
     let received = record_deliveries(&broker).await;
-    let service = Service::builder("billing")
-        .handle_signals(false)
-        .config_dir("/nonexistent-mamey-config")
-        .env_vars(tables.vars())
+    let service = test_service(tables.vars())
         .plugin(Postgres::new().outbox())
         .plugin(Messaging::new(broker.clone()).outbox::<PgOutbox>())
         .build()
@@ -631,10 +623,7 @@ async fn a_redelivered_message_is_applied_once() {
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&calls);
     let ledger = tables.ledger();
-    let service = Service::builder("ledger")
-        .handle_signals(false)
-        .config_dir("/nonexistent-mamey-config")
-        .env_vars(tables.vars())
+    let service = test_service(tables.vars())
         .plugin(Postgres::new().inbox())
         .plugin(Messaging::new(MemoryBroker::new()).subscribe_event::<Paid>())
         .handlers(move |dispatcher, resources| {
@@ -712,17 +701,14 @@ async fn own_schema(pool: &PgPool) -> (String, String, Cleanup) {
 }
 
 async fn build_with_migrations(url: &str, dir: &std::path::Path) -> Result<Service, String> {
-    Service::builder("pg-migrations")
-        .handle_signals(false)
-        .config_dir("/nonexistent-mamey-config")
-        .env_vars([
-            ("MAMEY__POSTGRES__URL", url.to_owned()),
-            ("MAMEY__POSTGRES__MIGRATIONS", dir.display().to_string()),
-        ])
-        .plugin(Postgres::new())
-        .build()
-        .await
-        .map_err(|e| e.to_string())
+    test_service([
+        ("MAMEY__POSTGRES__URL", url.to_owned()),
+        ("MAMEY__POSTGRES__MIGRATIONS", dir.display().to_string()),
+    ])
+    .plugin(Postgres::new())
+    .build()
+    .await
+    .map_err(|e| e.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -870,17 +856,14 @@ async fn a_role_without_create_rights_starts_when_the_tables_exist() {
         sqlx::query(&statement).execute(&pool).await.unwrap();
     }
     let role_url = url().replacen("postgres@", &format!("{role}@"), 1);
-    let service = Service::builder("pg-app-role")
-        .handle_signals(false)
-        .config_dir("/nonexistent-mamey-config")
-        .env_vars([
-            ("MAMEY__POSTGRES__URL", role_url),
-            ("MAMEY__POSTGRES__OUTBOX_TABLE", outbox_table),
-            ("MAMEY__POSTGRES__INBOX_TABLE", inbox_table),
-        ])
-        .plugin(Postgres::new().outbox().inbox())
-        .build()
-        .await;
+    let service = test_service([
+        ("MAMEY__POSTGRES__URL", role_url),
+        ("MAMEY__POSTGRES__OUTBOX_TABLE", outbox_table),
+        ("MAMEY__POSTGRES__INBOX_TABLE", inbox_table),
+    ])
+    .plugin(Postgres::new().outbox().inbox())
+    .build()
+    .await;
     let outcome = match service {
         Ok(service) => {
             let outbox = service.resources().get::<PgOutbox>().unwrap();
