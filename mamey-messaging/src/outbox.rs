@@ -410,6 +410,7 @@ impl<S: OutboxStore> OutboxRelay<S> {
                 round.released += 1;
             }
         }
+        mamey_observability::metrics::record_outbox_round(round.sent, round.failed, round.released);
         Ok(round)
     }
 

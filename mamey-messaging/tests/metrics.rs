@@ -1,5 +1,6 @@
 //! Messaging records RED metrics through the `metrics` facade: one
-//! `messages_consumed_total` per outcome and `messages_published_total`.
+//! `messages_consumed_total` per outcome, `messages_published_total` and
+//! `outbox_messages_total`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -7,7 +8,12 @@ use std::time::Duration;
 use mamey_core::cqrs::Event;
 use mamey_core::health::{Probe, Status};
 use mamey_core::{Error, Service};
-use mamey_messaging::{MemoryBroker, Message, Messaging, Publisher};
+use std::sync::Arc;
+
+use mamey_messaging::{
+    Broker, MemoryBroker, MemoryOutbox, Message, Messaging, OutboxRelay, OutboxStore,
+    PublishOptions, Publisher, RelayConfig,
+};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +69,35 @@ async fn consumed_and_published_messages_are_counted() {
     stop.shutdown();
     running.await.unwrap().unwrap();
 
+    // The outbox relay counts what each round did.
+    let outbox = Arc::new(MemoryOutbox::new());
+    for _ in 0..3 {
+        let message = publisher
+            .prepare(&Tick { valid: true }, PublishOptions::default())
+            .unwrap();
+        outbox.stage(&mut (), message).await.unwrap();
+    }
+    let closed = MemoryBroker::new();
+    closed.close().await;
+    let round = OutboxRelay::new(
+        Arc::clone(&outbox),
+        Arc::new(closed),
+        RelayConfig::default(),
+    )
+    .round()
+    .await
+    .unwrap();
+    assert_eq!((round.failed, round.released), (1, 2));
+    let round = OutboxRelay::new(
+        Arc::clone(&outbox),
+        Arc::new(MemoryBroker::lenient()),
+        RelayConfig::default(),
+    )
+    .round()
+    .await
+    .unwrap();
+    assert_eq!(round.sent, 2, "the released ones, due at once");
+
     // A snapshot drains what it reads: take one and search it.
     let snapshot = snapshotter.snapshot().into_vec();
     let counter = |name: &str, labels: &[(&str, &str)]| -> u64 {
@@ -102,4 +137,11 @@ async fn consumed_and_published_messages_are_counted() {
         ),
         2
     );
+    for (outcome, count) in [("sent", 2), ("failed", 1), ("released", 2)] {
+        assert_eq!(
+            counter("outbox_messages_total", &[("outcome", outcome)]),
+            count,
+            "{outcome}"
+        );
+    }
 }

@@ -174,6 +174,18 @@ pub fn record_message_published(message: impl Into<SharedString>, outcome: &'sta
     .increment(1);
 }
 
+/// `outbox_messages_total`, labelled `outcome`: `"sent"` (confirmed by the
+/// broker), `"failed"` (to be retried later) or `"released"` (claimed, not
+/// tried, due again at once), counted per relay round.
+pub fn record_outbox_round(sent: usize, failed: usize, released: usize) {
+    for (outcome, count) in [("sent", sent), ("failed", failed), ("released", released)] {
+        if count > 0 {
+            counter!("outbox_messages_total", "outcome" => outcome)
+                .increment(u64::try_from(count).unwrap_or(u64::MAX));
+        }
+    }
+}
+
 /// Records every dispatch of the core dispatcher as
 /// `handler_dispatches_total` and `handler_duration_seconds`, labelled
 /// `kind`, `name` and `outcome` (`ok` or the error kind). The plug-in adds it
