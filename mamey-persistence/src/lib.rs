@@ -15,3 +15,7 @@
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "postgres")]
+mod sql;
+#[cfg(feature = "postgres")]
+pub use sql::error;

@@ -40,11 +40,15 @@ use std::time::{Duration, SystemTime};
 use mamey_core::config::{ConfigSection, Secret};
 use mamey_core::health::{HealthStatus, Probe};
 use mamey_core::{BoxError, InitContext, Plugin, StartContext};
-use mamey_messaging::{
-    InboxStore, OutboxEntry, OutboxStore, OutgoingMessage, Properties, Route, StoreError,
+use mamey_messaging::{InboxStore, OutboxEntry, OutboxStore, OutgoingMessage, StoreError};
+
+pub use crate::sql::error;
+use crate::sql::{
+    entry, is_table_name, is_transient, outbox_columns, quoted, store_error, unix_millis,
+    unqualified,
 };
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgConnection, Row};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -344,99 +348,6 @@ async fn connect(options: &PgConnectOptions, timeout: Duration) -> Result<(), St
     }
 }
 
-/// Whether `name` is `table` or `schema.table` of plain lower-case
-/// identifiers, short enough that the index names made from them (up to
-/// 7 more bytes) stay within Postgres's 63.
-fn is_table_name(name: &str) -> bool {
-    let ident = |part: &str| {
-        !part.is_empty()
-            && part.len() <= 48
-            && part
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-            && !part.as_bytes()[0].is_ascii_digit()
-    };
-    match name.split_once('.') {
-        Some((schema, table)) => ident(schema) && ident(table),
-        None => ident(name),
-    }
-}
-
-/// The unqualified part of a table name, for naming its index.
-fn unqualified(table: &str) -> &str {
-    table.rsplit('.').next().unwrap_or(table)
-}
-
-/// `name` or `schema.name` as quoted SQL identifiers (`"schema"."name"`),
-/// so that reserved words such as `order` work. Names are checked by
-/// [`is_table_name`]: no quotes inside.
-fn quoted(table: &str) -> String {
-    table
-        .split('.')
-        .map(|part| format!("\"{part}\""))
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
-/// Maps a sqlx error onto mamey's error model, for handlers that use the
-/// pool: a unique, foreign-key or exclusion violation is a conflict, no
-/// row a "not found", a lost connection or an exhausted pool unavailable (retried),
-/// anything else internal. The database's text stays in the source, for
-/// logs.
-///
-/// ```
-/// use mamey_core::ErrorKind;
-/// use mamey_persistence::postgres::error;
-///
-/// assert_eq!(error(sqlx::Error::RowNotFound).kind(), ErrorKind::NotFound);
-/// assert_eq!(error(sqlx::Error::PoolTimedOut).kind(), ErrorKind::Unavailable);
-/// ```
-#[must_use]
-pub fn error(error: sqlx::Error) -> mamey_core::Error {
-    use mamey_core::Error;
-    match &error {
-        sqlx::Error::RowNotFound => Error::not_found("db.not_found", "no such row"),
-        sqlx::Error::Database(db)
-            if matches!(
-                db.kind(),
-                sqlx::error::ErrorKind::UniqueViolation
-                    | sqlx::error::ErrorKind::ForeignKeyViolation
-            ) || db.code().as_deref() == Some("23P01") =>
-        {
-            Error::conflict("db.conflict", "conflicts with existing data")
-        }
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Tls(_) => {
-            Error::unavailable("db.unavailable", "the database is unavailable")
-        }
-        sqlx::Error::Database(db) if is_transient(db.code().as_deref()) => {
-            Error::unavailable("db.unavailable", "the database is unavailable")
-        }
-        _ => Error::internal("database error"),
-    }
-    .with_source(error)
-}
-
-/// SQLSTATE classes worth retrying: serialization failures and deadlocks
-/// (40xxx), lost connections (08xxx), too many connections and shutdowns
-/// (53xxx, 57Pxx).
-fn is_transient(code: Option<&str>) -> bool {
-    code.is_some_and(|code| {
-        code.starts_with("40")
-            || code.starts_with("08")
-            || code.starts_with("53")
-            || code.starts_with("57P")
-    })
-}
-
-#[allow(clippy::needless_pass_by_value)] // used as `map_err(store_error)`
-fn store_error(error: sqlx::Error) -> StoreError {
-    StoreError(error.to_string())
-}
-
 /// Seconds, as SQL's `make_interval(secs => …)` takes them.
 fn seconds(duration: Duration) -> f64 {
     duration.as_secs_f64()
@@ -492,10 +403,6 @@ impl fmt::Debug for PgOutbox {
     }
 }
 
-const OUTBOX_COLUMNS: &str = "o.message_id, o.exchange, o.routing_key, o.correlation_id, \
-                              o.message_type, o.content_type, o.persistent, o.timestamp_ms, \
-                              o.headers::text, o.body, o.attempts, o.seq";
-
 impl PgOutbox {
     /// The outbox in `table` (`name` or `schema.name`; the caller checks it
     /// is a plain identifier). Its `NOTIFY` channel is `table`, as given.
@@ -503,6 +410,7 @@ impl PgOutbox {
     pub fn new(pool: PgPool, name: &str) -> Self {
         let table = quoted(name);
         let index = unqualified(name);
+        let columns = outbox_columns("o.", "o.headers::text");
         let sql = OutboxSql {
             create: format!(
                 "CREATE TABLE IF NOT EXISTS {table} (
@@ -553,7 +461,7 @@ impl PgOutbox {
                  SET leased_until = now() + make_interval(secs => $2), attempts = o.attempts + 1
                  FROM picked
                  WHERE o.message_id = picked.message_id
-                 RETURNING {OUTBOX_COLUMNS}"
+                 RETURNING {columns}"
             ),
             park: format!(
                 "UPDATE {table} SET due_at = 'infinity', leased_until = NULL, last_error = $2
@@ -675,41 +583,6 @@ impl PgOutbox {
     }
 }
 
-fn entry(row: &PgRow) -> Result<(i64, OutboxEntry), sqlx::Error> {
-    let headers: String = row.try_get(8)?;
-    let headers = serde_json::from_str(&headers).map_err(|e| sqlx::Error::ColumnDecode {
-        index: "headers".into(),
-        source: Box::new(e),
-    })?;
-    let timestamp_ms: i64 = row.try_get(7)?;
-    let attempts: i32 = row.try_get(10)?;
-    let body: Vec<u8> = row.try_get(9)?;
-    let message = OutgoingMessage {
-        route: Route {
-            exchange: row.try_get(1)?,
-            routing_key: row.try_get(2)?,
-        },
-        properties: Properties {
-            message_id: row.try_get(0)?,
-            correlation_id: row.try_get(3)?,
-            message_type: row.try_get(4)?,
-            timestamp: SystemTime::UNIX_EPOCH
-                + Duration::from_millis(u64::try_from(timestamp_ms).unwrap_or(0)),
-            content_type: row.try_get(5)?,
-            persistent: row.try_get(6)?,
-            headers,
-        },
-        body: bytes::Bytes::from(body),
-    };
-    Ok((
-        row.try_get(11)?,
-        OutboxEntry {
-            message,
-            attempts: u32::try_from(attempts).unwrap_or(0),
-        },
-    ))
-}
-
 impl OutboxStore for PgOutbox {
     /// A connection in the caller's transaction: `&mut *tx` of a
     /// `sqlx::Transaction<'_, Postgres>`.
@@ -727,10 +600,7 @@ impl OutboxStore for PgOutbox {
         } = message;
         let headers = serde_json::to_string(&properties.headers)
             .map_err(|e| StoreError(format!("encoding headers: {e}")))?;
-        let timestamp_ms = properties
-            .timestamp
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let timestamp_ms = unix_millis(properties.timestamp);
         sqlx::query(&self.sql.stage)
             .bind(properties.message_id)
             .bind(route.exchange)
@@ -992,38 +862,4 @@ async fn create_unless_present(pool: &PgPool, table: &str, ddl: &str) -> Result<
             .map_err(|e| StoreError(format!("creating `{table}`: {e}")))?;
     }
     tx.commit().await.map_err(store_error)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_names() {
-        for good in ["mamey_outbox", "app.outbox", "o2", "_x"] {
-            assert!(is_table_name(good), "{good}");
-        }
-        for bad in [
-            "",
-            "Outbox",
-            "2x",
-            "a.b.c",
-            "x;drop table y",
-            "x\"",
-            ".x",
-            &"x".repeat(64),
-        ] {
-            assert!(!is_table_name(bad), "{bad}");
-        }
-        assert_eq!(unqualified("app.outbox"), "outbox");
-    }
-
-    #[test]
-    fn transient_states() {
-        assert!(is_transient(Some("40001")));
-        assert!(is_transient(Some("40P01")));
-        assert!(is_transient(Some("57P01")));
-        assert!(!is_transient(Some("23505")));
-        assert!(!is_transient(None));
-    }
 }
