@@ -1,10 +1,13 @@
 //! Databases for mamey services.
 //!
-//! - [`postgres`] (feature `postgres`): the [`Postgres`](postgres::Postgres)
-//!   plug-in — a sqlx pool as a resource, a readiness check, and on request
-//!   the transactional outbox ([`PgOutbox`](postgres::PgOutbox)) and inbox
-//!   ([`PgInbox`](postgres::PgInbox)) of mamey-messaging, woken by
-//!   `LISTEN`/`NOTIFY`.
+//! - `postgres` (feature `postgres`): the `Postgres` plug-in — a sqlx pool
+//!   as a resource, migrations, a readiness check, and on request the
+//!   transactional outbox (`PgOutbox`) and inbox (`PgInbox`) of
+//!   mamey-messaging, woken by `LISTEN`/`NOTIFY`.
+//! - `sqlite` (feature `sqlite`): the `Sqlite` plug-in, the embedded
+//!   default — a database in a file, no server — with the same outbox
+//!   (`SqliteOutbox`) and inbox (`SqliteInbox`).
+//! - `error`: sqlx errors as mamey errors, for handlers.
 //!
 //! ```toml
 //! [postgres]
@@ -15,7 +18,9 @@
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod sql;
-#[cfg(feature = "postgres")]
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub use sql::error;

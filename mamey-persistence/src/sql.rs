@@ -52,6 +52,7 @@ pub(crate) fn is_table_name(name: &str) -> bool {
 }
 
 /// The unqualified part of a table name, for naming its index.
+#[cfg(feature = "postgres")]
 pub(crate) fn unqualified(table: &str) -> &str {
     table.rsplit('.').next().unwrap_or(table)
 }
@@ -208,6 +209,7 @@ mod tests {
         ] {
             assert!(!is_table_name(bad), "{bad}");
         }
+        #[cfg(feature = "postgres")]
         assert_eq!(unqualified("app.outbox"), "outbox");
         assert_eq!(quoted("app.order"), "\"app\".\"order\"");
     }
