@@ -76,6 +76,13 @@ pub trait OutboxStore: Send + Sync + 'static {
         message_ids: &[String],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Gives claimed messages back untried: due at once, as if the claim had
+    /// not counted an attempt, with their last error kept.
+    fn release(
+        &self,
+        message_ids: &[String],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Releases a claimed message to be tried again at `not_before`.
     fn retry_later(
         &self,
@@ -213,6 +220,17 @@ impl OutboxStore for MemoryOutbox {
             if ids.contains(row.entry.message.properties.message_id.as_str()) {
                 row.sent = Some(now);
                 row.leased_until = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn release(&self, message_ids: &[String]) -> Result<(), StoreError> {
+        let ids: HashSet<&str> = message_ids.iter().map(String::as_str).collect();
+        for row in self.rows().iter_mut() {
+            if ids.contains(row.entry.message.properties.message_id.as_str()) {
+                row.leased_until = None;
+                row.entry.attempts = row.entry.attempts.saturating_sub(1);
             }
         }
         Ok(())
@@ -356,14 +374,15 @@ impl<S: OutboxStore> OutboxRelay<S> {
     /// Claims one batch and publishes it; failed messages are released for a
     /// later attempt with backoff, never dropped.
     ///
-    /// The round ends early — releasing the messages it has not tried, due
-    /// at once — when the broker is unavailable or closed (each further
+    /// The round ends early — releasing the messages it has not tried (see
+    /// [`OutboxStore::release`]) — when the broker is unavailable or closed (each further
     /// publish would wait out its timeout), and when half the lease has
     /// passed (so that the claim never runs out while its messages are being
     /// sent, and no other relay sends them too).
     ///
     /// # Errors
-    /// The store failed; nothing was marked.
+    /// The store failed. The messages the broker had confirmed are marked
+    /// sent first, if the store lets them be.
     pub async fn round(&self) -> Result<RelayRound, StoreError> {
         let started = tokio::time::Instant::now();
         let entries = self
@@ -373,7 +392,7 @@ impl<S: OutboxStore> OutboxRelay<S> {
         let mut round = RelayRound::default();
         let mut sent = Vec::with_capacity(entries.len());
         let mut entries = entries.into_iter();
-        let mut stopped = None;
+        let mut store_failure = None;
         for entry in entries.by_ref() {
             let id = entry.message.properties.message_id.clone();
             match self.broker.publish(entry.message).await {
@@ -382,33 +401,36 @@ impl<S: OutboxStore> OutboxRelay<S> {
                     round.sent += 1;
                 }
                 Err(error) => {
+                    round.failed += 1;
                     let delay = self.config.retry.delay(entry.attempts);
                     tracing::warn!(message_id = %id, attempts = entry.attempts, %error, ?delay, "outbox publish failed; will retry");
-                    self.store
-                        .retry_later(&id, &error.to_string(), SystemTime::now() + delay)
-                        .await?;
-                    round.failed += 1;
+                    let later = SystemTime::now() + delay;
+                    if let Err(failure) =
+                        self.store.retry_later(&id, &error.to_string(), later).await
+                    {
+                        store_failure = Some(failure);
+                        break;
+                    }
                     if matches!(error, PublishError::Closed | PublishError::Unavailable(_)) {
-                        stopped = Some(format!("released unsent: {error}"));
                         break;
                     }
                 }
             }
             if started.elapsed() >= self.config.lease / 2 {
-                stopped = Some("released unsent: the round outlasted half its lease".into());
                 break;
             }
         }
+        // What the broker confirmed is marked first, whatever failed since.
         if !sent.is_empty() {
             self.store.mark_sent(&sent).await?;
         }
-        if let Some(reason) = stopped {
-            let now = SystemTime::now();
-            for entry in entries {
-                let id = &entry.message.properties.message_id;
-                self.store.retry_later(id, &reason, now).await?;
-                round.released += 1;
-            }
+        if let Some(failure) = store_failure {
+            return Err(failure);
+        }
+        let untried: Vec<String> = entries.map(|e| e.message.properties.message_id).collect();
+        if !untried.is_empty() {
+            self.store.release(&untried).await?;
+            round.released = untried.len();
         }
         mamey_observability::metrics::record_outbox_round(round.sent, round.failed, round.released);
         Ok(round)

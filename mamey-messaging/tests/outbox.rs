@@ -252,14 +252,16 @@ async fn a_round_ends_at_a_closed_broker_and_releases_what_it_did_not_try() {
     assert_eq!((round.sent, round.failed, round.released), (0, 1, 2));
     // The two it did not try are due again at once, not held for the lease;
     // the one that failed waits for its retry delay.
-    let again: Vec<String> = outbox
+    let again: Vec<(String, u32)> = outbox
         .claim(10, Duration::from_secs(60))
         .await
         .unwrap()
         .into_iter()
-        .map(|e| e.message.properties.message_id)
+        .map(|e| (e.message.properties.message_id, e.attempts))
         .collect();
-    assert_eq!(again, staged[1..]);
+    // Their attempt was given back: this claim is their first.
+    let expected: Vec<(String, u32)> = staged[1..].iter().map(|id| (id.clone(), 1)).collect();
+    assert_eq!(again, expected);
     assert_eq!(outbox.pending(), 3, "nothing dropped");
 }
 

@@ -390,6 +390,7 @@ struct OutboxSql {
     stage: String,
     claim: String,
     park: String,
+    release: String,
     mark_sent: String,
     retry_later: String,
     purge_sent: String,
@@ -469,6 +470,10 @@ impl PgOutbox {
             ),
             mark_sent: format!(
                 "UPDATE {table} SET sent_at = now(), leased_until = NULL
+                 WHERE message_id = ANY($1)"
+            ),
+            release: format!(
+                "UPDATE {table} SET leased_until = NULL, attempts = GREATEST(attempts - 1, 0)
                  WHERE message_id = ANY($1)"
             ),
             retry_later: format!(
@@ -641,12 +646,15 @@ impl OutboxStore for PgOutbox {
         // so that it does not hold back the rows claimed with it, round
         // after round.
         for (id, error) in unreadable {
-            sqlx::query(&self.sql.park)
+            // Not parked now: it comes back after the lease.
+            if let Err(failure) = sqlx::query(&self.sql.park)
                 .bind(vec![id])
                 .bind(format!("cannot read the row: {error}"))
                 .execute(&self.pool)
                 .await
-                .map_err(store_error)?;
+            {
+                tracing::error!(table = %self.table, %failure, "parking an outbox row failed");
+            }
         }
         // RETURNING keeps no order; staging order is the publishing order.
         entries.sort_by_key(|(seq, _)| *seq);
@@ -655,6 +663,15 @@ impl OutboxStore for PgOutbox {
 
     async fn mark_sent(&self, message_ids: &[String]) -> Result<(), StoreError> {
         sqlx::query(&self.sql.mark_sent)
+            .bind(message_ids)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn release(&self, message_ids: &[String]) -> Result<(), StoreError> {
+        sqlx::query(&self.sql.release)
             .bind(message_ids)
             .execute(&self.pool)
             .await

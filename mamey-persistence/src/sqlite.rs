@@ -148,7 +148,14 @@ impl Plugin for Sqlite {
 
     async fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), BoxError> {
         let config = ctx.section::<SqliteConfig>()?;
-        let options = if config.url.starts_with("sqlite:") {
+        let in_memory = config.url.contains(":memory:") || config.url.contains("mode=memory");
+        let options = if in_memory {
+            Err(
+                "an in-memory database is lost with the pool's last connection; use a file \
+                 (a temporary one in tests)"
+                    .to_owned(),
+            )
+        } else if config.url.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(&config.url).map_err(|e| e.to_string())
         } else {
             Err("not a sqlite: URL".to_owned())
@@ -201,6 +208,15 @@ impl Plugin for Sqlite {
                 None => None,
             };
         let file = options.get_filename().display().to_string();
+        if file.is_empty() {
+            return Err(ctx
+                .config()
+                .invalid(
+                    "sqlite.url",
+                    "expected a URL with a file, like sqlite://data/orders.db",
+                )
+                .into());
+        }
         let staged = Arc::new(Notify::new());
         let mut pool = SqlitePoolOptions::new().max_connections(config.max_connections);
         if self.outbox {
@@ -275,7 +291,8 @@ fn wake_on_staging_commits(
     let (inserted, committed, rolled_back) = (Arc::clone(&staged), Arc::clone(&staged), staged);
     connection.set_update_hook(move |change| {
         if matches!(change.operation, sqlx::sqlite::SqliteOperation::Insert)
-            && change.table == &*table
+            && change.database == "main"
+            && change.table.eq_ignore_ascii_case(&table)
         {
             inserted.store(true, Ordering::Relaxed);
         }
@@ -312,6 +329,7 @@ struct OutboxSql {
     stage: String,
     claim: String,
     park: String,
+    release: String,
     mark_sent: String,
     retry_later: String,
     purge_sent: String,
@@ -388,6 +406,10 @@ impl SqliteOutbox {
             mark_sent: format!(
                 "UPDATE {table} SET sent_ms = ?1, leased_until_ms = NULL
                  WHERE message_id IN (SELECT value FROM json_each(?2))"
+            ),
+            release: format!(
+                "UPDATE {table} SET leased_until_ms = NULL, attempts = max(attempts - 1, 0)
+                 WHERE message_id IN (SELECT value FROM json_each(?1))"
             ),
             retry_later: format!(
                 "UPDATE {table} SET due_ms = ?2, leased_until_ms = NULL, last_error = ?3
@@ -492,12 +514,15 @@ impl OutboxStore for SqliteOutbox {
                     let id: Option<String> = row.try_get(0).ok();
                     tracing::error!(table = %self.table, message_id = ?id, %error, "outbox row cannot be read; parked");
                     if let Some(id) = id {
-                        sqlx::query(&self.sql.park)
+                        // Not parked now: it comes back after the lease.
+                        if let Err(failure) = sqlx::query(&self.sql.park)
                             .bind(id)
                             .bind(format!("cannot read the row: {error}"))
                             .execute(&self.pool)
                             .await
-                            .map_err(store_error)?;
+                        {
+                            tracing::error!(table = %self.table, %failure, "parking an outbox row failed");
+                        }
                     }
                 }
             }
@@ -512,6 +537,17 @@ impl OutboxStore for SqliteOutbox {
             .map_err(|e| StoreError(format!("encoding ids: {e}")))?;
         sqlx::query(&self.sql.mark_sent)
             .bind(unix_millis(SystemTime::now()))
+            .bind(ids)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn release(&self, message_ids: &[String]) -> Result<(), StoreError> {
+        let ids = serde_json::to_string(message_ids)
+            .map_err(|e| StoreError(format!("encoding ids: {e}")))?;
+        sqlx::query(&self.sql.release)
             .bind(ids)
             .execute(&self.pool)
             .await
@@ -663,7 +699,12 @@ impl InboxStore for SqliteInbox {
 /// Runs `ddl` in one transaction (SQLite has one writer at a time, so
 /// instances starting together take turns).
 async fn create(pool: &SqlitePool, table: &str, ddl: &str) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await.map_err(store_error)?;
+    // IMMEDIATE: the write lock from the start, so a busy database is
+    // waited for (busy_timeout) rather than failing the upgrade.
+    let mut tx = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(store_error)?;
     for statement in ddl.split(';').map(str::trim).filter(|s| !s.is_empty()) {
         sqlx::query(statement)
             .execute(&mut *tx)

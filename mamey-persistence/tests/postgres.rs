@@ -549,6 +549,11 @@ async fn a_claim_holds_rows_until_its_lease_ends_and_sent_rows_are_purged() {
         .collect();
     assert_eq!(reclaimed, ids[1..], "the sent one is not claimed again");
     assert!(again.iter().all(|e| e.attempts == 2));
+    // Released untried: due at once, the claim's attempt given back.
+    outbox.release(&ids[1..]).await.unwrap();
+    let released = outbox.claim(10, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(released.len(), 2);
+    assert!(released.iter().all(|e| e.attempts == 2), "{released:?}");
     // The message comes back as it was staged.
     assert_eq!(again[0].message, first[1].message);
 

@@ -165,6 +165,18 @@ async fn config_errors_name_the_key() {
     .await;
     assert!(error.contains("sqlite.url"), "{error}");
     assert!(error.contains("MAMEY__SQLITE__URL"), "{error}");
+    for memory in [
+        "sqlite::memory:",
+        "sqlite://file:x?mode=memory",
+        "sqlite://",
+    ] {
+        let error = build_error(
+            db.service(&[("MAMEY__SQLITE__URL", memory)])
+                .plugin(Sqlite::new()),
+        )
+        .await;
+        assert!(error.contains("sqlite.url"), "{memory}: {error}");
+    }
     let error = build_error(
         db.service(&[("MAMEY__SQLITE__OUTBOX_TABLE", "main.outbox")])
             .plugin(Sqlite::new()),
@@ -293,7 +305,7 @@ async fn failures_are_kept_leases_end_unreadable_rows_are_parked_and_sent_rows_p
         RelayConfig {
             batch: 1,
             retry: RetryPolicy {
-                initial_delay: Duration::from_millis(100),
+                initial_delay: Duration::from_secs(3600),
                 ..RetryPolicy::default()
             },
             ..RelayConfig::default()
@@ -350,8 +362,19 @@ async fn failures_are_kept_leases_end_unreadable_rows_are_parked_and_sent_rows_p
         .unwrap();
     assert!(parked.starts_with("cannot read the row"), "{parked}");
 
+    // Released untried: due at once, the claim's attempt given back.
+    outbox.release(&ids[1..2]).await.unwrap();
+    let again = outbox.claim(10, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 2, "released, then claimed again");
     outbox.mark_sent(&ids[1..2]).await.unwrap();
     let received = record_deliveries(&broker).await;
+    // The failed one's retry delay is an hour: made due by hand.
+    sqlx::query("UPDATE outbox SET due_ms = 0 WHERE message_id = ?1")
+        .bind(&ids[0])
+        .execute(&pool)
+        .await
+        .unwrap();
     eventually("the retried publish", async || {
         relay.round().await.unwrap().sent == 1
     })
