@@ -38,14 +38,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use mamey_core::config::{ConfigSection, Secret};
-use mamey_core::health::{HealthStatus, Probe};
 use mamey_core::{BoxError, InitContext, Plugin, StartContext};
 use mamey_messaging::{InboxStore, OutboxEntry, OutboxStore, OutgoingMessage, StoreError};
 
 pub use crate::sql::error;
 use crate::sql::{
-    entry, is_table_name, is_transient, outbox_columns, quoted, store_error, unix_millis,
-    unqualified,
+    Migrations, entry, is_table_name, is_transient, outbox_columns, quoted, register_readiness,
+    store_error, unix_millis, unqualified,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
@@ -226,22 +225,8 @@ impl Plugin for Postgres {
             options.get_port(),
             options.get_database().unwrap_or("(default database)")
         );
-        // Read before connecting: a wrong directory is a configuration error.
-        let migrator =
-            match &config.migrations {
-                Some(dir) => Some(sqlx::migrate::Migrator::new(dir.as_path()).await.map_err(
-                    |e| {
-                        ctx.config().invalid(
-                            "postgres.migrations",
-                            format!(
-                                "expected a directory of SQL migrations; `{}`: {e}",
-                                dir.display()
-                            ),
-                        )
-                    },
-                )?),
-                None => None,
-            };
+        let migrations =
+            Migrations::read(ctx, "postgres.migrations", config.migrations.as_deref()).await?;
         connect(&options, config.connect_timeout)
             .await
             .map_err(|e| format!("cannot connect to Postgres at {target}: {e}"))?;
@@ -251,14 +236,8 @@ impl Plugin for Postgres {
             .acquire_timeout(config.acquire_timeout)
             .idle_timeout(Some(config.idle_timeout))
             .connect_lazy_with(options);
-        if let (Some(dir), Some(migrator)) = (&config.migrations, &migrator) {
-            migrator.run(&pool).await.map_err(|e| {
-                format!(
-                    "applying the migrations in `{}` to {target}: {e}",
-                    dir.display()
-                )
-            })?;
-            tracing::info!(dir = %dir.display(), migrations = migrator.iter().count(), "migrations applied");
+        if let Some(migrations) = &migrations {
+            migrations.run(&pool, &target).await?;
         }
         if self.outbox {
             let outbox = PgOutbox::new(pool.clone(), &config.outbox_table);
@@ -272,16 +251,7 @@ impl Plugin for Postgres {
             ctx.provide(inbox)?;
         }
         ctx.provide(pool.clone())?;
-        let probe = pool.clone();
-        ctx.health().register("postgres", &[Probe::Ready], move || {
-            let pool = probe.clone();
-            async move {
-                match sqlx::query("SELECT 1").execute(&pool).await {
-                    Ok(_) => HealthStatus::healthy(),
-                    Err(error) => HealthStatus::unhealthy(format!("postgres: {error}")),
-                }
-            }
-        });
+        register_readiness(ctx, "postgres", pool.clone());
         self.pool = Some(pool);
         Ok(())
     }

@@ -3,6 +3,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use mamey_core::InitContext;
+use mamey_core::config::ConfigError;
+use mamey_core::health::{HealthStatus, Probe};
 use mamey_messaging::{OutboxEntry, OutgoingMessage, Properties, Route, StoreError};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
@@ -129,6 +132,75 @@ pub(crate) fn is_transient(code: Option<&str>) -> bool {
         code.parse::<u32>()
             .is_ok_and(|code| matches!(code & 0xff, 5 | 6))
     })
+}
+
+/// The SQL migrations of a `<section>.migrations` directory.
+pub(crate) struct Migrations {
+    dir: std::path::PathBuf,
+    migrator: sqlx::migrate::Migrator,
+}
+
+impl Migrations {
+    /// Reads `dir`, if set — before connecting: a directory that is not one
+    /// of migrations is a configuration error naming `key`.
+    pub(crate) async fn read(
+        ctx: &InitContext<'_>,
+        key: &str,
+        dir: Option<&std::path::Path>,
+    ) -> Result<Option<Self>, ConfigError> {
+        let Some(dir) = dir else {
+            return Ok(None);
+        };
+        match sqlx::migrate::Migrator::new(dir).await {
+            Ok(migrator) => Ok(Some(Self {
+                dir: dir.to_owned(),
+                migrator,
+            })),
+            Err(e) => Err(ctx.config().invalid(
+                key,
+                format!(
+                    "expected a directory of SQL migrations; `{}`: {e}",
+                    dir.display()
+                ),
+            )),
+        }
+    }
+
+    /// Applies the migrations not yet applied to `pool`, in order; `target`
+    /// names the database in the error.
+    pub(crate) async fn run<DB>(&self, pool: &sqlx::Pool<DB>, target: &str) -> Result<(), String>
+    where
+        DB: sqlx::Database,
+        DB::Connection: sqlx::migrate::Migrate,
+    {
+        self.migrator.run(pool).await.map_err(|e| {
+            format!(
+                "applying the migrations in `{}` to {target}: {e}",
+                self.dir.display()
+            )
+        })?;
+        tracing::info!(dir = %self.dir.display(), migrations = self.migrator.iter().count(), "migrations applied");
+        Ok(())
+    }
+}
+
+/// Registers a readiness check `name` that pings a connection of `pool`.
+pub(crate) fn register_readiness<DB: sqlx::Database>(
+    ctx: &InitContext<'_>,
+    name: &'static str,
+    pool: sqlx::Pool<DB>,
+) {
+    use sqlx::Connection;
+    ctx.health().register(name, &[Probe::Ready], move || {
+        let pool = pool.clone();
+        async move {
+            let ping = async { pool.acquire().await?.ping().await };
+            match ping.await {
+                Ok(()) => HealthStatus::healthy(),
+                Err(error) => HealthStatus::unhealthy(format!("{name}: {error}")),
+            }
+        }
+    });
 }
 
 #[allow(clippy::needless_pass_by_value)] // used as `map_err(store_error)`

@@ -37,7 +37,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use mamey_core::config::ConfigSection;
-use mamey_core::health::{HealthStatus, Probe};
 use mamey_core::{BoxError, InitContext, Plugin};
 use mamey_messaging::{InboxStore, OutboxEntry, OutboxStore, OutgoingMessage, StoreError};
 use serde::{Deserialize, Serialize};
@@ -46,7 +45,10 @@ use sqlx::{Row, SqliteConnection};
 use tokio::sync::Notify;
 
 pub use crate::sql::error;
-use crate::sql::{entry, is_table_name, outbox_columns, quoted, store_error, unix_millis};
+use crate::sql::{
+    Migrations, entry, is_table_name, outbox_columns, quoted, register_readiness, store_error,
+    unix_millis,
+};
 pub use sqlx::SqlitePool;
 
 /// The `sqlite` section.
@@ -192,21 +194,8 @@ impl Plugin for Sqlite {
                 .invalid("sqlite.max_connections", "expected at least 1")
                 .into());
         }
-        let migrator =
-            match &config.migrations {
-                Some(dir) => Some(sqlx::migrate::Migrator::new(dir.as_path()).await.map_err(
-                    |e| {
-                        ctx.config().invalid(
-                            "sqlite.migrations",
-                            format!(
-                                "expected a directory of SQL migrations; `{}`: {e}",
-                                dir.display()
-                            ),
-                        )
-                    },
-                )?),
-                None => None,
-            };
+        let migrations =
+            Migrations::read(ctx, "sqlite.migrations", config.migrations.as_deref()).await?;
         let file = options.get_filename().display().to_string();
         if file.is_empty() {
             return Err(ctx
@@ -236,13 +225,8 @@ impl Plugin for Sqlite {
             .connect_with(options)
             .await
             .map_err(|e| format!("cannot open SQLite database `{file}`: {e}"))?;
-        if let (Some(dir), Some(migrator)) = (&config.migrations, &migrator) {
-            migrator.run(&pool).await.map_err(|e| {
-                format!(
-                    "applying the migrations in `{}` to `{file}`: {e}",
-                    dir.display()
-                )
-            })?;
+        if let Some(migrations) = &migrations {
+            migrations.run(&pool, &format!("`{file}`")).await?;
         }
         if self.outbox {
             let outbox = SqliteOutbox::with_wake(pool.clone(), &config.outbox_table, staged);
@@ -255,16 +239,7 @@ impl Plugin for Sqlite {
             ctx.provide(inbox)?;
         }
         ctx.provide(pool.clone())?;
-        let probe = pool.clone();
-        ctx.health().register("sqlite", &[Probe::Ready], move || {
-            let pool = probe.clone();
-            async move {
-                match sqlx::query("SELECT 1").execute(&pool).await {
-                    Ok(_) => HealthStatus::healthy(),
-                    Err(error) => HealthStatus::unhealthy(format!("sqlite: {error}")),
-                }
-            }
-        });
+        register_readiness(ctx, "sqlite", pool.clone());
         self.pool = Some(pool);
         Ok(())
     }

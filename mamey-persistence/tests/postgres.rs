@@ -4,20 +4,21 @@
 #![cfg(feature = "postgres")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{Paid, eventually, publisher, record_deliveries};
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use futures_util::FutureExt;
-use mamey_core::cqrs::Event;
 use mamey_core::health::{Probe, Status};
 use mamey_core::{MessageContext, Service, ServiceBuilder};
 use mamey_messaging::{
-    Broker, Delivery, InboxStore, MemoryBroker, Message, Messaging, OutboxRelay, OutboxStore,
-    PublishOptions, Publisher, RelayConfig, RetryPolicy, Route, Subscription,
+    InboxStore, MemoryBroker, Messaging, OutboxRelay, OutboxStore, PublishOptions, Publisher,
+    RelayConfig, RetryPolicy,
 };
 use mamey_persistence::postgres::{PgInbox, PgOutbox, PgPool, Postgres};
-use serde::{Deserialize, Serialize};
 
 /// A service for one test: no signal handling, no configuration files,
 /// `vars` as its whole environment.
@@ -128,64 +129,6 @@ impl Tables {
             ("MAMEY__MESSAGING__OUTBOX__INTERVAL".into(), "1h".into()),
         ]
     }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Paid {
-    invoice: u32,
-}
-
-impl Message for Paid {
-    const NAMESPACE: &'static str = "payments";
-}
-
-impl Event for Paid {}
-
-async fn eventually(what: &str, check: impl AsyncFn() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Records the ids of `Paid` messages published on `broker`.
-async fn record_deliveries(broker: &MemoryBroker) -> Arc<Mutex<Vec<String>>> {
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&received);
-    broker
-        .subscribe(Subscription {
-            queue: "recorder/payments.paid".into(),
-            binding: Route {
-                exchange: "payments".into(),
-                routing_key: "paid".into(),
-            },
-            message: "Paid",
-            handler: Arc::new(move |delivery: Delivery| {
-                let sink = Arc::clone(&sink);
-                async move {
-                    sink.lock().unwrap().push(delivery.properties.message_id);
-                    Ok(())
-                }
-                .boxed()
-            }),
-            retry: RetryPolicy::default(),
-            concurrency: 4,
-            handler_timeout: Duration::from_secs(5),
-        })
-        .await
-        .unwrap();
-    received
-}
-
-fn publisher(broker: &MemoryBroker) -> Publisher {
-    Publisher::new(
-        Arc::new(broker.clone()),
-        Arc::new(mamey_messaging::Conventions::new("billing")),
-    )
 }
 
 /// Stages `count` messages in one committed transaction; returns their ids.

@@ -3,32 +3,23 @@
 #![cfg(feature = "sqlite")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{Paid, eventually, publisher, record_deliveries};
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
-use mamey_core::cqrs::Event;
 use mamey_core::health::{Probe, Status};
 use mamey_core::{MessageContext, Service, ServiceBuilder};
 use mamey_messaging::{
-    Broker, Delivery, InboxStore, MemoryBroker, Message, Messaging, OutboxRelay, OutboxStore,
-    PublishOptions, Publisher, RelayConfig, RetryPolicy, Route, Subscription,
+    InboxStore, MemoryBroker, Messaging, OutboxRelay, OutboxStore, PublishOptions, Publisher,
+    RelayConfig, RetryPolicy,
 };
 use mamey_persistence::error;
 use mamey_persistence::sqlite::{Sqlite, SqliteInbox, SqliteOutbox, SqlitePool};
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Paid {
-    invoice: u32,
-}
-
-impl Message for Paid {
-    const NAMESPACE: &'static str = "payments";
-}
-
-impl Event for Paid {}
 
 /// A database file of this test's own.
 struct Db {
@@ -86,53 +77,6 @@ impl Db {
 
 async fn build_error(builder: ServiceBuilder) -> String {
     builder.build().await.map(|_| ()).unwrap_err().to_string()
-}
-
-async fn eventually(what: &str, check: impl AsyncFn() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Records the ids of `Paid` messages published on `broker`.
-async fn record_deliveries(broker: &MemoryBroker) -> Arc<Mutex<Vec<String>>> {
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&received);
-    broker
-        .subscribe(Subscription {
-            queue: "recorder/payments.paid".into(),
-            binding: Route {
-                exchange: "payments".into(),
-                routing_key: "paid".into(),
-            },
-            message: "Paid",
-            handler: Arc::new(move |delivery: Delivery| {
-                let sink = Arc::clone(&sink);
-                async move {
-                    sink.lock().unwrap().push(delivery.properties.message_id);
-                    Ok(())
-                }
-                .boxed()
-            }),
-            retry: RetryPolicy::default(),
-            concurrency: 4,
-            handler_timeout: Duration::from_secs(5),
-        })
-        .await
-        .unwrap();
-    received
-}
-
-fn publisher(broker: &MemoryBroker) -> Publisher {
-    Publisher::new(
-        Arc::new(broker.clone()),
-        Arc::new(mamey_messaging::Conventions::new("billing")),
-    )
 }
 
 /// Stages `count` messages in one committed transaction; returns their ids.
