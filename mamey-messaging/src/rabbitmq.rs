@@ -122,6 +122,9 @@ struct Inner {
     /// Exchanges declared by publishers (declaring is idempotent; a publish
     /// to a missing exchange would close the channel).
     declared: std::sync::RwLock<std::collections::HashSet<String>>,
+    /// Held while an exchange is declared, so that concurrent first
+    /// publishes declare it once rather than once each.
+    declaring: tokio::sync::Mutex<()>,
     /// Set once `close` has drained the consumers; publishing fails after.
     closed: std::sync::atomic::AtomicBool,
     next: AtomicUsize,
@@ -179,6 +182,7 @@ impl RabbitMqBroker {
                 connection,
                 publish,
                 declared: std::sync::RwLock::new(std::collections::HashSet::new()),
+                declaring: tokio::sync::Mutex::new(()),
                 closed: std::sync::atomic::AtomicBool::new(false),
                 next: AtomicUsize::new(0),
                 window: Semaphore::new(config.max_unconfirmed.max(1)),
@@ -210,6 +214,10 @@ impl RabbitMqBroker {
     /// Declares `exchange` (topic, durable) once before the first publish.
     async fn ensure_exchange(&self, channel: &Channel, exchange: &str) -> Result<(), PublishError> {
         if exchange.is_empty() || read(&self.inner.declared).contains(exchange) {
+            return Ok(());
+        }
+        let _declaring = self.inner.declaring.lock().await;
+        if read(&self.inner.declared).contains(exchange) {
             return Ok(());
         }
         channel
