@@ -9,6 +9,9 @@
 //! - `mamey`: `Publisher::publish` → typed event handler (JSON decode,
 //!   dispatcher with its middleware) → `ack`.
 //!
+//! With `BENCH_WIRE=convey` the raw run sends the same AMQP properties and
+//! headers as mamey, to tell the cost of the wire format from the client's.
+//!
 //! Each measures from the first publish to the last ack; the two alternate
 //! over `BENCH_ROUNDS` rounds (default 4), which of the two runs first
 //! alternating. Prints msg/s per run and `RATIO rabbitmq_vs_lapin <x>`: the
@@ -69,7 +72,42 @@ mod bench {
         bytes
     }
 
+    /// What the raw run sends: delivery mode and content type, or with
+    /// `BENCH_WIRE=convey` the properties and headers mamey sends (a new
+    /// message id, correlation id, type, timestamp, the `message_context`
+    /// JSON and `x-correlation-id`), built per message — to tell the cost of
+    /// the wire format from the cost of the client.
+    fn properties(convey_wire: bool) -> BasicProperties {
+        let plain = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into());
+        if !convey_wire {
+            return plain;
+        }
+        let id = mamey_core::new_id();
+        let context = serde_json::json!({ "message_id": id, "correlation_id": id }).to_string();
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "message_context".into(),
+            lapin::types::AMQPValue::LongString(context.into()),
+        );
+        headers.insert(
+            "x-correlation-id".into(),
+            lapin::types::AMQPValue::LongString(id.as_str().into()),
+        );
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        plain
+            .with_message_id(id.as_str().into())
+            .with_correlation_id(id.as_str().into())
+            .with_type("Payload".into())
+            .with_timestamp(timestamp)
+            .with_headers(headers)
+    }
+
     async fn lapin_run(n: usize, tag: &str) -> f64 {
+        let convey_wire = std::env::var("BENCH_WIRE").as_deref() == Ok("convey");
         let connection = Connection::connect(&url(), ConnectionProperties::default())
             .await
             .unwrap();
@@ -169,9 +207,7 @@ mod bench {
                                     ..Default::default()
                                 },
                                 &body,
-                                BasicProperties::default()
-                                    .with_delivery_mode(2)
-                                    .with_content_type("application/json".into()),
+                                properties(convey_wire),
                             )
                             .await
                             .unwrap()
