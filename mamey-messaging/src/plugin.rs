@@ -59,18 +59,14 @@ impl ConfigSection for MessagingConfig {
     const KEY: &'static str = "messaging";
 }
 
-/// Finds the outbox store among the resources (at init) and returns what
-/// starts the relay.
-type RelayFactory =
-    Box<dyn FnOnce(&InitContext<'_>) -> Result<RelayStarter, BoxError> + Send + Sync>;
-
-/// Starts the outbox relay over the service's broker.
+/// Takes the outbox store from the resources and makes the relay over the
+/// service's broker, running until the service stops.
 type RelayStarter = Box<
     dyn FnOnce(
+            &StartContext,
             Arc<dyn Broker>,
             crate::outbox::RelayConfig,
-            tokio_util::sync::CancellationToken,
-        ) -> futures_util::future::BoxFuture<'static, ()>
+        ) -> Result<futures_util::future::BoxFuture<'static, ()>, BoxError>
         + Send
         + Sync,
 >;
@@ -116,10 +112,8 @@ pub struct Messaging {
     backend: Backend,
     broker: Option<Arc<dyn Broker>>,
     binders: Vec<Binder>,
-    relay: Option<RelayFactory>,
-    relay_starter: Option<RelayStarter>,
-    /// The outbox store the relay needs, when one was asked for.
-    relay_store: Option<mamey_core::Requirement>,
+    /// The outbox store the relay needs, and what starts the relay.
+    relay: Option<(mamey_core::Requirement, RelayStarter)>,
     config: MessagingConfig,
     conventions: Option<Arc<Conventions>>,
 }
@@ -152,8 +146,6 @@ impl Messaging {
             broker: None,
             binders: Vec::new(),
             relay: None,
-            relay_starter: None,
-            relay_store: None,
             config: MessagingConfig::default(),
             conventions: None,
         }
@@ -171,19 +163,19 @@ impl Messaging {
     /// interval.
     #[must_use]
     pub fn outbox<S: crate::OutboxStore + Clone>(mut self) -> Self {
-        self.relay_store = Some(mamey_core::Requirement::of::<S>().hint(
+        // Declared as a requirement, so a missing store fails the build
+        // before any plug-in starts, with this hint.
+        let store = mamey_core::Requirement::of::<S>().hint(
             "the outbox store: add the plug-in that provides it (e.g. `Postgres::new().outbox()`), \
              or `ServiceBuilder::resource` for a `MemoryOutbox`, before `messaging`",
-        ));
-        self.relay = Some(Box::new(|ctx: &InitContext<'_>| {
+        );
+        let start: RelayStarter = Box::new(|ctx: &StartContext, broker, config| {
             let store = Arc::new(ctx.resource::<S>()?);
-            let start: RelayStarter = Box::new(move |broker, config, stop| {
-                crate::OutboxRelay::new(store, broker, config)
-                    .run(stop)
-                    .boxed()
-            });
-            Ok(start)
-        }));
+            Ok(crate::OutboxRelay::new(store, broker, config)
+                .run(ctx.shutdown_token())
+                .boxed())
+        });
+        self.relay = Some((store, start));
         self
     }
 
@@ -276,7 +268,7 @@ impl Plugin for Messaging {
     }
 
     fn requires(&self) -> Vec<mamey_core::Requirement> {
-        self.relay_store.iter().cloned().collect()
+        self.relay.iter().map(|(store, _)| store.clone()).collect()
     }
 
     async fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), BoxError> {
@@ -310,9 +302,6 @@ impl Plugin for Messaging {
                 Arc::new(crate::rabbitmq::RabbitMqBroker::connect(config, &name).await?)
             }
         };
-        if let Some(relay) = self.relay.take() {
-            self.relay_starter = Some(relay(ctx)?);
-        }
         self.broker = Some(Arc::clone(&broker));
         ctx.provide(Publisher::new(
             Arc::clone(&broker),
@@ -349,12 +338,8 @@ impl Plugin for Messaging {
             broker.subscribe(subscription).await?;
         }
         // After the subscriptions: what it relays may be for this service.
-        if let Some(start_relay) = self.relay_starter.take() {
-            let relay = start_relay(
-                Arc::clone(&broker),
-                self.config.outbox.clone(),
-                ctx.shutdown_token(),
-            );
+        if let Some((_, start_relay)) = self.relay.take() {
+            let relay = start_relay(ctx, Arc::clone(&broker), self.config.outbox.clone())?;
             ctx.spawn("outbox-relay", async move {
                 relay.await;
                 Ok(())

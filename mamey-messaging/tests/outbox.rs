@@ -284,3 +284,19 @@ async fn relay_settings_of_zero_are_config_errors() {
         assert!(error.contains("expected more than zero"), "{error}");
     }
 }
+
+#[tokio::test]
+async fn a_missing_outbox_store_fails_the_build_naming_it() {
+    let error = mamey_core::Service::builder("ledger")
+        .handle_signals(false)
+        .config_dir("/nonexistent-mamey-config")
+        .env_vars(Vec::<(String, String)>::new())
+        .plugin(mamey_messaging::Messaging::new(MemoryBroker::new()).outbox::<MemoryOutbox>())
+        .build()
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("MemoryOutbox"), "{error}");
+    assert!(error.contains("ServiceBuilder::resource"), "{error}");
+}

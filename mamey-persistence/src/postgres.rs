@@ -364,6 +364,7 @@ struct OutboxSql {
     mark_sent: String,
     retry_later: String,
     purge_sent: String,
+    pending: String,
 }
 
 impl fmt::Debug for PgOutbox {
@@ -456,6 +457,7 @@ impl PgOutbox {
                 "DELETE FROM {table}
                  WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval(secs => $1)"
             ),
+            pending: format!("SELECT count(*) FROM {table} WHERE sent_at IS NULL"),
         };
         Self {
             pool,
@@ -547,13 +549,10 @@ impl PgOutbox {
     /// # Errors
     /// The database failed.
     pub async fn pending(&self) -> Result<u64, StoreError> {
-        let table = quoted(&self.table);
-        let count: i64 = sqlx::query_scalar(&format!(
-            "SELECT count(*) FROM {table} WHERE sent_at IS NULL"
-        ))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(store_error)?;
+        let count: i64 = sqlx::query_scalar(&self.sql.pending)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error)?;
         Ok(u64::try_from(count).unwrap_or(0))
     }
 }
