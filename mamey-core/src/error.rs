@@ -7,7 +7,8 @@
 //! RFC 9457 problem+json, gRPC to a status code, messaging to a retry or
 //! dead-letter decision. The mapping tables live here so they are the same
 //! everywhere: [`ErrorKind::http_status`], [`ErrorKind::grpc_code`] and
-//! [`ErrorKind::is_retryable`].
+//! [`ErrorKind::is_retryable`], and the reverse ones for answers from other
+//! services, [`ErrorKind::from_http_status`] and [`ErrorKind::from_grpc_code`].
 
 use std::borrow::Cow;
 use std::fmt;
@@ -75,6 +76,51 @@ impl ErrorKind {
             Self::Unavailable => 14,  // UNAVAILABLE
             Self::Unauthorized => 16, // UNAUTHENTICATED
             Self::Internal => 13,     // INTERNAL
+        }
+    }
+
+    /// The kind an HTTP error status from another service stands for: the
+    /// reverse of [`http_status`](Self::http_status), widened to the
+    /// statuses that mean the same thing (422 is invalid input, 429 and the
+    /// gateway errors are unavailable). Anything else is internal.
+    ///
+    /// ```
+    /// use mamey_core::ErrorKind;
+    /// assert_eq!(ErrorKind::from_http_status(429), ErrorKind::Unavailable);
+    /// assert_eq!(ErrorKind::from_http_status(ErrorKind::Conflict.http_status()), ErrorKind::Conflict);
+    /// ```
+    #[must_use]
+    pub const fn from_http_status(status: u16) -> Self {
+        match status {
+            400 | 405 | 413 | 415 | 422 => Self::InvalidInput,
+            401 => Self::Unauthorized,
+            403 => Self::Forbidden,
+            404 => Self::NotFound,
+            409 | 412 => Self::Conflict,
+            429 | 502 | 503 | 504 => Self::Unavailable,
+            _ => Self::Internal,
+        }
+    }
+
+    /// The kind a gRPC status code from another service stands for: the
+    /// reverse of [`grpc_code`](Self::grpc_code), widened to the codes that
+    /// mean the same thing (`OUT_OF_RANGE` is invalid input, `ABORTED` a
+    /// conflict, `DEADLINE_EXCEEDED` unavailable). Anything else is internal.
+    ///
+    /// ```
+    /// use mamey_core::ErrorKind;
+    /// assert_eq!(ErrorKind::from_grpc_code(4), ErrorKind::Unavailable); // DEADLINE_EXCEEDED
+    /// ```
+    #[must_use]
+    pub const fn from_grpc_code(code: i32) -> Self {
+        match code {
+            3 | 9 | 11 => Self::InvalidInput, // INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE
+            16 => Self::Unauthorized,         // UNAUTHENTICATED
+            7 => Self::Forbidden,             // PERMISSION_DENIED
+            5 => Self::NotFound,              // NOT_FOUND
+            6 | 10 => Self::Conflict,         // ALREADY_EXISTS, ABORTED
+            1 | 4 | 8 | 14 => Self::Unavailable, // CANCELLED, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNAVAILABLE
+            _ => Self::Internal,
         }
     }
 
@@ -315,7 +361,11 @@ mod tests {
             assert_eq!(kind.http_status(), http, "{kind}");
             assert_eq!(kind.grpc_code(), grpc, "{kind}");
             assert_eq!(kind.is_retryable(), retry, "{kind}");
+            assert_eq!(ErrorKind::from_http_status(http), kind, "{kind} round trip");
+            assert_eq!(ErrorKind::from_grpc_code(grpc), kind, "{kind} round trip");
         }
+        assert_eq!(ErrorKind::from_http_status(418), ErrorKind::Internal);
+        assert_eq!(ErrorKind::from_grpc_code(2), ErrorKind::Internal); // UNKNOWN
     }
 
     #[test]

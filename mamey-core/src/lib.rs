@@ -1,25 +1,35 @@
 //! Contracts and runtime for mamey services.
 //!
-//! A service is a value assembled from plug-ins:
+//! A service is a value assembled from plug-ins and handlers:
 //!
 //! ```no_run
-//! use mamey_core::cqrs::Command;
-//! use mamey_core::{BoxError, InitContext, Plugin, Service};
+//! use mamey_core::cqrs::{Command, DispatcherBuilder, Res};
+//! use mamey_core::{BoxError, Error, InitContext, MessageContext, Plugin, Service};
 //!
 //! struct SayHello { name: String }
 //! impl Command for SayHello {}
 //!
-//! /// A plug-in of the application's own.
+//! /// What a plug-in provides: a database pool, a broker connection, …
+//! #[derive(Clone)]
+//! struct Greeting(&'static str);
+//!
 //! struct Greeter;
 //!
 //! impl Plugin for Greeter {
 //!     async fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), BoxError> {
-//!         ctx.dispatcher().add_command(|cmd: SayHello| async move {
-//!             tracing::info!("hello, {}", cmd.name);
-//!             Ok(())
-//!         });
+//!         ctx.provide(Greeting("hello"))?;
 //!         Ok(())
 //!     }
+//! }
+//!
+//! /// A handler names what it needs after the message.
+//! async fn say_hello(cmd: SayHello, Res(greeting): Res<Greeting>, ctx: MessageContext) -> Result<(), Error> {
+//!     tracing::info!(correlation_id = %ctx.correlation_id, "{}, {}", greeting.0, cmd.name);
+//!     Ok(())
+//! }
+//!
+//! fn handlers(d: &mut DispatcherBuilder) {
+//!     d.command(say_hello);
 //! }
 //!
 //! #[tokio::main]
@@ -27,6 +37,7 @@
 //!     let service = Service::builder("hello")
 //!         .version(env!("CARGO_PKG_VERSION"))
 //!         .plugin(Greeter)
+//!         .handlers(handlers)
 //!         .build()
 //!         .await?;
 //!     service.dispatcher().send(SayHello { name: "mamey".into() }).await?;
@@ -44,8 +55,8 @@
 //!   source and expected shape;
 //! - [`Resources`]: the typed registry plug-ins fill and handlers read;
 //! - [`MessageContext`]: ids, caller, trace and headers of the current work;
-//! - [`cqrs`]: commands, queries, events, handlers and the dispatcher, with
-//!   tower middleware;
+//! - [`cqrs`]: commands, queries, events, handlers that take extractors,
+//!   and the dispatcher, with tower middleware;
 //! - [`Error`]: the one error model, with its HTTP, gRPC and retry mappings;
 //! - [`health`]: health checks with per-check timeouts and aggregation.
 //! - [`discovery`]: the resolver contract that turns service names into

@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mamey_core::cqrs::middleware::{
-    HandlerMetrics, HandlerOutcome, MetricsLayer, ValidationLayer, from_fn,
-};
+use mamey_core::cqrs::middleware::{HandlerMetrics, HandlerOutcome, from_fn};
 use mamey_core::cqrs::{
     Command, CommandHandler, Dispatcher, DispatcherError, Envelope, Event, MessageKind, Next, Query,
 };
@@ -124,7 +122,7 @@ async fn an_event_reaches_every_handler() {
     let mut builder = Dispatcher::builder();
     for _ in 0..3 {
         let calls = Arc::clone(&calls);
-        builder.add_event(move |_: OrderCreated| {
+        builder.event(move |_: OrderCreated| {
             let calls = Arc::clone(&calls);
             async move {
                 calls.fetch_add(1, Ordering::SeqCst);
@@ -226,22 +224,32 @@ async fn middleware_runs_in_the_order_added_around_the_handler() {
 }
 
 #[tokio::test]
-async fn validation_rejects_before_the_handler_runs() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let dispatcher = Dispatcher::builder()
-        .layer(ValidationLayer)
-        .command(CountingHandler {
+async fn validation_rejects_before_the_handler_runs_with_and_without_layers() {
+    for layered in [false, true] {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let layer_saw = Arc::new(AtomicUsize::new(0));
+        let mut builder = Dispatcher::builder();
+        builder.command(CountingHandler {
             calls: Arc::clone(&calls),
-        })
-        .build()
-        .unwrap();
-    let error = dispatcher
-        .send(CreateOrder { quantity: 0 })
-        .await
-        .unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::InvalidInput);
-    assert_eq!(error.fields()[0].field, "quantity");
-    assert_eq!(calls.load(Ordering::SeqCst), 0);
+        });
+        if layered {
+            let saw = Arc::clone(&layer_saw);
+            builder.layer(from_fn(move |envelope: Envelope, next: Next| {
+                saw.fetch_add(1, Ordering::SeqCst);
+                next.run(envelope)
+            }));
+        }
+        let dispatcher = builder.build().unwrap();
+        let error = dispatcher
+            .send(CreateOrder { quantity: 0 })
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::InvalidInput, "layered: {layered}");
+        assert_eq!(error.fields()[0].field, "quantity");
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        // Validation is innermost: the layers see what it rejects.
+        assert_eq!(layer_saw.load(Ordering::SeqCst), usize::from(layered));
+    }
 }
 
 #[tokio::test]
@@ -306,8 +314,7 @@ impl HandlerMetrics for RecordingMetrics {
 async fn the_metrics_hook_sees_every_outcome() {
     let metrics = Arc::new(RecordingMetrics::default());
     let dispatcher = Dispatcher::builder()
-        .layer(MetricsLayer::new(Arc::clone(&metrics)))
-        .layer(ValidationLayer)
+        .metrics(Arc::clone(&metrics))
         .command(|_: CreateOrder| async { Ok(()) })
         .build()
         .unwrap();
@@ -335,14 +342,13 @@ async fn the_metrics_hook_sees_every_outcome() {
 }
 
 #[tokio::test]
-async fn the_service_dispatcher_has_tracing_logging_and_validation() {
+async fn the_service_dispatcher_validates() {
     let service = mamey_core::Service::builder("svc")
         .handle_signals(false)
         .env_vars(Vec::<(String, String)>::new())
         .config_dir("/nonexistent-mamey-config")
-        .handlers(|dispatcher, _| {
-            dispatcher.add_command(|_: CreateOrder| async { Ok(()) });
-            Ok(())
+        .handlers(|d| {
+            d.command(|_: CreateOrder| async { Ok(()) });
         })
         .build()
         .await

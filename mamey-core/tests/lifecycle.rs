@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use mamey_core::cqrs::Res;
 use mamey_core::health::{Probe, Status};
 use mamey_core::{
     BoxError, InitContext, Plugin, Requirement, Service, ServiceBuilder, ServiceError, StartContext,
@@ -398,25 +399,30 @@ async fn a_missing_resource_names_the_plugin_type_and_fix() {
     );
 }
 
+struct ReadPool;
+impl mamey_core::cqrs::Query for ReadPool {
+    type Output = Pool;
+}
+
 #[tokio::test]
 async fn resources_flow_to_later_plugins_and_handlers() {
     let seen = Arc::new(Mutex::new(None));
-    let from_handlers = Arc::new(Mutex::new(None));
-    let captured = Arc::clone(&from_handlers);
     let service = builder("resources")
         .plugin(PoolPlugin)
         .plugin(Repository {
             seen: Arc::clone(&seen),
         })
-        .handlers(move |_dispatcher, resources| {
-            *captured.lock().unwrap() = Some(resources.get::<Pool>()?);
-            Ok(())
+        .handlers(|d| {
+            d.query(|_: ReadPool, Res(pool): Res<Pool>| async move { Ok(pool) });
         })
         .build()
         .await
         .unwrap();
     assert_eq!(*seen.lock().unwrap(), Some(Pool("primary")));
-    assert_eq!(*from_handlers.lock().unwrap(), Some(Pool("primary")));
+    assert_eq!(
+        service.dispatcher().query(ReadPool).await.unwrap(),
+        Pool("primary")
+    );
     assert!(
         service
             .resources()
@@ -503,7 +509,7 @@ mod dispatcher_as_resource {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use mamey_core::cqrs::{Command, Dispatcher, Event};
+    use mamey_core::cqrs::{Command, Dispatcher, Event, Res};
     use mamey_core::{BoxError, InitContext, Plugin};
 
     use super::builder;
@@ -528,11 +534,12 @@ mod dispatcher_as_resource {
             self.early = dispatcher.send(PlaceOrder).await.err();
             let placed = Arc::clone(&self.placed);
             ctx.dispatcher()
-                .add_command(move |_: PlaceOrder| {
-                    let dispatcher = dispatcher.clone();
-                    async move { dispatcher.publish(OrderPlaced).await }
-                })
-                .add_event(move |_: OrderPlaced| {
+                .command(
+                    |_: PlaceOrder, Res(dispatcher): Res<Dispatcher>| async move {
+                        dispatcher.publish(OrderPlaced).await
+                    },
+                )
+                .event(move |_: OrderPlaced| {
                     let placed = Arc::clone(&placed);
                     async move {
                         placed.fetch_add(1, Ordering::SeqCst);

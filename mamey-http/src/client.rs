@@ -766,15 +766,7 @@ fn unavailable(code: &'static str, message: String) -> Failure {
 /// The error an answer describes: its problem document's code and fields,
 /// its status's kind.
 fn error_of(service: &str, response: &Response) -> Error {
-    let kind = match response.status.as_u16() {
-        400 | 405 | 413 | 415 | 422 => ErrorKind::InvalidInput,
-        401 => ErrorKind::Unauthorized,
-        403 => ErrorKind::Forbidden,
-        404 => ErrorKind::NotFound,
-        409 | 412 => ErrorKind::Conflict,
-        429 | 502 | 503 | 504 => ErrorKind::Unavailable,
-        _ => ErrorKind::Internal,
-    };
+    let kind = ErrorKind::from_http_status(response.status.as_u16());
     match serde_json::from_slice::<Problem>(&response.body) {
         Ok(problem) => {
             let mut error = Error::new(

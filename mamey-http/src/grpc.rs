@@ -662,19 +662,7 @@ pub fn status(error: &Error) -> Status {
 /// The mamey error for a gRPC status from another service.
 #[must_use]
 pub fn error(status: &Status) -> Error {
-    let kind = match status.code() {
-        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
-            ErrorKind::InvalidInput
-        }
-        Code::Unauthenticated => ErrorKind::Unauthorized,
-        Code::PermissionDenied => ErrorKind::Forbidden,
-        Code::NotFound => ErrorKind::NotFound,
-        Code::AlreadyExists | Code::Aborted => ErrorKind::Conflict,
-        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Cancelled => {
-            ErrorKind::Unavailable
-        }
-        _ => ErrorKind::Internal,
-    };
+    let kind = ErrorKind::from_grpc_code(status.code() as i32);
     let code = status
         .metadata()
         .get("mamey-code")

@@ -1,237 +1,21 @@
-//! The in-process dispatcher and the type-erased envelope its middleware sees.
+//! The in-process [`Dispatcher`] and its builder.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use futures_util::future::join_all;
+use tower::{Layer, Service, service_fn};
+use tracing::Instrument;
 
-use futures_util::future::{BoxFuture, join_all};
-use tower::{Layer, Service, ServiceExt, service_fn};
-
-use super::{Command, CommandHandler, Event, EventHandler, Query, QueryHandler, short_type_name};
-use crate::{Error, MessageContext};
-
-/// What a handler returns, type-erased: `()` for commands and events,
-/// `Q::Output` for queries. Middleware may inspect it with `downcast_ref`.
-pub type Reply = Box<dyn Any + Send>;
-
-/// A handler with its middleware, as a type-erased tower service. Layers
-/// given to [`DispatcherBuilder::layer`] wrap services of this type.
-///
-/// The chain is built once and shared: cloning a `HandlerService` is a
-/// reference-count increment, whatever the depth of the chain, and a call
-/// boxes one future per layer.
-#[derive(Clone)]
-pub struct HandlerService {
-    inner: Arc<dyn ErasedService>,
-}
-
-impl fmt::Debug for HandlerService {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HandlerService").finish_non_exhaustive()
-    }
-}
-
-impl HandlerService {
-    /// Erases `service`.
-    pub fn new<S>(service: S) -> Self
-    where
-        S: Service<Envelope, Response = Reply, Error = Error> + Clone + Send + Sync + 'static,
-        S::Future: Send + 'static,
-    {
-        Self {
-            inner: Arc::new(service),
-        }
-    }
-
-    /// Runs the chain on `envelope`; the service is always ready.
-    pub(crate) fn dispatch(&self, envelope: Envelope) -> BoxFuture<'static, Result<Reply, Error>> {
-        self.inner.call(envelope)
-    }
-}
-
-impl Service<Envelope> for HandlerService {
-    type Response = Reply;
-    type Error = Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Reply, Error>> + Send + 'static>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        // Each call clones the wrapped service and waits for it to be ready.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, envelope: Envelope) -> Self::Future {
-        self.inner.call(envelope)
-    }
-}
-
-/// A service shared behind an `Arc`: called through `&self` by calling a
-/// clone, the way tower services are shared.
-trait ErasedService: Send + Sync {
-    fn call(&self, envelope: Envelope) -> BoxFuture<'static, Result<Reply, Error>>;
-}
-
-impl<S> ErasedService for S
-where
-    S: Service<Envelope, Response = Reply, Error = Error> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-{
-    fn call(&self, envelope: Envelope) -> BoxFuture<'static, Result<Reply, Error>> {
-        Box::pin(self.clone().oneshot(envelope))
-    }
-}
-
-/// Which kind of message an [`Envelope`] holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MessageKind {
-    /// A [`Command`].
-    Command,
-    /// A [`Query`].
-    Query,
-    /// An [`Event`].
-    Event,
-}
-
-impl MessageKind {
-    /// `"command"`, `"query"` or `"event"`.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Command => "command",
-            Self::Query => "query",
-            Self::Event => "event",
-        }
-    }
-}
-
-impl fmt::Display for MessageKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A message on its way to one handler, as middleware sees it.
-///
-/// The [`MessageContext`] of the dispatch is current while middleware and
-/// handler run: read it with [`MessageContext::current`].
-pub struct Envelope {
-    kind: MessageKind,
-    name: &'static str,
-    handler: Arc<str>,
-    message: Box<dyn ErasedMessage>,
-}
-
-impl fmt::Debug for Envelope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Envelope")
-            .field("kind", &self.kind)
-            .field("name", &self.name)
-            .field("handler", &self.handler)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Envelope {
-    /// Command, query or event.
-    #[must_use]
-    pub fn kind(&self) -> MessageKind {
-        self.kind
-    }
-
-    /// The message's name (see [`Command::name`]).
-    #[must_use]
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
-    /// The name of the handler it is going to: its type name, or
-    /// `"<Message> handler"` for a closure.
-    #[must_use]
-    pub fn handler(&self) -> &str {
-        &self.handler
-    }
-
-    /// The handler's name, shared (no copy), for middleware that outlives
-    /// the envelope.
-    pub(crate) fn handler_shared(&self) -> Arc<str> {
-        Arc::clone(&self.handler)
-    }
-
-    /// The message, if it is a `T`.
-    #[must_use]
-    pub fn message<T: 'static>(&self) -> Option<&T> {
-        self.message.as_any().downcast_ref()
-    }
-
-    /// Runs the message's own `validate`.
-    ///
-    /// # Errors
-    /// Whatever the message's `validate` returns.
-    pub fn validate(&self) -> Result<(), Error> {
-        self.message.validate()
-    }
-
-    fn into_message<T: 'static>(self) -> Result<T, Error> {
-        let name = self.name;
-        self.message
-            .into_any()
-            .downcast::<T>()
-            .map(|m| *m)
-            .map_err(|_| {
-                Error::internal(format!("dispatcher routed `{name}` to the wrong handler"))
-            })
-    }
-}
-
-trait ErasedMessage: Send {
-    fn validate(&self) -> Result<(), Error>;
-    fn as_any(&self) -> &dyn Any;
-    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
-}
-
-struct Payload<M> {
-    message: M,
-    validate: fn(&M) -> Result<(), Error>,
-}
-
-impl<M: Send + 'static> ErasedMessage for Payload<M> {
-    fn validate(&self) -> Result<(), Error> {
-        (self.validate)(&self.message)
-    }
-    fn as_any(&self) -> &dyn Any {
-        &self.message
-    }
-    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
-        Box::new(self.message)
-    }
-}
-
-/// The rest of the middleware chain, handed to a [`from_fn`](super::middleware::from_fn)
-/// middleware.
-#[derive(Clone)]
-pub struct Next {
-    pub(crate) inner: HandlerService,
-}
-
-impl fmt::Debug for Next {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Next").finish_non_exhaustive()
-    }
-}
-
-impl Next {
-    /// Passes the envelope on to the next middleware or the handler.
-    ///
-    /// # Errors
-    /// Whatever the rest of the chain returns.
-    pub async fn run(self, envelope: Envelope) -> Result<Reply, Error> {
-        self.inner.dispatch(envelope).await
-    }
-}
+use super::envelope::{Envelope, HandlerService, MessageKind, Reply};
+use super::handler::{BoundHandler, Handler};
+use super::middleware::{HandlerMetrics, HandlerOutcome};
+use super::{Command, Event, Query, short_type_name};
+use crate::{BoxError, Error, ErrorKind, MessageContext, MissingResource, Resources};
 
 /// A configuration mistake found while building a [`Dispatcher`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -245,57 +29,79 @@ pub enum DispatcherError {
         /// The message's name.
         message: &'static str,
     },
+    /// A handler takes a resource that is not registered.
+    #[error(
+        "the handler `{handler}` of {kind} `{message}` needs resource `{resource}`, which is not registered; add the plug-in that provides it, or provide it with `ServiceBuilder::resource`{}",
+        hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default()
+    )]
+    MissingResource {
+        /// Command, query or event.
+        kind: MessageKind,
+        /// The message's name.
+        message: &'static str,
+        /// The handler's name.
+        handler: String,
+        /// The type of the missing resource.
+        resource: &'static str,
+        /// What the resource was needed for, when an extractor said.
+        hint: Option<String>,
+    },
 }
 
-type LayerFn = Arc<dyn Fn(HandlerService) -> HandlerService + Send + Sync>;
+type LayerFn = Box<dyn Fn(HandlerService) -> HandlerService + Send + Sync>;
 
-struct Route {
-    service: HandlerService,
-    handler: Arc<str>,
+/// The layers every route of a dispatcher is wrapped in.
+struct Chain {
+    layers: Vec<LayerFn>,
 }
 
-/// A handler's name: its type name, or `"<Message> handler"` for closures,
-/// whose type names (`{{closure}}`) say nothing.
-fn handler_name<H>(message: &str) -> Arc<str> {
-    let name = short_type_name::<H>();
-    if name.contains("{{closure}}") {
-        Arc::from(format!("{message} handler"))
-    } else {
-        Arc::from(name)
-    }
-}
-
-impl Route {
-    fn new<F, Fut>(handler: Arc<str>, call: F) -> Self
-    where
-        F: Fn(Envelope) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = Result<Reply, Error>> + Send + 'static,
-    {
-        Self {
-            service: HandlerService::new(service_fn(call)),
-            handler,
-        }
-    }
-}
+/// Binds one registered handler into the route table.
+type BindFn =
+    Box<dyn FnOnce(&mut Routes, &Resources, &Chain) -> Result<(), DispatcherError> + Send>;
 
 /// Registers handlers and middleware, then builds a [`Dispatcher`].
+///
+/// Methods take and return `&mut Self`, so the same calls work on a fresh
+/// builder and on the one a plug-in gets from
+/// [`InitContext::dispatcher`](crate::InitContext::dispatcher):
+///
+/// ```
+/// use mamey_core::cqrs::{Dispatcher, Event};
+///
+/// #[derive(Clone)]
+/// struct Started;
+/// impl Event for Started {}
+///
+/// let dispatcher = Dispatcher::builder()
+///     .event(|_: Started| async { Ok(()) })
+///     .build()?;
+/// # Ok::<(), mamey_core::cqrs::DispatcherError>(())
+/// ```
 #[derive(Default)]
 pub struct DispatcherBuilder {
     layers: Vec<LayerFn>,
-    commands: HashMap<TypeId, Route>,
-    queries: HashMap<TypeId, Route>,
-    events: HashMap<TypeId, Vec<Route>>,
-    errors: Vec<DispatcherError>,
+    metrics: Vec<Arc<dyn HandlerMetrics>>,
+    handlers: Vec<BindFn>,
 }
 
 impl fmt::Debug for DispatcherBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DispatcherBuilder")
             .field("layers", &self.layers.len())
-            .field("commands", &self.commands.len())
-            .field("queries", &self.queries.len())
-            .field("events", &self.events.len())
+            .field("metrics", &self.metrics.len())
+            .field("handlers", &self.handlers.len())
             .finish()
+    }
+}
+
+/// A handler's name: its type or function name, or `"<Message> handler"`
+/// for closures, whose type names (`{{closure}}`) say nothing.
+fn handler_name<H>(message: &str) -> Arc<str> {
+    let name = short_type_name::<H>();
+    if name.contains("{{closure}}") {
+        Arc::from(format!("{message} handler"))
+    } else {
+        Arc::from(name)
     }
 }
 
@@ -306,170 +112,317 @@ impl DispatcherBuilder {
         Self::default()
     }
 
-    /// Adds a middleware layer around every handler.
-    ///
-    /// The first layer added is the outermost: it sees the envelope first and
-    /// the result last, like [`tower::ServiceBuilder`].
-    #[must_use]
-    pub fn layer<L>(mut self, layer: L) -> Self
+    /// Adds a tower layer around every handler. The first layer added is the
+    /// outermost: it sees the envelope first and the result last, like
+    /// [`tower::ServiceBuilder`]. See [`middleware`](super::middleware).
+    pub fn layer<L>(&mut self, layer: L) -> &mut Self
     where
         L: Layer<HandlerService> + Send + Sync + 'static,
-        L::Service:
-            Service<Envelope, Response = Reply, Error = Error> + Clone + Send + Sync + 'static,
+        L::Service: Service<Envelope, Response = Reply> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Envelope>>::Error: Into<BoxError>,
         <L::Service as Service<Envelope>>::Future: Send + 'static,
     {
-        self.add_layer(layer);
-        self
-    }
-
-    /// [`DispatcherBuilder::layer`] for a builder behind `&mut`.
-    pub fn add_layer<L>(&mut self, layer: L) -> &mut Self
-    where
-        L: Layer<HandlerService> + Send + Sync + 'static,
-        L::Service:
-            Service<Envelope, Response = Reply, Error = Error> + Clone + Send + Sync + 'static,
-        <L::Service as Service<Envelope>>::Future: Send + 'static,
-    {
-        self.layers.push(Arc::new(move |inner| {
+        self.layers.push(Box::new(move |inner| {
             HandlerService::new(layer.layer(inner))
         }));
         self
     }
 
-    /// Registers the handler of command `C`.
-    #[must_use]
-    pub fn command<C: Command, H: CommandHandler<C>>(mut self, handler: H) -> Self {
-        self.add_command(handler);
+    /// Reports every dispatch (kind, name, handler, outcome, duration) to
+    /// `sink`; the observability plug-in adds its Prometheus sink here.
+    pub fn metrics(&mut self, sink: impl HandlerMetrics) -> &mut Self {
+        self.metrics.push(Arc::new(sink));
         self
     }
 
-    /// [`DispatcherBuilder::command`] for a builder behind `&mut`.
-    pub fn add_command<C: Command, H: CommandHandler<C>>(&mut self, handler: H) -> &mut Self {
-        let handler = Arc::new(handler);
-        let route = Route::new(handler_name::<H>(C::name()), move |envelope: Envelope| {
-            let handler = Arc::clone(&handler);
-            async move {
-                let command = envelope.into_message::<C>()?;
-                handler.handle(command).await?;
-                Ok(Box::new(()) as Reply)
-            }
-        });
-        if self.commands.insert(TypeId::of::<C>(), route).is_some() {
-            self.errors.push(DispatcherError::DuplicateHandler {
-                kind: MessageKind::Command,
-                message: C::name(),
-            });
-        }
-        self
+    /// Registers the handler of command `C`: an async function of the
+    /// command and its [extractors](super::extract), or a
+    /// [`CommandHandler`](super::CommandHandler).
+    pub fn command<C, A, H>(&mut self, handler: H) -> &mut Self
+    where
+        C: Command,
+        H: Handler<C, A, Output = ()>,
+    {
+        self.register::<C, (), A, H>(MessageKind::Command, C::name(), C::validate, handler)
     }
 
     /// Registers the handler of query `Q`.
-    #[must_use]
-    pub fn query<Q: Query, H: QueryHandler<Q>>(mut self, handler: H) -> Self {
-        self.add_query(handler);
-        self
-    }
-
-    /// [`DispatcherBuilder::query`] for a builder behind `&mut`.
-    pub fn add_query<Q: Query, H: QueryHandler<Q>>(&mut self, handler: H) -> &mut Self {
-        let handler = Arc::new(handler);
-        let route = Route::new(handler_name::<H>(Q::name()), move |envelope: Envelope| {
-            let handler = Arc::clone(&handler);
-            async move {
-                let query = envelope.into_message::<Q>()?;
-                let output = handler.handle(query).await?;
-                Ok(Box::new(output) as Reply)
-            }
-        });
-        if self.queries.insert(TypeId::of::<Q>(), route).is_some() {
-            self.errors.push(DispatcherError::DuplicateHandler {
-                kind: MessageKind::Query,
-                message: Q::name(),
-            });
-        }
-        self
+    pub fn query<Q, A, H>(&mut self, handler: H) -> &mut Self
+    where
+        Q: Query,
+        H: Handler<Q, A, Output = Q::Output>,
+    {
+        self.register::<Q, Q::Output, A, H>(MessageKind::Query, Q::name(), Q::validate, handler)
     }
 
     /// Subscribes a handler to event `E`; an event may have any number.
-    #[must_use]
-    pub fn event<E: Event, H: EventHandler<E>>(mut self, handler: H) -> Self {
-        self.add_event(handler);
+    pub fn event<E, A, H>(&mut self, handler: H) -> &mut Self
+    where
+        E: Event,
+        H: Handler<E, A, Output = ()>,
+    {
+        self.register::<E, (), A, H>(MessageKind::Event, E::name(), E::validate, handler)
+    }
+
+    fn register<M, O, A, H>(
+        &mut self,
+        kind: MessageKind,
+        message: &'static str,
+        validate: fn(&M) -> Result<(), Error>,
+        handler: H,
+    ) -> &mut Self
+    where
+        M: Send + 'static,
+        O: Send + 'static,
+        H: Handler<M, A, Output = O>,
+    {
+        let name = handler_name::<H>(message);
+        self.handlers
+            .push(Box::new(move |routes, resources, chain| {
+                let call = handler
+                    .bind(resources)
+                    .map_err(
+                        |missing: MissingResource| DispatcherError::MissingResource {
+                            kind,
+                            message,
+                            handler: name.to_string(),
+                            resource: missing.type_name,
+                            hint: missing.hint,
+                        },
+                    )?;
+                let route = Route::new(kind, message, name, validate, call, chain);
+                routes.insert(route)
+            }));
         self
     }
 
-    /// [`DispatcherBuilder::event`] for a builder behind `&mut`.
-    pub fn add_event<E: Event, H: EventHandler<E>>(&mut self, handler: H) -> &mut Self {
-        let handler = Arc::new(handler);
-        let route = Route::new(handler_name::<H>(E::name()), move |envelope: Envelope| {
-            let handler = Arc::clone(&handler);
-            async move {
-                let event = envelope.into_message::<E>()?;
-                handler.handle(event).await?;
-                Ok(Box::new(()) as Reply)
-            }
-        });
-        self.events
-            .entry(TypeId::of::<E>())
-            .or_default()
-            .push(route);
-        self
-    }
-
-    /// Wraps every handler in the middleware and freezes the routes.
+    /// Builds a dispatcher whose handlers take no resources.
     ///
     /// # Errors
     /// [`DispatcherError::DuplicateHandler`] when a command or query got two
-    /// handlers.
-    pub fn build(self) -> Result<Dispatcher, DispatcherError> {
+    /// handlers; [`DispatcherError::MissingResource`] when a handler takes a
+    /// resource (use [`build_with`](Self::build_with)).
+    pub fn build(&mut self) -> Result<Dispatcher, DispatcherError> {
+        self.build_with(&Resources::new())
+    }
+
+    /// Builds the dispatcher, resolving the handlers'
+    /// [`FromResources`](super::FromResources) arguments from `resources`,
+    /// each once. The builder is left empty.
+    ///
+    /// # Errors
+    /// [`DispatcherError::DuplicateHandler`] when a command or query got two
+    /// handlers; [`DispatcherError::MissingResource`] naming the message,
+    /// the handler and the resource when a handler takes one that is not in
+    /// `resources`.
+    pub fn build_with(&mut self, resources: &Resources) -> Result<Dispatcher, DispatcherError> {
         let dispatcher = Dispatcher::unbuilt();
-        self.build_into(&dispatcher)?;
+        self.build_into(&dispatcher, resources)?;
         Ok(dispatcher)
     }
 
     /// Builds into a dispatcher handed out before the build (the service puts
-    /// one in [`Resources`](crate::Resources) before plug-ins initialise, so
-    /// handlers can capture it to dispatch further messages).
-    pub(crate) fn build_into(self, target: &Dispatcher) -> Result<(), DispatcherError> {
-        if let Some(error) = self.errors.into_iter().next() {
-            return Err(error);
-        }
-        let wrap = |route: Route| Route {
-            service: self
-                .layers
-                .iter()
-                .rev()
-                .fold(route.service, |inner, layer| layer(inner)),
-            handler: route.handler,
+    /// one in [`Resources`] before plug-ins initialise, so handlers can take
+    /// it to dispatch further messages).
+    pub(crate) fn build_into(
+        &mut self,
+        target: &Dispatcher,
+        resources: &Resources,
+    ) -> Result<(), DispatcherError> {
+        let chain = Chain {
+            layers: std::mem::take(&mut self.layers),
         };
-        let commands = self
-            .commands
-            .into_iter()
-            .map(|(k, r)| (k, wrap(r)))
-            .collect();
-        let queries = self
-            .queries
-            .into_iter()
-            .map(|(k, r)| (k, wrap(r)))
-            .collect();
-        let events = self
-            .events
-            .into_iter()
-            .map(|(k, routes)| (k, routes.into_iter().map(wrap).collect()))
-            .collect();
+        let mut routes = Routes {
+            commands: HashMap::new(),
+            queries: HashMap::new(),
+            events: HashMap::new(),
+            metrics: std::mem::take(&mut self.metrics).into(),
+        };
+        for bind in std::mem::take(&mut self.handlers) {
+            bind(&mut routes, resources, &chain)?;
+        }
         // A fresh dispatcher is only ever built once.
-        let _ = target.routes.set(Routes {
-            commands,
-            queries,
-            events,
-        });
+        let _ = target.routes.set(routes);
         Ok(())
     }
 }
 
+/// One handler with what runs around it.
+struct Route<M, O> {
+    kind: MessageKind,
+    name: &'static str,
+    handler: Arc<str>,
+    validate: fn(&M) -> Result<(), Error>,
+    call: BoundHandler<M, O>,
+    /// The handler inside the added layers, when there are any.
+    layered: Option<HandlerService>,
+}
+
+impl<M: Send + 'static, O: Send + 'static> Route<M, O> {
+    fn new(
+        kind: MessageKind,
+        name: &'static str,
+        handler: Arc<str>,
+        validate: fn(&M) -> Result<(), Error>,
+        call: BoundHandler<M, O>,
+        chain: &Chain,
+    ) -> Self {
+        let layered = (!chain.layers.is_empty()).then(|| {
+            let inner_call = call.clone();
+            let innermost = HandlerService::new(service_fn(move |envelope: Envelope| {
+                let call = inner_call.clone();
+                async move {
+                    let message = envelope.into_message::<M>()?;
+                    validate(&message)?;
+                    let output = call.call(message).await?;
+                    Ok::<Reply, Error>(Box::new(output))
+                }
+            }));
+            chain
+                .layers
+                .iter()
+                .rev()
+                .fold(innermost, |inner, layer| layer(inner))
+        });
+        Self {
+            kind,
+            name,
+            handler,
+            validate,
+            call,
+            layered,
+        }
+    }
+
+    /// The dispatch: span, then (timed) layers, validation and handler,
+    /// then the outcome logged and reported.
+    fn run<'a>(
+        &'a self,
+        message: M,
+        metrics: &'a [Arc<dyn HandlerMetrics>],
+    ) -> impl Future<Output = Result<O, Error>> + Send + 'a {
+        let span = MessageContext::with_current(|ctx| {
+            let (id, correlation) = ctx.map_or(("", ""), |c| {
+                (c.message_id.as_str(), c.correlation_id.as_str())
+            });
+            tracing::info_span!(
+                "handle",
+                message.kind = self.kind.as_str(),
+                message.name = self.name,
+                message.id = id,
+                correlation_id = correlation,
+                handler = &*self.handler,
+                otel.status_code = tracing::field::Empty,
+                otel.status_description = tracing::field::Empty,
+            )
+        });
+        async move {
+            let started = Instant::now();
+            let result = self.handle(message).await;
+            self.report(result.as_ref().err(), started.elapsed(), metrics);
+            result
+        }
+        .instrument(span)
+    }
+
+    async fn handle(&self, message: M) -> Result<O, Error> {
+        let Some(chain) = &self.layered else {
+            (self.validate)(&message)?;
+            return self.call.call(message).await;
+        };
+        let envelope = Envelope::new(self.kind, self.name, Arc::clone(&self.handler), message);
+        let reply = chain.dispatch(envelope).await?;
+        reply.downcast::<O>().map(|o| *o).map_err(|_| {
+            Error::internal(format!(
+                "a middleware replaced the reply of {} `{}`",
+                self.kind, self.name
+            ))
+        })
+    }
+
+    /// Logs the outcome (`debug` on success, `warn` for the caller's
+    /// mistakes, `error` for the service's failures), marks the span of a
+    /// failure on the service's side as an error (OpenTelemetry's
+    /// server-span convention) and reports to the metric sinks.
+    fn report(
+        &self,
+        error: Option<&Error>,
+        elapsed: Duration,
+        metrics: &[Arc<dyn HandlerMetrics>],
+    ) {
+        let (kind, name) = (self.kind, self.name);
+        let elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        match error {
+            None => tracing::debug!(%kind, name, elapsed_us, "handled"),
+            Some(e) if matches!(e.kind(), ErrorKind::Internal | ErrorKind::Unavailable) => {
+                let span = tracing::Span::current();
+                span.record("otel.status_code", "ERROR");
+                span.record("otel.status_description", e.code());
+                tracing::error!(%kind, name, elapsed_us, error = %e, "handler failed");
+            }
+            Some(e) => tracing::warn!(%kind, name, elapsed_us, error = %e, "handler rejected"),
+        }
+        for sink in metrics {
+            sink.record(&HandlerOutcome {
+                kind,
+                name,
+                handler: &self.handler,
+                error: error.map(Error::kind),
+                duration: elapsed,
+            });
+        }
+    }
+}
+
+/// The routes, each `Route<M, O>` behind `Any` and keyed by `M`'s type.
 struct Routes {
-    commands: HashMap<TypeId, Route>,
-    queries: HashMap<TypeId, Route>,
-    events: HashMap<TypeId, Vec<Route>>,
+    commands: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    queries: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    /// `Vec<Route<E, ()>>` per event type.
+    events: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    metrics: Box<[Arc<dyn HandlerMetrics>]>,
+}
+
+impl Routes {
+    fn insert<M: Send + 'static, O: Send + 'static>(
+        &mut self,
+        route: Route<M, O>,
+    ) -> Result<(), DispatcherError> {
+        let id = TypeId::of::<M>();
+        let (kind, message) = (route.kind, route.name);
+        let table = match kind {
+            MessageKind::Command => &mut self.commands,
+            MessageKind::Query => &mut self.queries,
+            MessageKind::Event => {
+                let subscribers = self
+                    .events
+                    .entry(id)
+                    .or_insert_with(|| Box::new(Vec::<Route<M, O>>::new()));
+                if let Some(subscribers) = subscribers.downcast_mut::<Vec<Route<M, O>>>() {
+                    subscribers.push(route);
+                }
+                return Ok(());
+            }
+        };
+        if table.contains_key(&id) {
+            return Err(DispatcherError::DuplicateHandler { kind, message });
+        }
+        table.insert(id, Box::new(route));
+        Ok(())
+    }
+
+    fn route<M: 'static, O: 'static>(
+        table: &HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    ) -> Option<&Route<M, O>> {
+        table.get(&TypeId::of::<M>())?.downcast_ref()
+    }
+
+    fn subscribers<E: 'static>(&self) -> &[Route<E, ()>] {
+        self.events
+            .get(&TypeId::of::<E>())
+            .and_then(|s| s.downcast_ref::<Vec<Route<E, ()>>>())
+            .map_or(&[], Vec::as_slice)
+    }
 }
 
 /// Sends commands and queries to their handler and publishes events to every
@@ -478,10 +431,10 @@ struct Routes {
 /// Each dispatch runs in the current [`MessageContext`], or in a new root
 /// context when there is none.
 ///
-/// In a service, the dispatcher is a resource from the start: a plug-in can
-/// take it (`ctx.resource::<Dispatcher>()`) during `init` and capture it in a
-/// handler that dispatches further messages. Dispatching before the service
-/// has finished building fails with `dispatch.not_ready`.
+/// In a service, the dispatcher is a resource from the start: a handler can
+/// take it (`Res(dispatcher): Res<Dispatcher>`) to dispatch further
+/// messages. Dispatching before the service has finished building fails
+/// with `dispatch.not_ready`.
 #[derive(Clone)]
 pub struct Dispatcher {
     routes: Arc<OnceLock<Routes>>,
@@ -517,7 +470,7 @@ impl Dispatcher {
     fn routes(&self) -> Result<&Routes, Error> {
         self.routes.get().ok_or_else(|| {
             Error::new(
-                crate::ErrorKind::Unavailable,
+                ErrorKind::Unavailable,
                 "dispatch.not_ready",
                 "the dispatcher is used before the service finished building",
             )
@@ -541,40 +494,33 @@ impl Dispatcher {
     /// The number of handlers subscribed to event `E`.
     #[must_use]
     pub fn event_handlers<E: Event>(&self) -> usize {
-        self.routes()
-            .map_or(0, |r| r.events.get(&TypeId::of::<E>()).map_or(0, Vec::len))
+        self.routes().map_or(0, |r| r.subscribers::<E>().len())
     }
 
     /// Sends `command` to its handler.
     ///
     /// # Errors
-    /// The handler's or a middleware's error, or an internal error with code
-    /// `dispatch.no_handler` when `C` has no handler.
+    /// The handler's, an extractor's or a middleware's error, or an internal
+    /// error with code `dispatch.no_handler` when `C` has no handler.
     pub async fn send<C: Command>(&self, command: C) -> Result<(), Error> {
-        let Some(route) = self.routes()?.commands.get(&TypeId::of::<C>()) else {
+        let routes = self.routes()?;
+        let Some(route) = Routes::route::<C, ()>(&routes.commands) else {
             return Err(no_handler(MessageKind::Command, C::name()));
         };
-        let envelope = envelope(MessageKind::Command, C::name(), route, command, C::validate);
-        in_context(route.service.dispatch(envelope)).await?;
-        Ok(())
+        in_context(route.run(command, &routes.metrics)).await
     }
 
     /// Asks `query` of its handler.
     ///
     /// # Errors
-    /// The handler's or a middleware's error, or `dispatch.no_handler`.
+    /// The handler's, an extractor's or a middleware's error, or
+    /// `dispatch.no_handler`.
     pub async fn query<Q: Query>(&self, query: Q) -> Result<Q::Output, Error> {
-        let Some(route) = self.routes()?.queries.get(&TypeId::of::<Q>()) else {
+        let routes = self.routes()?;
+        let Some(route) = Routes::route::<Q, Q::Output>(&routes.queries) else {
             return Err(no_handler(MessageKind::Query, Q::name()));
         };
-        let envelope = envelope(MessageKind::Query, Q::name(), route, query, Q::validate);
-        let reply = in_context(route.service.dispatch(envelope)).await?;
-        reply.downcast::<Q::Output>().map(|o| *o).map_err(|_| {
-            Error::internal(format!(
-                "a middleware replaced the reply of query `{}`",
-                Q::name()
-            ))
-        })
+        in_context(route.run(query, &routes.metrics)).await
     }
 
     /// Delivers `event` to every subscribed handler, concurrently.
@@ -587,26 +533,19 @@ impl Dispatcher {
     /// first failure's kind with code `dispatch.event_handlers_failed` whose
     /// message names each failed handler and its error.
     pub async fn publish<E: Event>(&self, event: E) -> Result<(), Error> {
-        let Some(routes) = self.routes()?.events.get(&TypeId::of::<E>()) else {
-            return Ok(());
+        let routes = self.routes()?;
+        let subscribers = routes.subscribers::<E>();
+        let (last, others) = match subscribers {
+            [] => return Ok(()),
+            // One handler, the common case: no clone, no joining.
+            [route] => return in_context(route.run(event, &routes.metrics)).await,
+            [others @ .., last] => (last, others),
         };
-        // One handler, the common case: no clone, no joining.
-        if let [route] = routes.as_slice() {
-            let envelope = envelope(MessageKind::Event, E::name(), route, event, E::validate);
-            return in_context(route.service.dispatch(envelope))
-                .await
-                .map(|_| ());
-        }
-        let calls = routes.iter().map(|route| {
-            let envelope = envelope(
-                MessageKind::Event,
-                E::name(),
-                route,
-                event.clone(),
-                E::validate,
-            );
-            let call = route.service.dispatch(envelope);
-            async move { (&route.handler, call.await) }
+        let mut deliveries: Vec<(&Route<E, ()>, E)> =
+            others.iter().map(|route| (route, event.clone())).collect();
+        deliveries.push((last, event));
+        let calls = deliveries.into_iter().map(|(route, event)| async move {
+            (&route.handler, route.run(event, &routes.metrics).await)
         });
         let results = in_context(join_all(calls)).await;
         let mut failures: Vec<(&Arc<str>, Error)> = results
@@ -627,7 +566,7 @@ impl Dispatcher {
                     "dispatch.event_handlers_failed",
                     format!(
                         "{n} of {} handlers of event `{}` failed: {}",
-                        routes.len(),
+                        subscribers.len(),
                         E::name(),
                         detail.join("; ")
                     ),
@@ -637,24 +576,9 @@ impl Dispatcher {
     }
 }
 
-fn envelope<M: Send + 'static>(
-    kind: MessageKind,
-    name: &'static str,
-    route: &Route,
-    message: M,
-    validate: fn(&M) -> Result<(), Error>,
-) -> Envelope {
-    Envelope {
-        kind,
-        name,
-        handler: Arc::clone(&route.handler),
-        message: Box::new(Payload { message, validate }),
-    }
-}
-
 fn no_handler(kind: MessageKind, name: &str) -> Error {
     Error::new(
-        crate::ErrorKind::Internal,
+        ErrorKind::Internal,
         "dispatch.no_handler",
         format!("no handler is registered for {kind} `{name}`"),
     )

@@ -2,20 +2,30 @@
 //! [`Dispatcher`].
 //!
 //! - A [`Command`] asks the service to change something; exactly one
-//!   [`CommandHandler`] handles it.
-//! - A [`Query`] asks for data; exactly one [`QueryHandler`] answers it.
-//! - An [`Event`] says something happened; every subscribed [`EventHandler`]
-//!   gets it.
+//!   handler handles it.
+//! - A [`Query`] asks for data; exactly one handler answers it.
+//! - An [`Event`] says something happened; every subscribed handler gets it.
 //!
-//! Handlers are async closures or types implementing the handler traits.
-//! Every dispatch runs through the dispatcher's middleware, which are tower
-//! [`Layer`](tower::Layer)s over [`HandlerService`] — the same layers wrap
-//! work that arrives over HTTP, gRPC or a message broker, because all of it
-//! ends up in the dispatcher.
+//! A handler is an async function whose first argument is the message and
+//! whose further arguments are [extractors](extract): [`Res<T>`] for a
+//! resource (resolved once, when the dispatcher is built), the current
+//! [`MessageContext`](crate::MessageContext), or the application's own. A
+//! type implementing [`CommandHandler`], [`QueryHandler`] or
+//! [`EventHandler`] works too.
+//!
+//! The path of a dispatch: the current message context (or a new root
+//! one), a `handle` span, outcome logs and metrics, the tower layers added
+//! with [`DispatcherBuilder::layer`] (see [`middleware`]), the message's
+//! `validate`, the extractors, the handler. Work arriving over HTTP, gRPC
+//! or a broker ends up here too, so one layer covers all of it.
 //!
 //! ```
-//! use mamey_core::cqrs::{Command, Dispatcher, Event, Query};
-//! use mamey_core::Error;
+//! use mamey_core::cqrs::{Command, Dispatcher, Event, Query, Res};
+//! use mamey_core::{Error, Resources};
+//! use std::collections::BTreeMap;
+//! use std::sync::{Arc, Mutex};
+//!
+//! type Orders = Arc<Mutex<BTreeMap<u32, String>>>;
 //!
 //! struct CreateOrder { id: u32 }
 //! impl Command for CreateOrder {}
@@ -27,12 +37,23 @@
 //! struct OrderCreated { id: u32 }
 //! impl Event for OrderCreated {}
 //!
+//! async fn create_order(cmd: CreateOrder, Res(orders): Res<Orders>) -> Result<(), Error> {
+//!     orders.lock().unwrap().insert(cmd.id, format!("order {}", cmd.id));
+//!     Ok(())
+//! }
+//!
+//! async fn get_order(q: GetOrder, Res(orders): Res<Orders>) -> Result<Option<String>, Error> {
+//!     Ok(orders.lock().unwrap().get(&q.id).cloned())
+//! }
+//!
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let mut resources = Resources::new();
+//! resources.insert(Orders::default());
 //! let dispatcher = Dispatcher::builder()
-//!     .command(|cmd: CreateOrder| async move { println!("creating {}", cmd.id); Ok(()) })
-//!     .query(|q: GetOrder| async move { Ok(Some(format!("order {}", q.id))) })
+//!     .command(create_order)
+//!     .query(get_order)
 //!     .event(|e: OrderCreated| async move { println!("created {}", e.id); Ok(()) })
-//!     .build()?;
+//!     .build_with(&resources)?;
 //!
 //! dispatcher.send(CreateOrder { id: 7 }).await?;
 //! assert_eq!(dispatcher.query(GetOrder { id: 7 }).await?, Some("order 7".into()));
@@ -42,16 +63,19 @@
 //! ```
 
 mod dispatcher;
+mod envelope;
+pub mod extract;
+mod handler;
 pub mod middleware;
 
 use std::future::Future;
 
 use crate::Error;
 
-pub use dispatcher::{
-    Dispatcher, DispatcherBuilder, DispatcherError, Envelope, HandlerService, MessageKind, Next,
-    Reply,
-};
+pub use dispatcher::{Dispatcher, DispatcherBuilder, DispatcherError};
+pub use envelope::{Envelope, HandlerService, MessageKind, Next, Reply};
+pub use extract::{FromMessageContext, FromResources, HandlerArg, Res};
+pub use handler::{BoundHandler, Handler};
 
 /// A request to change state, handled by exactly one [`CommandHandler`].
 pub trait Command: Send + 'static {
@@ -116,55 +140,26 @@ pub trait Event: Clone + Send + Sync + 'static {
     }
 }
 
-/// Handles one command type. Implemented for async closures `Fn(C) -> Fut`.
+/// Handles one command type: a handler written as a type, holding its
+/// dependencies. Most handlers are async functions taking
+/// [extractors](extract) instead.
 pub trait CommandHandler<C: Command>: Send + Sync + 'static {
     /// Handles `command`.
     fn handle(&self, command: C) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
-/// Answers one query type. Implemented for async closures `Fn(Q) -> Fut`.
+/// Answers one query type: a handler written as a type. Most handlers are
+/// async functions taking [extractors](extract) instead.
 pub trait QueryHandler<Q: Query>: Send + Sync + 'static {
     /// Answers `query`.
     fn handle(&self, query: Q) -> impl Future<Output = Result<Q::Output, Error>> + Send;
 }
 
-/// Handles one event type. Implemented for async closures `Fn(E) -> Fut`.
+/// Handles one event type: a handler written as a type. Most handlers are
+/// async functions taking [extractors](extract) instead.
 pub trait EventHandler<E: Event>: Send + Sync + 'static {
     /// Handles `event`.
     fn handle(&self, event: E) -> impl Future<Output = Result<(), Error>> + Send;
-}
-
-impl<C, F, Fut> CommandHandler<C> for F
-where
-    C: Command,
-    F: Fn(C) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), Error>> + Send,
-{
-    fn handle(&self, command: C) -> impl Future<Output = Result<(), Error>> + Send {
-        self(command)
-    }
-}
-
-impl<Q, F, Fut> QueryHandler<Q> for F
-where
-    Q: Query,
-    F: Fn(Q) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Q::Output, Error>> + Send,
-{
-    fn handle(&self, query: Q) -> impl Future<Output = Result<Q::Output, Error>> + Send {
-        self(query)
-    }
-}
-
-impl<E, F, Fut> EventHandler<E> for F
-where
-    E: Event,
-    F: Fn(E) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), Error>> + Send,
-{
-    fn handle(&self, event: E) -> impl Future<Output = Result<(), Error>> + Send {
-        self(event)
-    }
 }
 
 /// `T`'s name without module paths: `app::orders::CreateOrder` →

@@ -19,17 +19,16 @@ mod plugin;
 mod shutdown;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{AppConfig, Config, ConfigError, ConfigLoader, ConfigOverlay, DynOverlay};
-use crate::cqrs::middleware::{LoggingLayer, TracingLayer, ValidationLayer};
 use crate::cqrs::{Dispatcher, DispatcherBuilder, DispatcherError};
 use crate::error::BoxError;
 use crate::health::{Health, HealthStatus, Probe};
@@ -83,10 +82,8 @@ pub enum ServiceError {
         /// Its error.
         source: BoxError,
     },
-    /// A closure given to [`ServiceBuilder::handlers`] failed.
-    #[error("registering handlers failed: {0}")]
-    Handlers(BoxError),
-    /// The handlers are inconsistent (e.g. two handlers for one command).
+    /// The handlers are inconsistent (two handlers for one command) or take
+    /// a resource no plug-in provides.
     #[error(transparent)]
     Dispatcher(#[from] DispatcherError),
     /// A plug-in's `start` failed; every initialised plug-in was stopped.
@@ -143,15 +140,12 @@ impl fmt::Display for StopFailure {
     }
 }
 
-type HandlersFn =
-    Box<dyn FnOnce(&mut DispatcherBuilder, &Resources) -> Result<(), BoxError> + Send>;
-
 /// Assembles a [`Service`] from plug-ins. Start with [`Service::builder`].
 pub struct ServiceBuilder {
     loader: ConfigLoader,
     overlays: Vec<Box<dyn DynOverlay>>,
     plugins: Vec<Box<dyn DynPlugin>>,
-    handlers: Vec<HandlersFn>,
+    dispatcher: DispatcherBuilder,
     resources: Resources,
     handle_signals: bool,
 }
@@ -172,7 +166,7 @@ impl ServiceBuilder {
             loader: ConfigLoader::new(name),
             overlays: Vec::new(),
             plugins: Vec::new(),
-            handlers: Vec::new(),
+            dispatcher: DispatcherBuilder::new(),
             resources: Resources::new(),
             handle_signals: true,
         }
@@ -186,25 +180,40 @@ impl ServiceBuilder {
         self
     }
 
-    /// Registers command, query and event handlers once every plug-in has
-    /// initialised, so handlers can take the resources plug-ins provide.
+    /// Registers the application's command, query and event handlers.
+    ///
+    /// Handlers name what they need as arguments (see
+    /// [`cqrs::extract`](crate::cqrs::extract)); those are resolved from
+    /// the resources once every plug-in has initialised, and a missing one
+    /// fails [`build`](Self::build) naming the message, the handler and
+    /// the resource.
     ///
     /// ```
-    /// # use mamey_core::{Service, cqrs::Command};
+    /// use mamey_core::cqrs::{Command, DispatcherBuilder, Res};
+    /// use mamey_core::{Error, Service};
+    ///
     /// struct Ping;
     /// impl Command for Ping {}
     ///
-    /// let builder = Service::builder("svc").handlers(|dispatcher, _resources| {
-    ///     dispatcher.add_command(|_: Ping| async { Ok(()) });
+    /// #[derive(Clone)]
+    /// struct Pongs(std::sync::Arc<std::sync::atomic::AtomicU32>);
+    ///
+    /// async fn ping(_: Ping, Res(pongs): Res<Pongs>) -> Result<(), Error> {
+    ///     pongs.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     ///     Ok(())
-    /// });
+    /// }
+    ///
+    /// fn handlers(d: &mut DispatcherBuilder) {
+    ///     d.command(ping);
+    /// }
+    ///
+    /// let builder = Service::builder("svc")
+    ///     .resource(Pongs(Default::default()))
+    ///     .handlers(handlers);
     /// ```
     #[must_use]
-    pub fn handlers<F>(mut self, register: F) -> Self
-    where
-        F: FnOnce(&mut DispatcherBuilder, &Resources) -> Result<(), BoxError> + Send + 'static,
-    {
-        self.handlers.push(Box::new(register));
+    pub fn handlers(mut self, register: impl FnOnce(&mut DispatcherBuilder)) -> Self {
+        register(&mut self.dispatcher);
         self
     }
 
@@ -298,18 +307,13 @@ impl ServiceBuilder {
             "configuration loaded"
         );
 
-        let lifecycle = Arc::new(AtomicU8::new(Lifecycle::Initialising as u8));
+        let lifecycle = watch::Sender::new(Lifecycle::Initialising);
         register_lifecycle_checks(&health, &lifecycle);
         let shutdown = ShutdownHandle::new();
         let mut resources = self.resources;
         let shared_dispatcher = Dispatcher::unbuilt();
         resources.insert(shared_dispatcher.clone());
-        // Tracing and logging outermost, plug-ins' layers next, validation
-        // innermost (added after the handlers), so that metrics and other
-        // plug-in middleware also see messages validation rejects.
-        let mut dispatcher = DispatcherBuilder::new()
-            .layer(TracingLayer)
-            .layer(LoggingLayer);
+        let mut dispatcher = self.dispatcher;
         let mut slots: Vec<Slot> = Vec::with_capacity(self.plugins.len());
 
         for mut plugin in self.plugins {
@@ -351,16 +355,9 @@ impl ServiceBuilder {
             slots.push(Slot::new(plugin));
         }
 
-        let registered = self
-            .handlers
-            .into_iter()
-            .try_for_each(|register| register(&mut dispatcher, &resources))
-            .map_err(ServiceError::Handlers);
-        dispatcher.add_layer(ValidationLayer);
-        let built = registered.and_then(|()| Ok(dispatcher.build_into(&shared_dispatcher)?));
-        if let Err(error) = built {
+        if let Err(error) = dispatcher.build_into(&shared_dispatcher, &resources) {
             stop_all(&mut slots, shutdown_timeout).await;
-            return Err(error);
+            return Err(error.into());
         }
         let dispatcher = shared_dispatcher;
         for section in config.unread_sections() {
@@ -385,7 +382,6 @@ impl ServiceBuilder {
             shutdown_timeout,
             handle_signals: self.handle_signals,
             lifecycle,
-            changed: Arc::new(tokio::sync::Notify::new()),
         })
     }
 }
@@ -402,51 +398,54 @@ fn check_duplicates(plugins: &[Box<dyn DynPlugin>]) -> Result<(), ServiceError> 
     Ok(())
 }
 
-#[repr(u8)]
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lifecycle {
-    Initialising = 0,
-    Starting = 1,
-    Running = 2,
-    Stopping = 3,
-    Failed = 4,
+    Initialising,
+    Starting,
+    Running,
+    Stopping,
+    Failed,
 }
 
 /// Startup passes once every plug-in has started; readiness holds only while
 /// running, so load balancers stop sending traffic as soon as shutdown begins.
-fn register_lifecycle_checks(health: &Health, lifecycle: &Arc<AtomicU8>) {
-    let state = Arc::clone(lifecycle);
+fn register_lifecycle_checks(health: &Health, lifecycle: &watch::Sender<Lifecycle>) {
+    let state = lifecycle.subscribe();
     health.register("lifecycle", &[Probe::Startup], move || {
-        let current = state.load(Ordering::Acquire);
+        let current = *state.borrow();
         async move {
             match current {
-                c if c == Lifecycle::Running as u8 || c == Lifecycle::Stopping as u8 => {
-                    HealthStatus::healthy()
+                Lifecycle::Running | Lifecycle::Stopping => HealthStatus::healthy(),
+                Lifecycle::Failed => HealthStatus::unhealthy("failed to start"),
+                Lifecycle::Initialising | Lifecycle::Starting => {
+                    HealthStatus::unhealthy("starting")
                 }
-                c if c == Lifecycle::Failed as u8 => HealthStatus::unhealthy("failed to start"),
-                _ => HealthStatus::unhealthy("starting"),
             }
         }
     });
-    let state = Arc::clone(lifecycle);
+    let state = lifecycle.subscribe();
     health.register("lifecycle", &[Probe::Ready], move || {
-        let current = state.load(Ordering::Acquire);
+        let current = *state.borrow();
         async move {
             match current {
-                c if c == Lifecycle::Running as u8 => HealthStatus::healthy(),
-                c if c == Lifecycle::Stopping as u8 => HealthStatus::unhealthy("stopping"),
-                c if c == Lifecycle::Failed as u8 => HealthStatus::unhealthy("failed to start"),
-                _ => HealthStatus::unhealthy("starting"),
+                Lifecycle::Running => HealthStatus::healthy(),
+                Lifecycle::Stopping => HealthStatus::unhealthy("stopping"),
+                Lifecycle::Failed => HealthStatus::unhealthy("failed to start"),
+                Lifecycle::Initialising | Lifecycle::Starting => {
+                    HealthStatus::unhealthy("starting")
+                }
             }
         }
     });
 }
 
-/// A plug-in with what it was given at start: its stop token and its tasks.
+/// A plug-in with what it was given at start: its stop token, its tasks,
+/// and the token that abandons them when it overruns the deadline.
 struct Slot {
     plugin: Box<dyn DynPlugin>,
     token: CancellationToken,
-    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    tasks: TaskTracker,
+    abandon: CancellationToken,
 }
 
 impl Slot {
@@ -454,7 +453,8 @@ impl Slot {
         Self {
             plugin,
             token: CancellationToken::new(),
-            tasks: Arc::new(Mutex::new(Vec::new())),
+            tasks: TaskTracker::new(),
+            abandon: CancellationToken::new(),
         }
     }
 }
@@ -475,17 +475,11 @@ async fn stop_all(slots: &mut [Slot], timeout: Duration) -> Vec<StopFailure> {
         let plugin = slot.plugin.name();
         let started = Instant::now();
         slot.token.cancel();
-        let tasks: Vec<JoinHandle<()>> = slot
-            .tasks
-            .lock()
-            .map(|mut t| std::mem::take(&mut *t))
-            .unwrap_or_default();
-        let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+        slot.tasks.close();
+        let tasks = slot.tasks.clone();
         let stopping = async {
             let result = slot.plugin.stop().await;
-            for task in tasks {
-                let _ = task.await;
-            }
+            tasks.wait().await;
             result
         };
         let reason = match tokio::time::timeout_at(budget_end, stopping).await {
@@ -495,7 +489,7 @@ async fn stop_all(slots: &mut [Slot], timeout: Duration) -> Vec<StopFailure> {
             }
             Ok(Err(error)) => error.to_string(),
             Err(_) => {
-                aborts.iter().for_each(tokio::task::AbortHandle::abort);
+                slot.abandon.cancel();
                 format!(
                     "did not stop within its share of the shutdown deadline ({} of {})",
                     crate::config::duration::format(budget_end.saturating_duration_since(started)),
@@ -521,9 +515,7 @@ pub struct Service {
     shutdown: ShutdownHandle,
     shutdown_timeout: Duration,
     handle_signals: bool,
-    lifecycle: Arc<AtomicU8>,
-    /// Notified on every lifecycle change (for [`Service::start`]).
-    changed: Arc<tokio::sync::Notify>,
+    lifecycle: watch::Sender<Lifecycle>,
 }
 
 impl fmt::Debug for Service {
@@ -622,7 +614,8 @@ impl Service {
                 dispatcher: self.dispatcher.clone(),
                 token: slot.token.clone(),
                 service_shutdown: self.shutdown.clone(),
-                tasks: Arc::clone(&slot.tasks),
+                tasks: slot.tasks.clone(),
+                abandon: slot.abandon.clone(),
                 failures: failure_tx.clone(),
             };
             if let Err(source) = slot.plugin.start(&ctx).await {
@@ -676,8 +669,7 @@ impl Service {
     }
 
     fn set(&self, state: Lifecycle) {
-        self.lifecycle.store(state as u8, Ordering::Release);
-        self.changed.notify_waiters();
+        self.lifecycle.send_replace(state);
     }
 
     /// Runs the service in the background and returns once every plug-in
@@ -701,27 +693,15 @@ impl Service {
     /// As [`Service::run`] when start-up fails (every initialised plug-in
     /// has then been stopped).
     pub async fn start(self) -> Result<RunningService, ServiceError> {
-        let state = Arc::clone(&self.lifecycle);
-        let changed = Arc::clone(&self.changed);
+        let mut state = self.lifecycle.subscribe();
         let shutdown = self.shutdown.clone();
         let mut task = tokio::spawn(self.run());
-        loop {
-            let notified = changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let current = state.load(Ordering::Acquire);
-            if current == Lifecycle::Running as u8 || current == Lifecycle::Stopping as u8 {
-                return Ok(RunningService {
-                    shutdown,
-                    task: Some(task),
-                });
-            }
-            tokio::select! {
-                () = &mut notified => {}
-                finished = &mut task => {
-                    flatten(finished)?;
-                    return Ok(RunningService { shutdown, task: None });
-                }
+        let started = state.wait_for(|s| matches!(s, Lifecycle::Running | Lifecycle::Stopping));
+        tokio::select! {
+            Ok(_) = started => Ok(RunningService { shutdown, task: Some(task) }),
+            finished = &mut task => {
+                flatten(finished)?;
+                Ok(RunningService { shutdown, task: None })
             }
         }
     }

@@ -4,13 +4,13 @@ use std::any::TypeId;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{AppConfig, Config, ConfigError, ConfigSection};
 use crate::cqrs::{Dispatcher, DispatcherBuilder};
@@ -241,7 +241,8 @@ pub struct StartContext {
     pub(crate) dispatcher: Dispatcher,
     pub(crate) token: CancellationToken,
     pub(crate) service_shutdown: ShutdownHandle,
-    pub(crate) tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) abandon: CancellationToken,
     pub(crate) failures: mpsc::UnboundedSender<TaskFailure>,
 }
 
@@ -312,8 +313,15 @@ impl StartContext {
     {
         let (plugin, name) = (self.plugin, name.into());
         let failures = self.failures.clone();
-        let handle = tokio::spawn(async move {
-            let error: BoxError = match AssertUnwindSafe(task).catch_unwind().await {
+        let abandon = self.abandon.clone();
+        self.tasks.spawn(async move {
+            let outcome = tokio::select! {
+                biased;
+                // The plug-in overran its share of the shutdown deadline.
+                () = abandon.cancelled() => return,
+                outcome = AssertUnwindSafe(task).catch_unwind() => outcome,
+            };
+            let error: BoxError = match outcome {
                 Ok(Ok(())) => return,
                 Ok(Err(error)) => error,
                 Err(_) => "the task panicked".into(),
@@ -326,9 +334,5 @@ impl StartContext {
                 error,
             });
         });
-        if let Ok(mut tasks) = self.tasks.lock() {
-            tasks.retain(|t| !t.is_finished());
-            tasks.push(handle);
-        }
     }
 }

@@ -1,0 +1,179 @@
+//! What a handler takes besides its message: extractors.
+//!
+//! A handler is an async function whose first argument is the message and
+//! whose further arguments say what else it needs. Each argument type is
+//! resolved in one of two ways:
+//!
+//! - [`FromResources`]: **once**, when the dispatcher is built, from the
+//!   service's [`Resources`] (a pool, a publisher, a repository built from a
+//!   pool). A missing resource fails the build, naming the message, the
+//!   handler and the resource. Each call gets a clone, so these are cheap
+//!   handles.
+//! - [`FromMessageContext`]: **per call**, from the [`MessageContext`] of
+//!   the work being handled (ids, caller, trace).
+//!
+//! ```
+//! use mamey_core::cqrs::{Command, Dispatcher, FromResources, Res};
+//! use mamey_core::{Error, MessageContext, MissingResource, Resources};
+//! use std::sync::{Arc, Mutex};
+//!
+//! struct Rename { name: String }
+//! impl Command for Rename {}
+//!
+//! /// A repository built from a resource: the application's own extractor.
+//! #[derive(Clone)]
+//! struct Names(Arc<Mutex<Vec<String>>>);
+//!
+//! impl FromResources for Names {
+//!     fn from_resources(resources: &Resources) -> Result<Self, MissingResource> {
+//!         resources.get::<Arc<Mutex<Vec<String>>>>().map(Names)
+//!     }
+//! }
+//!
+//! async fn rename(cmd: Rename, names: Names, ctx: MessageContext) -> Result<(), Error> {
+//!     names.0.lock().unwrap().push(format!("{} ({})", cmd.name, ctx.correlation_id));
+//!     Ok(())
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let mut resources = Resources::new();
+//! resources.insert(Arc::new(Mutex::new(Vec::<String>::new())));
+//! let dispatcher = Dispatcher::builder().command(rename).build_with(&resources)?;
+//! dispatcher.send(Rename { name: "ada".into() }).await?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+use std::any::type_name;
+use std::ops::{Deref, DerefMut};
+
+use crate::{Error, MessageContext, MissingResource, Resources};
+
+/// A handler argument resolved once, from the service's [`Resources`], when
+/// the dispatcher is built; every call gets a clone.
+///
+/// Implement it for the application's own dependencies (a repository built
+/// from a pool); take a plain resource with [`Res`].
+pub trait FromResources: Clone + Send + Sync + Sized + 'static {
+    /// Builds the value from the resources.
+    ///
+    /// # Errors
+    /// [`MissingResource`] naming the type that is not registered; the
+    /// dispatcher adds the message and handler that needed it.
+    fn from_resources(resources: &Resources) -> Result<Self, MissingResource>;
+}
+
+/// A handler argument extracted for each call from the current
+/// [`MessageContext`].
+pub trait FromMessageContext: Send + Sized + 'static {
+    /// Extracts the value.
+    ///
+    /// # Errors
+    /// An [`Error`] that fails the dispatch without calling the handler, e.g.
+    /// [`Error::unauthorized`] for an extractor that needs a caller.
+    fn from_message_context(context: &MessageContext) -> Result<Self, Error>;
+}
+
+/// A resource of type `T`, taken as a handler argument:
+/// `Res(pool): Res<PgPool>`.
+///
+/// Resolved once when the dispatcher is built; the build fails if no
+/// plug-in (or [`ServiceBuilder::resource`](crate::ServiceBuilder::resource))
+/// provided a `T`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Res<T>(pub T);
+
+impl<T: Clone + Send + Sync + 'static> FromResources for Res<T> {
+    fn from_resources(resources: &Resources) -> Result<Self, MissingResource> {
+        resources.get::<T>().map(Res)
+    }
+}
+
+impl<T> Deref for Res<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> DerefMut for Res<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+/// An optional dependency: `None` when it is not registered.
+impl<T: FromResources> FromResources for Option<T> {
+    fn from_resources(resources: &Resources) -> Result<Self, MissingResource> {
+        Ok(T::from_resources(resources).ok())
+    }
+}
+
+/// The context of the work being handled, as the caller sent it.
+impl FromMessageContext for MessageContext {
+    fn from_message_context(context: &MessageContext) -> Result<Self, Error> {
+        Ok(context.clone())
+    }
+}
+
+/// Marks arguments resolved through [`FromResources`].
+#[derive(Debug)]
+pub enum ViaResources {}
+
+/// Marks arguments extracted through [`FromMessageContext`].
+#[derive(Debug)]
+pub enum ViaMessageContext {}
+
+/// A handler argument: implemented for every [`FromResources`] and every
+/// [`FromMessageContext`] type. Implement one of those, not this; `Via`
+/// tells the two apart.
+pub trait HandlerArg<Via>: Send + Sized + 'static {
+    /// What is resolved once and kept with the handler.
+    type State: Send + Sync + 'static;
+
+    /// Resolves the state when the dispatcher is built.
+    ///
+    /// # Errors
+    /// [`MissingResource`] when a needed resource is not registered.
+    fn resolve(resources: &Resources) -> Result<Self::State, MissingResource>;
+
+    /// The argument for one call.
+    ///
+    /// # Errors
+    /// An [`Error`] that fails the dispatch without calling the handler.
+    fn extract(state: &Self::State) -> Result<Self, Error>;
+}
+
+impl<T: FromResources> HandlerArg<ViaResources> for T {
+    type State = T;
+
+    fn resolve(resources: &Resources) -> Result<T, MissingResource> {
+        T::from_resources(resources).map_err(|mut missing| {
+            if missing.type_name != type_name::<T>() && missing.hint.is_none() {
+                missing.hint = Some(format!("needed to build `{}`", type_name::<T>()));
+            }
+            missing
+        })
+    }
+
+    fn extract(state: &T) -> Result<T, Error> {
+        Ok(state.clone())
+    }
+}
+
+impl<T: FromMessageContext> HandlerArg<ViaMessageContext> for T {
+    type State = ();
+
+    fn resolve(_: &Resources) -> Result<(), MissingResource> {
+        Ok(())
+    }
+
+    fn extract((): &()) -> Result<T, Error> {
+        MessageContext::with_current(|current| match current {
+            Some(context) => T::from_message_context(context),
+            // The dispatcher runs every call in a context; this is a handler
+            // called some other way.
+            None => T::from_message_context(&MessageContext::new()),
+        })
+    }
+}
