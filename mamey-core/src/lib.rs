@@ -50,7 +50,8 @@
 //!
 //! - [`Service`], [`ServiceBuilder`], the [`Plugin`] contract and the
 //!   lifecycle (init in order, start in order, stop in reverse within
-//!   `shutdown.timeout`);
+//!   `shutdown.timeout`); [`ServiceGroup`] runs several services of one
+//!   process as one (start in order, stop in reverse, one signal handler);
 //! - [`config`]: layered, typed configuration with errors that name key,
 //!   source and expected shape;
 //! - [`Resources`]: the typed registry plug-ins fill and handlers read;
@@ -79,6 +80,7 @@ pub use context::{Identity, MessageContext, TraceContext, new_id};
 pub use error::{BoxError, Error, ErrorKind, FieldError};
 pub use resources::{MissingResource, Requirement, Resources};
 pub use service::{
-    HealthConfig, InitContext, Plugin, ResourceConflict, RunningService, Service, ServiceBuilder,
-    ServiceError, ShutdownConfig, ShutdownHandle, StartContext, StopFailure,
+    HealthConfig, InitContext, Plugin, ResourceConflict, RunningGroup, RunningService, Service,
+    ServiceBuilder, ServiceError, ServiceGroup, ShutdownConfig, ShutdownHandle, StartContext,
+    StopFailure,
 };

@@ -605,3 +605,87 @@ async fn start_reports_a_failed_start() {
     ));
     assert_eq!(entries(&log), ["init http", "start http", "stop http"]);
 }
+
+mod group {
+    use mamey_core::{ServiceError, ServiceGroup};
+
+    use super::{Fault, Log, Recorder, builder, entries};
+
+    async fn member(name: &'static str, log: &Log, fault: Fault) -> mamey_core::Service {
+        builder(name)
+            .plugin(Recorder::faulty(name, log, fault))
+            .build()
+            .await
+            .unwrap()
+    }
+
+    /// The services a caller depends on are added first: they start first
+    /// and stop last, so the caller drains while they still answer.
+    #[tokio::test]
+    async fn starts_in_order_and_stops_in_reverse_one_service_after_the_other() {
+        let log = Log::default();
+        let group = ServiceGroup::new()
+            .handle_signals(false)
+            .service(member("pricing", &log, Fault::None).await)
+            .service(member("orders", &log, Fault::None).await);
+        group.start().await.unwrap().stop().await.unwrap();
+        let events: Vec<String> = entries(&log)
+            .into_iter()
+            .filter(|e| !e.starts_with("init"))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                "start pricing",
+                "start orders",
+                "stop orders",
+                "task-done orders",
+                "stop pricing",
+                "task-done pricing",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_member_that_fails_stops_the_whole_group_and_is_named() {
+        let log = Log::default();
+        let group = ServiceGroup::new()
+            .handle_signals(false)
+            .service(member("pricing", &log, Fault::None).await)
+            .service(member("orders", &log, Fault::TaskFails).await);
+        // The task may fail before the group has started or after: either
+        // way the group stops and names the service.
+        let error = match group.start().await {
+            Ok(running) => tokio::time::timeout(std::time::Duration::from_secs(10), running.wait())
+                .await
+                .expect("the group stops by itself")
+                .unwrap_err(),
+            Err(error) => error,
+        };
+        let ServiceError::Services(failures) = &error else {
+            panic!("{error}");
+        };
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].0, "orders");
+        assert!(error.to_string().contains("channel closed"), "{error}");
+        assert!(entries(&log).contains(&"stop pricing".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn a_member_that_fails_to_start_stops_the_ones_before_it() {
+        let log = Log::default();
+        let group = ServiceGroup::new()
+            .handle_signals(false)
+            .service(member("pricing", &log, Fault::None).await)
+            .service(member("orders", &log, Fault::Start).await)
+            .service(member("billing", &log, Fault::None).await);
+        let error = group.start().await.unwrap_err().to_string();
+        assert!(
+            error.contains("`orders`") && error.contains("port already in use"),
+            "{error}"
+        );
+        let events = entries(&log);
+        assert!(events.contains(&"stop pricing".to_owned()), "{events:?}");
+        assert!(!events.contains(&"start billing".to_owned()), "{events:?}");
+    }
+}

@@ -4,18 +4,24 @@
 //! confirms, one connection, prefetch 256, 256 concurrent publishers each
 //! awaiting its confirms:
 //!
-//! - `lapin`: `basic_publish` + confirm → `basic_consume` → `ack`, with up
-//!   to 256 acks in flight (as many as mamey's handlers);
+//! - `lapin`: what a careful user writes by hand with lapin for the same
+//!   result: the struct encoded with serde_json per message, the same AMQP
+//!   properties and headers mamey sends (message and correlation ids, type,
+//!   timestamp, the `message_context` JSON, `x-correlation-id`),
+//!   `basic_publish` + confirm → `basic_consume` → body and context decoded
+//!   with serde_json → `ack`, with up to 256 acks in flight (as many as
+//!   mamey's handlers);
+//! - `lapin_bytes`: the old baseline, pre-encoded bytes with only delivery
+//!   mode and content type, acked without decoding;
 //! - `mamey`: `Publisher::publish` → typed event handler (JSON decode,
-//!   dispatcher with its middleware) → `ack`.
+//!   dispatcher) → `ack`.
 //!
-//! With `BENCH_WIRE=convey` the raw run sends the same AMQP properties and
-//! headers as mamey, to tell the cost of the wire format from the client's.
-//!
-//! Each measures from the first publish to the last ack; the two alternate
-//! over `BENCH_ROUNDS` rounds (default 4), which of the two runs first
-//! alternating. Prints msg/s per run and `RATIO rabbitmq_vs_lapin <x>`: the
-//! median over rounds of mamey / lapin within a round.
+//! Each measures from the first publish to the last ack; the three run in
+//! each of `BENCH_ROUNDS` rounds (default 4), in an order that rotates.
+//! Prints msg/s per run, the medians, and the medians over rounds of the
+//! per-round ratios: `RATIO rabbitmq_vs_lapin <x>` (mamey / lapin) and
+//! `RATIO rabbitmq_vs_lapin_bytes <x>` (mamey / lapin_bytes).
+//! `BENCH_ONLY=lapin|lapin_bytes|mamey` runs one side once, for a profiler.
 //!
 //! ```text
 //! cargo bench -p mamey-messaging --features rabbitmq --bench throughput
@@ -36,8 +42,8 @@ mod bench {
     };
     use lapin::types::FieldTable;
     use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
-    use mamey_core::Service;
-    use mamey_core::cqrs::Event;
+    use mamey_core::cqrs::{Event, Res};
+    use mamey_core::{Error, Service};
     use mamey_core::health::{Probe, Status};
     use mamey_messaging::rabbitmq::{dead_letter_queue, retry_queue};
     use mamey_messaging::{Message, Messaging, Publisher};
@@ -72,20 +78,45 @@ mod bench {
         bytes
     }
 
-    /// What the raw run sends: delivery mode and content type, or with
-    /// `BENCH_WIRE=convey` the properties and headers mamey sends (a new
-    /// message id, correlation id, type, timestamp, the `message_context`
-    /// JSON and `x-correlation-id`), built per message — to tell the cost of
-    /// the wire format from the cost of the client.
-    fn properties(convey_wire: bool) -> BasicProperties {
+    /// What a raw run sends and reads.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Wire {
+        /// The same message as mamey's, encoded and decoded by hand.
+        Convey,
+        /// Pre-encoded bytes, delivery mode and content type only.
+        Bytes,
+    }
+
+    /// The correlation context a hand-written consumer reads.
+    #[derive(Deserialize)]
+    struct Context {
+        message_id: String,
+        correlation_id: String,
+    }
+
+    #[derive(Serialize)]
+    struct OutgoingContext<'a> {
+        message_id: &'a str,
+        correlation_id: &'a str,
+    }
+
+    /// The properties and headers mamey sends (a new message id,
+    /// correlation id, type, timestamp, the `message_context` JSON and
+    /// `x-correlation-id`), built per message as a hand-written publisher
+    /// would.
+    fn properties(wire: Wire) -> BasicProperties {
         let plain = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into());
-        if !convey_wire {
+        if wire == Wire::Bytes {
             return plain;
         }
         let id = mamey_core::new_id();
-        let context = serde_json::json!({ "message_id": id, "correlation_id": id }).to_string();
+        let context = serde_json::to_string(&OutgoingContext {
+            message_id: &id,
+            correlation_id: &id,
+        })
+        .unwrap();
         let mut headers = FieldTable::default();
         headers.insert(
             "message_context".into(),
@@ -106,8 +137,25 @@ mod bench {
             .with_headers(headers)
     }
 
-    async fn lapin_run(n: usize, tag: &str) -> f64 {
-        let convey_wire = std::env::var("BENCH_WIRE").as_deref() == Ok("convey");
+    /// What a hand-written consumer does with a delivery before acking it.
+    fn read(wire: Wire, delivery: &lapin::message::Delivery) {
+        if wire == Wire::Bytes {
+            return;
+        }
+        let payload: Payload = serde_json::from_slice(&delivery.data).unwrap();
+        let context = delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("message_context"))
+            .and_then(|v| v.as_long_string())
+            .map(|s| serde_json::from_slice::<Context>(s.as_bytes()).unwrap())
+            .unwrap();
+        assert!(!context.message_id.is_empty() && !context.correlation_id.is_empty());
+        std::hint::black_box(payload);
+    }
+
+    async fn lapin_run(n: usize, tag: &str, wire: Wire) -> f64 {
         let connection = Connection::connect(&url(), ConnectionProperties::default())
             .await
             .unwrap();
@@ -174,6 +222,7 @@ mod bench {
                         done = counter.fetch_add(1, Ordering::Relaxed) + 1;
                     }
                     Some(Ok(delivery)) = consumer.next(), if acks.len() < 256 => {
+                        read(wire, &delivery);
                         acks.push(async move {
                             delivery.acker.ack(BasicAckOptions::default()).await.unwrap();
                         });
@@ -190,14 +239,24 @@ mod bench {
             channel
         }))
         .await;
-        let body = Arc::new(body());
+        let bytes = Arc::new(body());
+        let payload: Arc<Payload> = Arc::new(serde_json::from_slice(&bytes).unwrap());
         let started = Instant::now();
         let publishers: Vec<_> = (0..PUBLISHERS)
             .map(|p| {
                 let channel = channels[p % channels.len()].clone();
-                let (exchange, body) = (exchange.clone(), Arc::clone(&body));
+                let (exchange, bytes, payload) =
+                    (exchange.clone(), Arc::clone(&bytes), Arc::clone(&payload));
                 tokio::spawn(async move {
                     for _ in (p..n).step_by(PUBLISHERS) {
+                        let encoded;
+                        let body = match wire {
+                            Wire::Bytes => bytes.as_slice(),
+                            Wire::Convey => {
+                                encoded = serde_json::to_vec(&*payload).unwrap();
+                                encoded.as_slice()
+                            }
+                        };
                         channel
                             .basic_publish(
                                 exchange.as_str().into(),
@@ -206,8 +265,8 @@ mod bench {
                                     mandatory: true,
                                     ..Default::default()
                                 },
-                                &body,
-                                properties(convey_wire),
+                                body,
+                                properties(wire),
                             )
                             .await
                             .unwrap()
@@ -232,9 +291,16 @@ mod bench {
         rate
     }
 
+    #[derive(Clone, Default)]
+    struct Handled(Arc<AtomicUsize>);
+
+    async fn count(_: Payload, Res(handled): Res<Handled>) -> Result<(), Error> {
+        handled.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     async fn mamey_run(n: usize, tag: &str) -> f64 {
-        let handled = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&handled);
+        let handled = Handled::default();
         let service_name = format!("bench-mamey-{tag}");
         let exchange = format!("bench-mamey-{tag}.x");
         let service = Service::builder(service_name.clone())
@@ -251,15 +317,9 @@ mod bench {
                 ("MAMEY__LOGGING__LEVEL".to_owned(), "warn".to_owned()),
             ])
             .plugin(Messaging::rabbitmq().subscribe_event::<Payload>())
-            .handlers(move |dispatcher, _| {
-                dispatcher.add_event(move |_: Payload| {
-                    let counter = Arc::clone(&counter);
-                    async move {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        Ok(())
-                    }
-                });
-                Ok(())
+            .resource(handled.clone())
+            .handlers(|d| {
+                d.event(count);
             })
             .build()
             .await
@@ -285,7 +345,7 @@ mod bench {
         for publisher in publishers {
             publisher.await.unwrap();
         }
-        while handled.load(Ordering::Relaxed) < n {
+        while handled.0.load(Ordering::Relaxed) < n {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let rate = n as f64 / started.elapsed().as_secs_f64();
@@ -335,45 +395,49 @@ mod bench {
             .build()
             .unwrap();
         runtime.block_on(async {
+            let tag = || mamey_core::new_id()[..8].to_owned();
             // For a profiler: one side only.
             match std::env::var("BENCH_ONLY").as_deref() {
                 Ok("lapin") => {
-                    println!(
-                        "lapin {:.0} msg/s",
-                        lapin_run(n, &mamey_core::new_id()[..8]).await
-                    );
-                    return;
+                    let rate = lapin_run(n, &tag(), Wire::Convey).await;
+                    return println!("lapin {rate:.0} msg/s");
                 }
-                Ok("mamey") => {
-                    println!(
-                        "mamey {:.0} msg/s",
-                        mamey_run(n, &mamey_core::new_id()[..8]).await
-                    );
-                    return;
+                Ok("lapin_bytes") => {
+                    let rate = lapin_run(n, &tag(), Wire::Bytes).await;
+                    return println!("lapin_bytes {rate:.0} msg/s");
                 }
+                Ok("mamey") => return println!("mamey {:.0} msg/s", mamey_run(n, &tag()).await),
                 _ => {}
             }
-            let (mut raw, mut ours, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut lapin, mut bytes, mut ours) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut ratios, mut ratios_bytes) = (Vec::new(), Vec::new());
             for round in 0..rounds {
-                let tag = &mamey_core::new_id()[..8];
-                // Which runs first alternates, so that neither always gets
-                // the broker fresh.
-                let (r, m) = if round % 2 == 0 {
-                    let r = lapin_run(n, tag).await;
-                    (r, mamey_run(n, tag).await)
-                } else {
-                    let m = mamey_run(n, tag).await;
-                    (lapin_run(n, tag).await, m)
-                };
-                println!("round {round}: lapin {r:>9.0} msg/s");
-                println!("round {round}: mamey {m:>9.0} msg/s");
-                raw.push(r);
+                let tag = tag();
+                // The order rotates, so that none always gets the broker
+                // fresh or tired.
+                let (mut l, mut b, mut m) = (0.0, 0.0, 0.0);
+                for turn in 0..3 {
+                    match (round + turn) % 3 {
+                        0 => l = lapin_run(n, &format!("{tag}-c"), Wire::Convey).await,
+                        1 => b = lapin_run(n, &format!("{tag}-b"), Wire::Bytes).await,
+                        _ => m = mamey_run(n, &tag).await,
+                    }
+                }
+                println!("round {round}: lapin       {l:>9.0} msg/s");
+                println!("round {round}: lapin_bytes {b:>9.0} msg/s");
+                println!("round {round}: mamey       {m:>9.0} msg/s");
+                lapin.push(l);
+                bytes.push(b);
                 ours.push(m);
-                ratios.push(m / r);
+                ratios.push(m / l);
+                ratios_bytes.push(m / b);
             }
-            println!("lapin (median) {:.0} msg/s", median(&mut raw));
-            println!("mamey (median) {:.0} msg/s", median(&mut ours));
+            println!("messages per run {n}, {rounds} rounds");
+            println!("lapin (median)       {:.0} msg/s", median(&mut lapin));
+            println!("lapin_bytes (median) {:.0} msg/s", median(&mut bytes));
+            println!("mamey (median)       {:.0} msg/s", median(&mut ours));
             println!("RATIO rabbitmq_vs_lapin {:.3}", median(&mut ratios));
+            println!("RATIO rabbitmq_vs_lapin_bytes {:.3}", median(&mut ratios_bytes));
         });
     }
 }

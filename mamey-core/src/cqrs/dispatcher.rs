@@ -4,6 +4,7 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -233,9 +234,9 @@ impl DispatcherBuilder {
             layers: std::mem::take(&mut self.layers),
         };
         let mut routes = Routes {
-            commands: HashMap::new(),
-            queries: HashMap::new(),
-            events: HashMap::new(),
+            commands: RouteTable::default(),
+            queries: RouteTable::default(),
+            events: RouteTable::default(),
             metrics: std::mem::take(&mut self.metrics).into(),
         };
         for bind in std::mem::take(&mut self.handlers) {
@@ -374,12 +375,45 @@ impl<M: Send + 'static, O: Send + 'static> Route<M, O> {
     }
 }
 
+/// Routes keyed by message type. A `TypeId` is already a hash, so the
+/// table uses it as is instead of hashing it again.
+type RouteTable = HashMap<TypeId, Box<dyn Any + Send + Sync>, BuildHasherDefault<TypeIdHasher>>;
+
+/// Passes a `TypeId`'s own hash through.
+#[derive(Default)]
+struct TypeIdHasher(u64);
+
+impl Hasher for TypeIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached for a `TypeId` (it writes one integer); fold anyway.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        // The low half of a `TypeId` is as random as the whole.
+        #[allow(clippy::cast_possible_truncation)]
+        {
+            self.0 = n as u64;
+        }
+    }
+}
+
 /// The routes, each `Route<M, O>` behind `Any` and keyed by `M`'s type.
 struct Routes {
-    commands: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
-    queries: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    commands: RouteTable,
+    queries: RouteTable,
     /// `Vec<Route<E, ()>>` per event type.
-    events: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    events: RouteTable,
     metrics: Box<[Arc<dyn HandlerMetrics>]>,
 }
 
@@ -411,9 +445,7 @@ impl Routes {
         Ok(())
     }
 
-    fn route<M: 'static, O: 'static>(
-        table: &HashMap<TypeId, Box<dyn Any + Send + Sync>>,
-    ) -> Option<&Route<M, O>> {
+    fn route<M: 'static, O: 'static>(table: &RouteTable) -> Option<&Route<M, O>> {
         table.get(&TypeId::of::<M>())?.downcast_ref()
     }
 

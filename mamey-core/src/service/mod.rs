@@ -15,6 +15,7 @@
 //! }
 //! ```
 
+mod group;
 mod plugin;
 mod shutdown;
 
@@ -34,6 +35,7 @@ use crate::error::BoxError;
 use crate::health::{Health, HealthStatus, Probe};
 use crate::resources::Resources;
 
+pub use group::{RunningGroup, ServiceGroup};
 pub use plugin::{InitContext, Plugin, ResourceConflict, StartContext};
 pub use shutdown::{HealthConfig, ShutdownConfig, ShutdownHandle};
 
@@ -104,6 +106,9 @@ pub enum ServiceError {
         /// Its error.
         source: BoxError,
     },
+    /// Services of a [`ServiceGroup`] failed, each named with its error.
+    #[error("{} service(s) failed: {}", .0.len(), join_services(.0))]
+    Services(Vec<(String, ServiceError)>),
     /// Some plug-ins failed to stop or overran the shutdown deadline.
     #[error("{} plug-in(s) did not stop cleanly: {}", .0.len(), join(.0))]
     Stop(Vec<StopFailure>),
@@ -115,6 +120,14 @@ impl fmt::Debug for ServiceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
     }
+}
+
+fn join_services(failures: &[(String, ServiceError)]) -> String {
+    failures
+        .iter()
+        .map(|(service, error)| format!("`{service}`: {error}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn join(failures: &[StopFailure]) -> String {
@@ -649,6 +662,8 @@ impl Service {
         let failures = stop_all(&mut self.slots, self.shutdown_timeout).await;
         watcher.inspect(tokio::task::JoinHandle::abort);
         tracing::info!(
+            service = %self.app.name,
+            instance = %self.app.instance_id,
             elapsed_ms = stopping.elapsed().as_millis(),
             clean = failures.is_empty(),
             "service stopped"
