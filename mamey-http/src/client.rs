@@ -248,9 +248,9 @@ impl Default for BreakerConfig {
 /// discovery plug-in added before it provides one, else the static
 /// `http_client.services`.
 #[derive(Debug, Default)]
-pub struct HttpClient;
+pub struct ServiceClientPlugin;
 
-impl HttpClient {
+impl ServiceClientPlugin {
     /// The plug-in.
     #[must_use]
     pub fn new() -> Self {
@@ -258,7 +258,7 @@ impl HttpClient {
     }
 }
 
-impl Plugin for HttpClient {
+impl Plugin for ServiceClientPlugin {
     fn name(&self) -> &'static str {
         "http-client"
     }
@@ -281,7 +281,8 @@ impl Plugin for HttpClient {
 }
 
 /// Calls other services by name. Cheap to clone; clones share connections,
-/// breakers and the retry budget.
+/// breakers and the retry budget. [`ServiceClientPlugin`] provides one as a
+/// resource; handlers take it as `Res<ServiceClient>`.
 ///
 /// ```no_run
 /// # async fn demo(client: mamey_http::ServiceClient) -> Result<(), mamey_core::Error> {
@@ -358,6 +359,7 @@ impl ServiceClient {
             path: path.to_owned(),
             headers: HeaderMap::new(),
             body: Bytes::new(),
+            body_error: None,
             retry: None,
             timeout: None,
         }
@@ -529,6 +531,9 @@ pub struct Call {
     path: String,
     headers: HeaderMap,
     body: Bytes,
+    /// Why the body set with [`json`](Call::json) could not be made: the
+    /// call fails with it instead of sending a body other than the one given.
+    body_error: Option<Error>,
     retry: Option<bool>,
     timeout: Option<Duration>,
 }
@@ -548,17 +553,30 @@ impl Call {
     }
 
     /// Sends `body` as JSON.
+    ///
+    /// A body that does not serialize fails the call:
+    /// [`send`](Call::send) returns an `internal` error with code
+    /// `client.invalid_body` and makes no request.
     pub fn json<T: Serialize + ?Sized>(mut self, body: &T) -> Self {
         match serde_json::to_vec(body) {
             Ok(bytes) => {
                 self.body = Bytes::from(bytes);
+                self.body_error = None;
                 self.headers.insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
                 );
             }
             Err(e) => {
-                tracing::error!(error = %e, "the request body did not serialize; sending none");
+                self.body = Bytes::new();
+                self.body_error = Some(Error::new(
+                    ErrorKind::Internal,
+                    "client.invalid_body",
+                    format!(
+                        "the request body for `{}` does not serialize as JSON: {e}",
+                        self.service
+                    ),
+                ));
             }
         }
         self
@@ -585,8 +603,13 @@ impl Call {
     /// (kind from the status, code and fields from the body);
     /// `unavailable` for connection errors (`client.unreachable`), timeouts
     /// (`client.timeout`), open circuits (`client.circuit_open`) and unknown
-    /// services (`discovery.no_endpoints`).
-    pub async fn send(self) -> Result<Response, Error> {
+    /// services (`discovery.no_endpoints`); `internal` with code
+    /// `client.invalid_body`, before any request, when the body given to
+    /// [`json`](Call::json) did not serialize.
+    pub async fn send(mut self) -> Result<Response, Error> {
+        if let Some(error) = self.body_error.take() {
+            return Err(error);
+        }
         // `@host/…` after the endpoint's URL would name another host.
         if !self.path.starts_with('/') {
             return Err(Error::invalid_input(

@@ -28,8 +28,8 @@
 //! - **Commands** (`post`, `put`, `patch`, `delete`): the JSON body (optional for
 //!   `delete`) with the route values bound over its fields; `204 No
 //!   Content` by default, `201 Created` with `location` after
-//!   [`created`](Endpoint::created), `202 Accepted` after
-//!   [`accepted`](Endpoint::accepted).
+//!   [`created`](Operation::created), `202 Accepted` after
+//!   [`accepted`](Operation::accepted).
 //! - Route values are bound as JSON numbers when they look like numbers,
 //!   else as strings (and as strings when the number does not fit the field).
 
@@ -103,44 +103,44 @@ impl Endpoints {
 
     /// `GET path` answers query `Q`: `200` with its output as JSON, `404`
     /// when the output is `null`.
-    pub fn get<Q>(self, path: &str) -> Endpoint<Q>
+    pub fn get<Q>(self, path: &str) -> Operation<Q>
     where
         Q: Query + DeserializeOwned + ToSchema,
         Q::Output: Serialize + ToSchema,
     {
-        Endpoint::new(self, Method::GET, path, finish::<Q, AsQuery>)
+        Operation::new(self, Method::GET, path, finish::<Q, AsQuery>)
     }
 
     /// `POST path` sends command `C`.
-    pub fn post<C>(self, path: &str) -> Endpoint<C>
+    pub fn post<C>(self, path: &str) -> Operation<C>
     where
         C: Command + DeserializeOwned + ToSchema,
     {
-        Endpoint::new(self, Method::POST, path, finish::<C, AsCommand>)
+        Operation::new(self, Method::POST, path, finish::<C, AsCommand>)
     }
 
     /// `PUT path` sends command `C`.
-    pub fn put<C>(self, path: &str) -> Endpoint<C>
+    pub fn put<C>(self, path: &str) -> Operation<C>
     where
         C: Command + DeserializeOwned + ToSchema,
     {
-        Endpoint::new(self, Method::PUT, path, finish::<C, AsCommand>)
+        Operation::new(self, Method::PUT, path, finish::<C, AsCommand>)
     }
 
     /// `PATCH path` sends command `C`.
-    pub fn patch<C>(self, path: &str) -> Endpoint<C>
+    pub fn patch<C>(self, path: &str) -> Operation<C>
     where
         C: Command + DeserializeOwned + ToSchema,
     {
-        Endpoint::new(self, Method::PATCH, path, finish::<C, AsCommand>)
+        Operation::new(self, Method::PATCH, path, finish::<C, AsCommand>)
     }
 
     /// `DELETE path` sends command `C`; the body is optional.
-    pub fn delete<C>(self, path: &str) -> Endpoint<C>
+    pub fn delete<C>(self, path: &str) -> Operation<C>
     where
         C: Command + DeserializeOwned + ToSchema,
     {
-        Endpoint::new(self, Method::DELETE, path, finish::<C, AsCommand>)
+        Operation::new(self, Method::DELETE, path, finish::<C, AsCommand>)
     }
 
     /// The endpoints of `other` too.
@@ -164,17 +164,18 @@ struct Spec<M> {
     status: Option<StatusCode>,
 }
 
-/// An endpoint being configured; call another verb to add the next one, or
-/// pass it to [`WebApi::endpoints`](crate::WebApi::endpoints).
-pub struct Endpoint<M> {
+/// One operation (a method on a route, mapped to a query or a command) being
+/// configured; call another verb to add the next one, or pass it to
+/// [`WebApi::endpoints`](crate::WebApi::endpoints).
+pub struct Operation<M> {
     endpoints: Endpoints,
     spec: Spec<M>,
     finish: fn(Spec<M>) -> Box<dyn EndpointDef>,
 }
 
-impl<M> fmt::Debug for Endpoint<M> {
+impl<M> fmt::Debug for Operation<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Endpoint")
+        f.debug_struct("Operation")
             .field("method", &self.spec.method)
             .field("path", &self.spec.path)
             .field("auth", &self.spec.auth)
@@ -182,7 +183,7 @@ impl<M> fmt::Debug for Endpoint<M> {
     }
 }
 
-impl<M: Send + 'static> Endpoint<M> {
+impl<M: Send + 'static> Operation<M> {
     fn new(
         endpoints: Endpoints,
         method: Method,
@@ -240,7 +241,7 @@ impl<M: Send + 'static> Endpoint<M> {
     }
 
     /// Adds the next endpoint: `GET path` for query `Q`.
-    pub fn get<Q>(self, path: &str) -> Endpoint<Q>
+    pub fn get<Q>(self, path: &str) -> Operation<Q>
     where
         Q: Query + DeserializeOwned + ToSchema,
         Q::Output: Serialize + ToSchema,
@@ -249,7 +250,7 @@ impl<M: Send + 'static> Endpoint<M> {
     }
 
     /// Adds the next endpoint: `POST path` for command `C`.
-    pub fn post<C>(self, path: &str) -> Endpoint<C>
+    pub fn post<C>(self, path: &str) -> Operation<C>
     where
         C: Command + DeserializeOwned + ToSchema,
     {
@@ -257,7 +258,7 @@ impl<M: Send + 'static> Endpoint<M> {
     }
 
     /// Adds the next endpoint: `PUT path` for command `C`.
-    pub fn put<C>(self, path: &str) -> Endpoint<C>
+    pub fn put<C>(self, path: &str) -> Operation<C>
     where
         C: Command + DeserializeOwned + ToSchema,
     {
@@ -265,7 +266,7 @@ impl<M: Send + 'static> Endpoint<M> {
     }
 
     /// Adds the next endpoint: `PATCH path` for command `C`.
-    pub fn patch<C>(self, path: &str) -> Endpoint<C>
+    pub fn patch<C>(self, path: &str) -> Operation<C>
     where
         C: Command + DeserializeOwned + ToSchema,
     {
@@ -273,7 +274,7 @@ impl<M: Send + 'static> Endpoint<M> {
     }
 
     /// Adds the next endpoint: `DELETE path` for command `C`.
-    pub fn delete<C>(self, path: &str) -> Endpoint<C>
+    pub fn delete<C>(self, path: &str) -> Operation<C>
     where
         C: Command + DeserializeOwned + ToSchema,
     {
@@ -281,7 +282,7 @@ impl<M: Send + 'static> Endpoint<M> {
     }
 }
 
-impl<M: Clone + Send + 'static> Endpoint<M> {
+impl<M: Clone + Send + 'static> Operation<M> {
     /// Runs `hook` on the response after a successful dispatch, with the
     /// message as dispatched (e.g. to add a header or replace the body).
     #[must_use]
@@ -295,7 +296,7 @@ impl<M: Clone + Send + 'static> Endpoint<M> {
     }
 }
 
-impl<C: Command> Endpoint<C> {
+impl<C: Command> Operation<C> {
     /// Answers `201 Created` with `location` set to what `location` makes
     /// of the command (evaluated before dispatch, after the `before` hooks).
     #[must_use]
@@ -316,9 +317,9 @@ impl<C: Command> Endpoint<C> {
     }
 }
 
-impl<M: Send + 'static> From<Endpoint<M>> for Endpoints {
-    fn from(endpoint: Endpoint<M>) -> Self {
-        endpoint.finish()
+impl<M: Send + 'static> From<Operation<M>> for Endpoints {
+    fn from(operation: Operation<M>) -> Self {
+        operation.finish()
     }
 }
 

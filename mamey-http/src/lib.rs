@@ -21,12 +21,12 @@ mod webapi;
 
 pub use auth::{Auth, Caller, JwtIssuer, Require, RequireLayer, require};
 pub use client::{
-    BreakerConfig, Call, ClientConfig, HttpClient, LoadBalancer, Response, RetryConfig,
-    ServiceClient,
+    BreakerConfig, Call, ClientConfig, LoadBalancer, Response, RetryConfig, ServiceClient,
+    ServiceClientPlugin,
 };
 pub use config::{CorsConfig, HttpConfig, JwtConfig, OperationalEndpoints};
-pub use endpoints::{Endpoint, Endpoints};
-pub use problem::{ApiError, Json, PROBLEM_JSON, Path, Problem, ProblemField, Query};
+pub use endpoints::{Endpoints, Operation};
+pub use problem::{ApiError, Json, PROBLEM_JSON, Path, Problem, ProblemField, QueryParams};
 #[cfg(feature = "garde")]
 pub use validate::validate;
 pub use webapi::{HttpAddress, Resource, WebApi};

@@ -258,11 +258,27 @@ fn path_rejection(rejection: &PathRejection) -> Problem {
     }
 }
 
-/// The query string, deserialized; rejects with `400` naming the parameter.
+/// The query string, deserialized, for axum handlers; rejects with `400`
+/// naming the parameter. (A CQRS query is
+/// [`mamey_core::cqrs::Query`]; this is only the URL's `?…` part.)
+///
+/// ```
+/// use mamey_http::QueryParams;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Page { limit: Option<u32> }
+///
+/// async fn list(QueryParams(page): QueryParams<Page>) -> String {
+///     format!("up to {}", page.limit.unwrap_or(20))
+/// }
+///
+/// let router: mamey_http::axum::Router = mamey_http::axum::Router::new()
+///     .route("/orders", mamey_http::axum::routing::get(list));
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Query<T>(pub T);
+pub struct QueryParams<T>(pub T);
 
-impl<T, S> FromRequestParts<S> for Query<T>
+impl<T, S> FromRequestParts<S> for QueryParams<T>
 where
     T: DeserializeOwned,
     S: Send + Sync,

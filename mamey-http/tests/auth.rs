@@ -76,10 +76,9 @@ fn api() -> WebApi {
 
 async fn start(config: &[(&str, &str)]) -> Served {
     serve(
-        service("orders", config).handlers(|d, _| {
-            d.add_command(|c: ApproveOrder| async move { known(c.id) });
-            d.add_command(|c: ArchiveOrder| async move { known(c.id) });
-            Ok(())
+        service("orders", config).handlers(|d| {
+            d.command(|c: ApproveOrder| async move { known(c.id) })
+                .command(|c: ArchiveOrder| async move { known(c.id) });
         }),
         api(),
     )

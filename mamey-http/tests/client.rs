@@ -16,8 +16,8 @@ use http::{Method, StatusCode};
 use mamey_core::discovery::{ServiceResolver, StaticResolver};
 use mamey_core::{ErrorKind, Identity, MessageContext};
 use mamey_http::{
-    ApiError, BreakerConfig, ClientConfig, HttpClient, JwtIssuer, LoadBalancer, Problem, Resource,
-    RetryConfig, ServiceClient, WebApi,
+    ApiError, BreakerConfig, ClientConfig, JwtIssuer, LoadBalancer, Problem, Resource, RetryConfig,
+    ServiceClient, ServiceClientPlugin, WebApi,
 };
 use support::{send, serve, service};
 
@@ -122,7 +122,7 @@ async fn context_and_token_flow_through_the_client_into_a_second_service() {
                 ("http_client.forward_authorization", "true"),
             ],
         )
-        .plugin(HttpClient::new()),
+        .plugin(ServiceClientPlugin::new()),
         WebApi::new().router(axum::Router::new().route(
             "/relay",
             get(|Resource(client): Resource<ServiceClient>| async move {
@@ -385,4 +385,44 @@ async fn failures_map_to_mamey_errors() {
         .await
         .unwrap_err();
     assert_eq!(by_url.code(), "client.unreachable");
+}
+
+/// A body whose serialization fails, as a map with a non-string key or a
+/// custom `Serialize` can.
+struct Unserializable;
+
+impl serde::Serialize for Unserializable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("the amount is not a number"))
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_serialize_fails_the_call_without_a_request() {
+    let upstream = Upstream::start(StatusCode::OK).await;
+    let client = client(ClientConfig::default(), &[&upstream]);
+    let error = client
+        .post("up", "/orders")
+        .json(&Unserializable)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Internal, "{error}");
+    assert_eq!(error.code(), "client.invalid_body");
+    assert!(
+        error.message().contains("the amount is not a number"),
+        "the message names the cause: {error}"
+    );
+    assert_eq!(upstream.hits(), 0, "no request was made");
+
+    // The body set last is the one sent: a good body after a bad one goes.
+    let reply = client
+        .post("up", "/orders")
+        .json(&Unserializable)
+        .json(&serde_json::json!({ "id": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(upstream.hits(), 1);
 }

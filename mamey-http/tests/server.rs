@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::routing::get;
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use mamey_core::cqrs::{Command, Query};
+use mamey_core::cqrs::{Command, DispatcherBuilder, Query, Res};
 use mamey_core::{Error, MessageContext};
 use mamey_http::utoipa::ToSchema;
 use mamey_http::{Endpoints, WebApi};
@@ -86,16 +86,8 @@ impl Command for ShipOrder {}
 type Orders = Arc<Mutex<HashMap<u64, OrderDto>>>;
 
 /// The orders API: every DSL verb over an in-memory map.
-fn orders_api(
-    orders: Orders,
-) -> (
-    Endpoints,
-    impl FnOnce(
-        &mut mamey_core::cqrs::DispatcherBuilder,
-        &mamey_core::Resources,
-    ) -> Result<(), mamey_core::BoxError>,
-) {
-    let endpoints = Endpoints::new()
+fn orders_api() -> Endpoints {
+    Endpoints::new()
         .get::<GetOrder>("/orders/{id}")
         .summary("One order")
         .get::<ListOrders>("/orders")
@@ -114,81 +106,72 @@ fn orders_api(
         .patch::<RenameCustomer>("/orders/{id}")
         .delete::<CancelOrder>("/orders/{id}")
         .post::<ShipOrder>("/orders/{id}/shipment")
-        .accepted();
-    let handlers = move |d: &mut mamey_core::cqrs::DispatcherBuilder, _: &mamey_core::Resources| {
-        let o = Arc::clone(&orders);
-        d.add_query(move |q: GetOrder| {
-            let o = Arc::clone(&o);
-            async move { Ok(o.lock().unwrap().get(&q.id).cloned()) }
-        });
-        let o = Arc::clone(&orders);
-        d.add_query(move |q: ListOrders| {
-            let o = Arc::clone(&o);
-            async move {
-                let mut all: Vec<OrderDto> = o
-                    .lock()
-                    .unwrap()
-                    .values()
-                    .filter(|order| q.customer.as_ref().is_none_or(|c| *c == order.customer))
-                    .cloned()
-                    .collect();
-                all.sort_by_key(|order| order.id);
-                Ok(all)
-            }
-        });
-        let o = Arc::clone(&orders);
-        d.add_command(move |c: CreateOrder| {
-            let o = Arc::clone(&o);
-            async move {
-                let mut orders = o.lock().unwrap();
-                if orders.contains_key(&c.id) {
-                    return Err(Error::conflict("order.exists", "the order exists"));
-                }
-                orders.insert(
-                    c.id,
-                    OrderDto {
-                        id: c.id,
-                        customer: c.customer,
-                        items: c.items,
-                    },
-                );
-                Ok(())
-            }
-        });
-        let o = Arc::clone(&orders);
-        d.add_command(move |c: RenameCustomer| {
-            let o = Arc::clone(&o);
-            async move {
-                let mut orders = o.lock().unwrap();
-                let order = orders
-                    .get_mut(&c.id)
-                    .ok_or_else(|| Error::not_found("order.not_found", "no such order"))?;
-                order.customer = c.customer;
-                Ok(())
-            }
-        });
-        let o = Arc::clone(&orders);
-        d.add_command(move |c: CancelOrder| {
-            let o = Arc::clone(&o);
-            async move {
-                o.lock().unwrap().remove(&c.id);
-                Ok(())
-            }
-        });
-        let o = Arc::clone(&orders);
-        d.add_command(move |c: ShipOrder| {
-            let o = Arc::clone(&o);
-            async move {
-                if o.lock().unwrap().contains_key(&c.id) {
-                    Ok(())
-                } else {
-                    Err(Error::not_found("order.not_found", "no such order"))
-                }
-            }
-        });
+        .accepted()
+        .into()
+}
+
+async fn get_order(q: GetOrder, Res(orders): Res<Orders>) -> Result<Option<OrderDto>, Error> {
+    Ok(orders.lock().unwrap().get(&q.id).cloned())
+}
+
+async fn list_orders(q: ListOrders, Res(orders): Res<Orders>) -> Result<Vec<OrderDto>, Error> {
+    let mut all: Vec<OrderDto> = orders
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|order| q.customer.as_ref().is_none_or(|c| *c == order.customer))
+        .cloned()
+        .collect();
+    all.sort_by_key(|order| order.id);
+    Ok(all)
+}
+
+async fn create_order(c: CreateOrder, Res(orders): Res<Orders>) -> Result<(), Error> {
+    let mut orders = orders.lock().unwrap();
+    if orders.contains_key(&c.id) {
+        return Err(Error::conflict("order.exists", "the order exists"));
+    }
+    orders.insert(
+        c.id,
+        OrderDto {
+            id: c.id,
+            customer: c.customer,
+            items: c.items,
+        },
+    );
+    Ok(())
+}
+
+async fn rename_customer(c: RenameCustomer, Res(orders): Res<Orders>) -> Result<(), Error> {
+    let mut orders = orders.lock().unwrap();
+    let order = orders
+        .get_mut(&c.id)
+        .ok_or_else(|| Error::not_found("order.not_found", "no such order"))?;
+    order.customer = c.customer;
+    Ok(())
+}
+
+async fn cancel_order(c: CancelOrder, Res(orders): Res<Orders>) -> Result<(), Error> {
+    orders.lock().unwrap().remove(&c.id);
+    Ok(())
+}
+
+async fn ship_order(c: ShipOrder, Res(orders): Res<Orders>) -> Result<(), Error> {
+    if orders.lock().unwrap().contains_key(&c.id) {
         Ok(())
-    };
-    (endpoints.into(), handlers)
+    } else {
+        Err(Error::not_found("order.not_found", "no such order"))
+    }
+}
+
+/// The handlers behind [`orders_api`]; they take the [`Orders`] resource.
+fn orders_handlers(d: &mut DispatcherBuilder) {
+    d.query(get_order)
+        .query(list_orders)
+        .command(create_order)
+        .command(rename_customer)
+        .command(cancel_order)
+        .command(ship_order);
 }
 
 /// The orders API, plus `/panic` and `/slow` (600 ms; counts its callers in
@@ -204,11 +187,12 @@ async fn orders_service_counting(
     let orders = Orders::default();
     let entered = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&entered);
-    let (endpoints, handlers) = orders_api(Arc::clone(&orders));
     let served = serve(
-        service("orders", config).handlers(handlers),
+        service("orders", config)
+            .resource(Arc::clone(&orders))
+            .handlers(orders_handlers),
         WebApi::new()
-            .endpoints(endpoints)
+            .endpoints(orders_api())
             .router(axum::Router::new().route(
                 "/panic",
                 get(|| async {

@@ -126,10 +126,9 @@ async fn spans_metrics_log_level_and_validation() {
                 .with_writer(lines.clone())
                 .with_layer(spans.clone()),
         )
-        .handlers(|d, _| {
-            d.add_query(|q: GetOrder| async move { Ok((q.id == 1).then(|| "ada".to_owned())) });
-            d.add_command(|_: PlaceOrder| async { Ok(()) });
-            Ok(())
+        .handlers(|d| {
+            d.query(|q: GetOrder| async move { Ok((q.id == 1).then(|| "ada".to_owned())) })
+                .command(|_: PlaceOrder| async { Ok(()) });
         }),
         WebApi::new().endpoints(
             Endpoints::new()

@@ -44,7 +44,6 @@ mod traces;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use mamey_core::cqrs::middleware::MetricsLayer;
 use mamey_core::health::{HealthStatus, Probe};
 use mamey_core::{BoxError, InitContext, Plugin, StartContext};
 use opentelemetry::trace::TracerProvider as _;
@@ -388,8 +387,7 @@ impl Plugin for Observability {
                 ctx.provide(MetricsAddress(listener.local_addr()?))?;
                 self.metrics_listener = Some(listener);
             }
-            ctx.dispatcher()
-                .add_layer(MetricsLayer::new(metrics::DispatcherMetrics));
+            ctx.dispatcher().metrics(metrics::DispatcherMetrics);
         }
         tracing::info!(
             logs = ?lines,

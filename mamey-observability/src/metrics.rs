@@ -189,7 +189,8 @@ pub fn record_outbox_round(sent: usize, failed: usize, released: usize) {
 /// Records every dispatch of the core dispatcher as
 /// `handler_dispatches_total` and `handler_duration_seconds`, labelled
 /// `kind`, `name` and `outcome` (`ok` or the error kind). The plug-in adds it
-/// to the service's dispatcher.
+/// to the service's dispatcher with
+/// [`DispatcherBuilder::metrics`](mamey_core::cqrs::DispatcherBuilder::metrics).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DispatcherMetrics;
 

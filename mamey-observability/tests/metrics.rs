@@ -36,9 +36,8 @@ impl Command for Refund {
 
 async fn service(vars: &[(&str, &str)]) -> Service {
     support::observed("billing", vars, LogBuffer::default())
-        .handlers(|dispatcher, _| {
-            dispatcher.add_command(|_: Refund| async { Ok(()) });
-            Ok(())
+        .handlers(|d| {
+            d.command(|_: Refund| async { Ok(()) });
         })
         .build()
         .await

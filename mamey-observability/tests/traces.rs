@@ -80,7 +80,6 @@ async fn dispatched_commands_become_spans() {
     let (service, telemetry) = exporting_to(&endpoint, "grpc").await;
     drop(service);
     let dispatcher = mamey_core::cqrs::Dispatcher::builder()
-        .layer(mamey_core::cqrs::middleware::TracingLayer)
         .command(|_: Pay| async { Ok(()) })
         .command(|_: Refund| async { Err(Error::unavailable("bank.down", "bank is down")) })
         .command(|_: Cancel| async { Err(Error::not_found("order.missing", "no such order")) })
