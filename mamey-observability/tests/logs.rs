@@ -176,3 +176,71 @@ async fn an_unknown_logging_key_is_rejected() {
         "{error}"
     );
 }
+
+/// Text a caller sent, as an attacker writes it: a fake second line, a NUL
+/// and a terminal escape.
+const FORGED: &str = "A\n2026-12-03T23:59:00.000000Z ERROR pwn: forged\0\x1b[2J";
+
+fn log_forged_values(telemetry: &Telemetry) {
+    let _guard = tracing::dispatcher::set_default(telemetry.dispatch());
+    let span = tracing::info_span!("request", path = FORGED);
+    let _entered = span.enter();
+    let error = std::io::Error::other(FORGED);
+    tracing::warn!(sku = %FORGED, raw = FORGED, debug = ?FORGED, error = &error as &dyn std::error::Error, "bad sku {FORGED}");
+}
+
+#[tokio::test]
+async fn human_lines_escape_control_characters_in_every_value() {
+    let logs = LogBuffer::default();
+    let service = service(&[], &logs).await.unwrap();
+    let telemetry = service.resources().get::<Telemetry>().unwrap();
+    MessageContext::new()
+        .with_correlation_id(FORGED)
+        .scope(async { log_forged_values(&telemetry) })
+        .await;
+    let lines = logs.lines();
+    let ours: Vec<&String> = lines.iter().filter(|l| l.contains("bad sku")).collect();
+    assert_eq!(ours.len(), 1, "one event, one line: {lines:#?}");
+    assert!(
+        !lines.iter().any(|l| l.starts_with("2026-12-03T23:59")),
+        "no forged line: {lines:#?}"
+    );
+    let line = ours[0];
+    assert!(!line.contains('\0') && !line.contains('\x1b'), "{line:?}");
+    // Message, `%`, plain, `?` and error values, the span field and the
+    // correlation id: each escaped where it appears.
+    assert!(
+        line.matches("\\n2026-12-03T23:59:00.000000Z ERROR pwn")
+            .count()
+            >= 7,
+        "{line}"
+    );
+    assert!(line.contains("\\u{0}\\u{1b}[2J"), "{line}");
+}
+
+#[tokio::test]
+async fn json_lines_escape_control_characters_and_keep_the_text() {
+    let logs = LogBuffer::default();
+    let service = service(&[("MAMEY__LOGGING__FORMAT", "json")], &logs)
+        .await
+        .unwrap();
+    let telemetry = service.resources().get::<Telemetry>().unwrap();
+    MessageContext::new()
+        .with_correlation_id(FORGED)
+        .scope(async { log_forged_values(&telemetry) })
+        .await;
+    let raw = logs.lines();
+    assert!(!raw.iter().any(|l| l.contains('\0') || l.contains('\x1b')));
+    let line = json_lines(&logs)
+        .into_iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("bad sku"))
+        })
+        .expect("the event's line");
+    assert_eq!(line["sku"], FORGED);
+    assert_eq!(line["raw"], FORGED);
+    assert_eq!(line["correlation_id"], FORGED);
+    assert_eq!(line["spans"]["path"], FORGED);
+}
