@@ -372,9 +372,13 @@ impl ServiceClient {
     pub fn request(&self, method: Method, url: &str) -> Result<Call, Error> {
         let uri: http::Uri = url
             .parse()
-            .map_err(|e| Error::invalid_input("client.url", format!("`{url}`: {e}")))?;
+            .map_err(|e| Error::new(ErrorKind::Internal, "client.url", format!("`{url}`: {e}")))?;
         let service = uri.host().ok_or_else(|| {
-            Error::invalid_input("client.url", format!("`{url}` names no service"))
+            Error::new(
+                ErrorKind::Internal,
+                "client.url",
+                format!("`{url}` names no service"),
+            )
         })?;
         let path = uri
             .path_and_query()
@@ -610,9 +614,13 @@ impl Call {
         if let Some(error) = self.body_error.take() {
             return Err(error);
         }
-        // `@host/…` after the endpoint's URL would name another host.
+        // `@host/…` after the endpoint's URL would name another host. A
+        // path is the service's own making (see `url_path`), so a bad one is
+        // the service's fault, not its caller's: internal, and its text stays
+        // in the logs.
         if !self.path.starts_with('/') {
-            return Err(Error::invalid_input(
+            return Err(Error::new(
+                ErrorKind::Internal,
                 "client.url",
                 format!("the path `{}` does not start with `/`", self.path),
             ));
@@ -686,7 +694,16 @@ impl Call {
             .uri(&url)
             .body(Full::new(self.body.clone()))
             .map_err(|e| {
-                Failure::fatal(Error::invalid_input("client.url", format!("`{url}`: {e}")))
+                // Named by service and path: the endpoint's address is
+                // internal.
+                Failure::fatal(Error::new(
+                    ErrorKind::Internal,
+                    "client.url",
+                    format!(
+                        "the path `{}` of a call to `{}` is not a valid URI ({e}); build paths with `url_path`",
+                        self.path, self.service
+                    ),
+                ))
             })?;
         *request.headers_mut() = headers.clone();
         let timeout = self.timeout.unwrap_or(inner.config.timeout);

@@ -15,6 +15,7 @@ mod openapi;
 mod pipeline;
 mod problem;
 mod serve;
+mod url_path;
 #[cfg(feature = "garde")]
 mod validate;
 mod webapi;
@@ -28,6 +29,7 @@ pub use config::{CorsConfig, HttpConfig, JwtConfig, OperationalEndpoints};
 pub use endpoints::{Endpoints, Operation};
 pub use problem::{ApiError, Json, PROBLEM_JSON, Path, Problem, ProblemField, QueryParams};
 #[cfg(feature = "garde")]
+pub use url_path::url_path;
 pub use validate::validate;
 pub use webapi::{HttpAddress, Resource, WebApi};
 

@@ -358,6 +358,19 @@ async fn failures_map_to_mamey_errors() {
         .await
         .unwrap_err();
     assert_eq!(elsewhere.code(), "client.url");
+    assert_eq!(elsewhere.kind(), ErrorKind::Internal);
+    assert_eq!(upstream.hits(), before, "nothing sent");
+
+    // A raw space makes no valid URI: a fault of the calling code, so
+    // internal (its text stays in the logs), and the message names the
+    // service and path, never the endpoint's address.
+    let raw = client.get("up", "/prices/A B").send().await.unwrap_err();
+    assert_eq!(
+        (raw.kind(), raw.code()),
+        (ErrorKind::Internal, "client.url")
+    );
+    assert!(!raw.message().contains("127.0.0.1"), "{raw}");
+    assert_eq!(raw.public_message(), "an internal error occurred");
     assert_eq!(upstream.hits(), before, "nothing sent");
 
     let unknown = client.get("nobody", "/").send().await.unwrap_err();
