@@ -493,7 +493,9 @@ where
         return Err(Problem::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("`{}` found nothing", Q::name()),
+            // The query's type name is the service's business, not the
+            // caller's.
+            "nothing was found at this address",
         )
         .into_response());
     }

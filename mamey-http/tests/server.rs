@@ -311,6 +311,13 @@ async fn handler_errors_are_problems_with_their_status() {
     assert_eq!(not_found.status, StatusCode::NOT_FOUND);
     assert_eq!(not_found.problem().code, "order.not_found");
 
+    // A query answering `None` is a 404 that names no internal type.
+    let missing = send(Method::GET, &api.url("/orders/999"), &[], "").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let problem = missing.problem();
+    assert_eq!(problem.code, "not_found");
+    assert!(!problem.detail.contains("GetOrder"), "{}", problem.detail);
+
     // The command's validation runs in the dispatcher: 422 with the field.
     let invalid = post_json(
         &api.url("/orders"),
