@@ -689,3 +689,34 @@ mod group {
         assert!(!events.contains(&"start billing".to_owned()), "{events:?}");
     }
 }
+
+/// A plug-in may hold `&InitContext` across an `.await` (the future must be
+/// `Send`): this compiles only while the context, and so the dispatcher
+/// builder in it, is `Sync`.
+struct AwaitsWithContext;
+
+impl Plugin for AwaitsWithContext {
+    async fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), BoxError> {
+        let shared: &InitContext<'_> = ctx;
+        tokio::task::yield_now().await;
+        assert_eq!(shared.app().name, "awaits");
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_can_hold_its_init_context_across_an_await() {
+    builder("awaits")
+        .plugin(AwaitsWithContext)
+        .handlers(|d| {
+            d.command(|_: dispatcher_as_resource_probe::Probe| async { Ok(()) });
+        })
+        .build()
+        .await
+        .unwrap();
+}
+
+mod dispatcher_as_resource_probe {
+    pub(crate) struct Probe;
+    impl mamey_core::cqrs::Command for Probe {}
+}

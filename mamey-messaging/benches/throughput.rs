@@ -5,11 +5,11 @@
 //! awaiting its confirms:
 //!
 //! - `lapin`: what a careful user writes by hand with lapin for the same
-//!   result: the struct encoded with serde_json per message, the same AMQP
+//!   result: the struct encoded with `serde_json` per message, the same AMQP
 //!   properties and headers mamey sends (message and correlation ids, type,
 //!   timestamp, the `message_context` JSON, `x-correlation-id`),
 //!   `basic_publish` + confirm → `basic_consume` → body and context decoded
-//!   with serde_json → `ack`, with up to 256 acks in flight (as many as
+//!   with `serde_json` → `ack`, with up to 256 acks in flight (as many as
 //!   mamey's handlers);
 //! - `lapin_bytes`: the old baseline, pre-encoded bytes with only delivery
 //!   mode and content type, acked without decoding;
@@ -20,7 +20,7 @@
 //! each of `BENCH_ROUNDS` rounds (default 4), in an order that rotates.
 //! Prints msg/s per run, the medians, and the medians over rounds of the
 //! per-round ratios: `RATIO rabbitmq_vs_lapin <x>` (mamey / lapin) and
-//! `RATIO rabbitmq_vs_lapin_bytes <x>` (mamey / lapin_bytes).
+//! `RATIO rabbitmq_vs_lapin_bytes <x>` (mamey / `lapin_bytes`).
 //! `BENCH_ONLY=lapin|lapin_bytes|mamey` runs one side once, for a profiler.
 //!
 //! ```text
@@ -43,8 +43,8 @@ mod bench {
     use lapin::types::FieldTable;
     use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
     use mamey_core::cqrs::{Event, Res};
-    use mamey_core::{Error, Service};
     use mamey_core::health::{Probe, Status};
+    use mamey_core::{Error, Service};
     use mamey_messaging::rabbitmq::{dead_letter_queue, retry_queue};
     use mamey_messaging::{Message, Messaging, Publisher};
     use serde::{Deserialize, Serialize};
@@ -437,7 +437,10 @@ mod bench {
             println!("lapin_bytes (median) {:.0} msg/s", median(&mut bytes));
             println!("mamey (median)       {:.0} msg/s", median(&mut ours));
             println!("RATIO rabbitmq_vs_lapin {:.3}", median(&mut ratios));
-            println!("RATIO rabbitmq_vs_lapin_bytes {:.3}", median(&mut ratios_bytes));
+            println!(
+                "RATIO rabbitmq_vs_lapin_bytes {:.3}",
+                median(&mut ratios_bytes)
+            );
         });
     }
 }

@@ -13,25 +13,95 @@
 //! mamey-persistence; [`MemoryOutbox`] and [`MemoryInbox`] are the embedded
 //! defaults and the reference behaviour.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use mamey_core::BoxError;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, PublishError, RetryPolicy};
 use crate::message::OutgoingMessage;
 
-/// A store failed (connection lost, constraint violated, …).
-#[derive(Debug, thiserror::Error)]
-#[error("outbox/inbox store: {0}")]
-pub struct StoreError(pub String);
+/// A store failed (connection lost, constraint violated, …): what it was
+/// doing, and the error that made it fail, kept as the
+/// [`source`](std::error::Error::source) for whoever needs more than the
+/// text (e.g. to downcast to a `sqlx::Error` and read its database code).
+///
+/// Prints as `outbox/inbox store: <message>: <source>`, or
+/// `outbox/inbox store: <message>` without a source, so a log line says why.
+///
+/// ```
+/// use std::error::Error as _;
+/// use mamey_messaging::StoreError;
+///
+/// let io = std::io::Error::other("connection reset");
+/// let error = StoreError::with_source("claiming messages", io);
+/// assert_eq!(error.to_string(), "outbox/inbox store: claiming messages: connection reset");
+/// assert_eq!(error.message(), "claiming messages");
+/// let source = error.source().and_then(|e| e.downcast_ref::<std::io::Error>());
+/// assert_eq!(source.map(ToString::to_string).as_deref(), Some("connection reset"));
+///
+/// let plain = StoreError::new("an empty message id cannot be recorded");
+/// assert!(plain.source().is_none());
+/// ```
+#[derive(Debug)]
+pub struct StoreError {
+    message: Cow<'static, str>,
+    source: Option<BoxError>,
+}
+
+impl StoreError {
+    /// A failure the store found itself, with no underlying error (a
+    /// poisoned lock, an argument it refuses).
+    pub fn new(message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A failure of `source` (the database's, the encoder's) while the
+    /// store was doing what `message` says, e.g. `"claiming messages"`.
+    pub fn with_source(message: impl Into<Cow<'static, str>>, source: impl Into<BoxError>) -> Self {
+        Self {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// What the store was doing, without the source's text.
+    #[must_use]
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "outbox/inbox store: {}", self.message)?;
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl From<StoreError> for mamey_core::Error {
     /// A store failure is worth retrying: the message is redelivered later.
+    /// The store error stays the source, and its own source behind it.
     fn from(error: StoreError) -> Self {
         mamey_core::Error::unavailable("messaging.store_failed", error.to_string())
             .with_source(error)
@@ -289,7 +359,7 @@ impl InboxStore for MemoryInbox {
         let mut processed = self
             .processed
             .lock()
-            .map_err(|_| StoreError("inbox lock poisoned".into()))?;
+            .map_err(|_| StoreError::new("inbox lock poisoned"))?;
         Ok(processed
             .entry(consumer.to_owned())
             .or_default()
@@ -465,5 +535,53 @@ impl<S: OutboxStore> OutboxRelay<S> {
                 () = tokio::time::sleep(self.config.interval) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("connection reset by peer")]
+    struct Dropped;
+
+    #[test]
+    fn the_source_is_kept_and_reachable() {
+        let error = StoreError::with_source("claiming messages", Dropped);
+        assert_eq!(
+            error.to_string(),
+            "outbox/inbox store: claiming messages: connection reset by peer"
+        );
+        assert_eq!(error.message(), "claiming messages");
+        let source = error.source().expect("the source is kept");
+        assert!(source.downcast_ref::<Dropped>().is_some(), "{source:?}");
+
+        // Converted for a handler, the chain stays whole:
+        // mamey error → store error → the original error.
+        let converted = mamey_core::Error::from(error);
+        assert_eq!(converted.kind(), mamey_core::ErrorKind::Unavailable);
+        assert!(
+            converted.to_string().contains("connection reset by peer"),
+            "{converted}"
+        );
+        let store = converted
+            .source()
+            .and_then(|e| e.downcast_ref::<StoreError>())
+            .expect("the store error is the source");
+        assert!(
+            store
+                .source()
+                .is_some_and(|e| e.downcast_ref::<Dropped>().is_some())
+        );
+    }
+
+    #[test]
+    fn without_a_source_it_is_the_message() {
+        let error = StoreError::new("inbox lock poisoned");
+        assert_eq!(error.to_string(), "outbox/inbox store: inbox lock poisoned");
+        assert!(error.source().is_none());
     }
 }

@@ -85,8 +85,13 @@ type Binder = Box<dyn Fn(&Conventions, Dispatcher, &MessagingConfig) -> Subscrip
 /// receive commands and events in the handlers registered on the
 /// dispatcher.
 ///
+/// A handler's [`MessageContext`](mamey_core::MessageContext) argument is
+/// the consumed message's context (its message id, correlation id, caller);
+/// handlers publish with a `Res<Publisher>` argument.
+///
 /// ```no_run
-/// use mamey_core::cqrs::Event;
+/// use mamey_core::cqrs::{DispatcherBuilder, Event};
+/// use mamey_core::{Error, MessageContext};
 /// use mamey_messaging::{MemoryBroker, Message, Messaging};
 ///
 /// #[derive(Clone, serde::Serialize, serde::Deserialize)]
@@ -94,16 +99,19 @@ type Binder = Box<dyn Fn(&Conventions, Dispatcher, &MessagingConfig) -> Subscrip
 /// impl Message for OrderCreated { const NAMESPACE: &'static str = "orders"; }
 /// impl Event for OrderCreated {}
 ///
+/// async fn ship(event: OrderCreated, ctx: MessageContext) -> Result<(), Error> {
+///     println!("ship order {} (correlation {})", event.id, ctx.correlation_id);
+///     Ok(())
+/// }
+///
+/// fn handlers(d: &mut DispatcherBuilder) {
+///     d.event(ship);
+/// }
+///
 /// # async fn demo() -> Result<(), mamey_core::BoxError> {
 /// let service = mamey_core::Service::builder("shipping")
 ///     .plugin(Messaging::new(MemoryBroker::new()).subscribe_event::<OrderCreated>())
-///     .handlers(|dispatcher, _| {
-///         dispatcher.add_event(|event: OrderCreated| async move {
-///             println!("ship order {}", event.id);
-///             Ok(())
-///         });
-///         Ok(())
-///     })
+///     .handlers(handlers)
 ///     .build()
 ///     .await?;
 /// # Ok(()) }

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use mamey_core::cqrs::Command;
-use mamey_core::{MessageContext, Service};
+use mamey_core::cqrs::{Command, Res};
+use mamey_core::{Error, MessageContext, Service};
 use mamey_messaging::{
     Broker, Delivery, MESSAGE_CONTEXT_HEADER, MemoryBroker, Message, Messaging, OutgoingMessage,
     Properties, Publisher, Route, context_of,
@@ -212,28 +212,37 @@ async fn stopping_one_service_leaves_the_others_on_the_broker_running() {
     shipping.stop().await;
 }
 
+/// Counts the calls of a handler (a resource of the test's service).
+#[derive(Clone, Default)]
+struct Calls(Arc<AtomicUsize>);
+
+impl Calls {
+    fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Panics on the first attempt, succeeds on the next.
+async fn panics_first(_: OrderPlaced, Res(Calls(calls)): Res<Calls>) -> Result<(), Error> {
+    assert!(
+        calls.fetch_add(1, Ordering::SeqCst) > 0,
+        "first attempt panics"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_panicking_handler_is_retried_not_lost() {
     let broker = MemoryBroker::new();
-    let attempts = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&attempts);
+    let attempts = Calls::default();
     let service = Service::builder("billing")
         .handle_signals(false)
         .config_dir("/nonexistent-mamey-config")
         .env_vars([("MAMEY__MESSAGING__RETRY__INITIAL_DELAY", "10ms")])
+        .resource(attempts.clone())
         .plugin(Messaging::new(broker.clone()).subscribe_event::<OrderPlaced>())
-        .handlers(move |dispatcher, _| {
-            dispatcher.add_event(move |_: OrderPlaced| {
-                let counter = Arc::clone(&counter);
-                async move {
-                    assert!(
-                        counter.fetch_add(1, Ordering::SeqCst) > 0,
-                        "first attempt panics"
-                    );
-                    Ok(())
-                }
-            });
-            Ok(())
+        .handlers(|d| {
+            d.event(panics_first);
         });
     let running = start(service).await;
     running
@@ -242,33 +251,31 @@ async fn a_panicking_handler_is_retried_not_lost() {
         .await
         .unwrap();
     eventually("the second attempt", || {
-        let attempts = Arc::clone(&attempts);
-        async move { attempts.load(Ordering::SeqCst) == 2 }
+        let attempts = attempts.clone();
+        async move { attempts.count() == 2 }
     })
     .await;
     running.stop().await;
     assert!(broker.dead_letters().is_empty());
 }
 
+async fn ship_order(_: ShipOrder, Res(Calls(calls)): Res<Calls>) -> Result<(), Error> {
+    calls.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_command_reaches_its_handler_and_unroutable_publishes_fail() {
     let broker = MemoryBroker::new();
-    let handled = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&handled);
+    let handled = Calls::default();
     let service = Service::builder("shipping")
         .handle_signals(false)
         .config_dir("/nonexistent-mamey-config")
         .env_vars(Vec::<(String, String)>::new())
+        .resource(handled.clone())
         .plugin(Messaging::new(broker.clone()).subscribe_command::<ShipOrder>())
-        .handlers(move |dispatcher, _| {
-            dispatcher.add_command(move |_: ShipOrder| {
-                let counter = Arc::clone(&counter);
-                async move {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    Ok(())
-                }
-            });
-            Ok(())
+        .handlers(|d| {
+            d.command(ship_order);
         });
     let running = start(service).await;
     running
@@ -277,8 +284,8 @@ async fn a_command_reaches_its_handler_and_unroutable_publishes_fail() {
         .await
         .unwrap();
     eventually("the command", || {
-        let handled = Arc::clone(&handled);
-        async move { handled.load(Ordering::SeqCst) == 1 }
+        let handled = handled.clone();
+        async move { handled.count() == 1 }
     })
     .await;
 

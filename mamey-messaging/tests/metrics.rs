@@ -40,15 +40,14 @@ async fn consumed_and_published_messages_are_counted() {
         .config_dir("/nonexistent-mamey-config")
         .env_vars(Vec::<(String, String)>::new())
         .plugin(Messaging::new(broker.clone()).subscribe_event::<Tick>())
-        .handlers(|dispatcher, _| {
-            dispatcher.add_event(|tick: Tick| async move {
+        .handlers(|d| {
+            d.event(|tick: Tick| async move {
                 if tick.valid {
                     Ok(())
                 } else {
                     Err(Error::invalid_input("tick", "invalid tick"))
                 }
             });
-            Ok(())
         })
         .build()
         .await

@@ -181,7 +181,8 @@ async fn the_inbox_skips_a_message_it_has_seen() {
 
 #[tokio::test]
 async fn the_plugin_runs_the_relay_while_the_service_runs() {
-    use mamey_core::cqrs::Event;
+    use mamey_core::Error;
+    use mamey_core::cqrs::{Event, Res};
 
     #[derive(Clone, Serialize, Deserialize)]
     struct Paid {
@@ -192,29 +193,31 @@ async fn the_plugin_runs_the_relay_while_the_service_runs() {
     }
     impl Event for Paid {}
 
+    /// The invoices the handler saw.
+    #[derive(Clone)]
+    struct Received(Arc<Mutex<Vec<String>>>);
+
+    async fn paid(paid: Paid, Res(Received(sink)): Res<Received>) -> Result<(), Error> {
+        sink.lock().unwrap().push(paid.invoice.to_string());
+        Ok(())
+    }
+
     let broker = MemoryBroker::new();
     let outbox = MemoryOutbox::new();
     let received = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&received);
     let service = mamey_core::Service::builder("ledger")
         .handle_signals(false)
         .config_dir("/nonexistent-mamey-config")
         .env_vars([("MAMEY__MESSAGING__OUTBOX__INTERVAL", "1h")])
         .resource(outbox.clone())
+        .resource(Received(Arc::clone(&received)))
         .plugin(
             mamey_messaging::Messaging::new(broker.clone())
                 .subscribe_event::<Paid>()
                 .outbox::<MemoryOutbox>(),
         )
-        .handlers(move |dispatcher, _| {
-            dispatcher.add_event(move |paid: Paid| {
-                let sink = Arc::clone(&sink);
-                async move {
-                    sink.lock().unwrap().push(paid.invoice.to_string());
-                    Ok(())
-                }
-            });
-            Ok(())
+        .handlers(|d| {
+            d.event(paid);
         })
         .build()
         .await

@@ -225,8 +225,12 @@ impl Plugin for Postgres {
             options.get_port(),
             options.get_database().unwrap_or("(default database)")
         );
-        let migrations =
-            Migrations::read(ctx, "postgres.migrations", config.migrations.as_deref()).await?;
+        let migrations = Migrations::read(
+            ctx.config(),
+            "postgres.migrations",
+            config.migrations.as_deref(),
+        )
+        .await?;
         connect(&options, config.connect_timeout)
             .await
             .map_err(|e| format!("cannot connect to Postgres at {target}: {e}"))?;
@@ -331,20 +335,38 @@ fn seconds(duration: Duration) -> f64 {
 /// never send the same row at once, and a relay that dies mid-batch frees
 /// its rows when the lease ends.
 ///
+/// A handler takes the pool, the outbox and the publisher as arguments:
+///
 /// ```no_run
-/// # use mamey_messaging::{Message, Publisher, PublishOptions};
-/// # use mamey_messaging::OutboxStore;
-/// # use mamey_persistence::postgres::{PgOutbox, PgPool};
-/// # #[derive(serde::Serialize, serde::Deserialize)] struct OrderPlaced { id: i64 }
-/// # impl Message for OrderPlaced { const NAMESPACE: &'static str = "orders"; }
-/// # async fn place(pool: PgPool, outbox: PgOutbox, publisher: Publisher) -> Result<(), Box<dyn std::error::Error>> {
-/// let mut tx = pool.begin().await?;
-/// sqlx::query("INSERT INTO orders (id) VALUES ($1)").bind(7_i64).execute(&mut *tx).await?;
-/// let event = publisher.prepare(&OrderPlaced { id: 7 }, PublishOptions::default())?;
-/// outbox.stage(&mut *tx, event).await?;
-/// tx.commit().await?; // the relay wakes and publishes the event
-/// # Ok(())
-/// # }
+/// use mamey_core::cqrs::{Command, Res};
+/// use mamey_core::Error;
+/// use mamey_messaging::{Message, OutboxStore, PublishOptions, Publisher};
+/// use mamey_persistence::postgres::{PgOutbox, PgPool, error};
+///
+/// struct PlaceOrder { id: i64 }
+/// impl Command for PlaceOrder {}
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct OrderPlaced { id: i64 }
+/// impl Message for OrderPlaced { const NAMESPACE: &'static str = "orders"; }
+///
+/// async fn place_order(
+///     cmd: PlaceOrder,
+///     Res(pool): Res<PgPool>,
+///     Res(outbox): Res<PgOutbox>,
+///     Res(events): Res<Publisher>,
+/// ) -> Result<(), Error> {
+///     let mut tx = pool.begin().await.map_err(error)?;
+///     sqlx::query("INSERT INTO orders (id) VALUES ($1)")
+///         .bind(cmd.id)
+///         .execute(&mut *tx)
+///         .await
+///         .map_err(error)?;
+///     let event = events.prepare(&OrderPlaced { id: cmd.id }, PublishOptions::default())?;
+///     outbox.stage(&mut *tx, event).await?;
+///     tx.commit().await.map_err(error)?; // the relay wakes and publishes the event
+///     Ok(())
+/// }
 /// ```
 #[derive(Clone)]
 pub struct PgOutbox {
@@ -552,7 +574,7 @@ impl PgOutbox {
         let count: i64 = sqlx::query_scalar(&self.sql.pending)
             .fetch_one(&self.pool)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error("counting pending messages"))?;
         Ok(u64::try_from(count).unwrap_or(0))
     }
 }
@@ -573,7 +595,7 @@ impl OutboxStore for PgOutbox {
             body,
         } = message;
         let headers = serde_json::to_string(&properties.headers)
-            .map_err(|e| StoreError(format!("encoding headers: {e}")))?;
+            .map_err(|e| StoreError::with_source("encoding headers", e))?;
         let timestamp_ms = unix_millis(properties.timestamp);
         sqlx::query(&self.sql.stage)
             .bind(properties.message_id)
@@ -589,7 +611,7 @@ impl OutboxStore for PgOutbox {
             .bind(&*self.table)
             .execute(tx)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error("staging a message"))?;
         Ok(())
     }
 
@@ -599,7 +621,7 @@ impl OutboxStore for PgOutbox {
             .bind(seconds(lease))
             .fetch_all(&self.pool)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error("claiming messages"))?;
         let (mut entries, mut unreadable) = (Vec::with_capacity(rows.len()), Vec::new());
         for row in &rows {
             match entry(row) {
@@ -635,7 +657,7 @@ impl OutboxStore for PgOutbox {
             .bind(message_ids)
             .execute(&self.pool)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error("marking messages sent"))?;
         Ok(())
     }
 
@@ -644,7 +666,7 @@ impl OutboxStore for PgOutbox {
             .bind(message_ids)
             .execute(&self.pool)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error("releasing messages"))?;
         Ok(())
     }
 
@@ -665,7 +687,7 @@ impl OutboxStore for PgOutbox {
             .bind(error)
             .execute(&self.pool)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error("scheduling a retry"))?;
         Ok(())
     }
 
@@ -675,7 +697,7 @@ impl OutboxStore for PgOutbox {
             .bind(seconds(age))
             .execute(&self.pool)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error("purging sent messages"))?;
         Ok(done.rows_affected())
     }
 
@@ -690,21 +712,38 @@ impl OutboxStore for PgOutbox {
 /// delivery finds the row and is skipped; if the handler's transaction rolls
 /// back, so does the row, and the redelivery is applied. Cheap to clone.
 ///
+/// A subscribed handler records the consumed message's id, from its
+/// [`MessageContext`](mamey_core::MessageContext) argument:
+///
 /// ```no_run
-/// # use mamey_messaging::InboxStore;
-/// # use mamey_persistence::postgres::{PgInbox, PgPool};
-/// # async fn handle(pool: PgPool, inbox: PgInbox) -> Result<(), Box<dyn std::error::Error>> {
-/// let message_id = mamey_core::MessageContext::current()
-///     .map(|c| c.message_id)
-///     .ok_or("no message context")?;
-/// let mut tx = pool.begin().await?;
-/// if !inbox.record(&mut *tx, "billing", &message_id).await? {
-///     return Ok(()); // applied before: skip
+/// use mamey_core::cqrs::{Event, Res};
+/// use mamey_core::{Error, MessageContext};
+/// use mamey_messaging::InboxStore;
+/// use mamey_persistence::postgres::{PgInbox, PgPool, error};
+///
+/// #[derive(Clone)]
+/// struct OrderPaid { account: i64, amount: i64 }
+/// impl Event for OrderPaid {}
+///
+/// async fn charge(
+///     paid: OrderPaid,
+///     Res(pool): Res<PgPool>,
+///     Res(inbox): Res<PgInbox>,
+///     ctx: MessageContext,
+/// ) -> Result<(), Error> {
+///     let mut tx = pool.begin().await.map_err(error)?;
+///     if !inbox.record(&mut *tx, "billing", &ctx.message_id).await? {
+///         return Ok(()); // applied before: skip
+///     }
+///     sqlx::query("UPDATE accounts SET balance = balance - $1 WHERE id = $2")
+///         .bind(paid.amount)
+///         .bind(paid.account)
+///         .execute(&mut *tx)
+///         .await
+///         .map_err(error)?;
+///     tx.commit().await.map_err(error)?;
+///     Ok(())
 /// }
-/// sqlx::query("UPDATE accounts SET balance = balance - 10 WHERE id = 1").execute(&mut *tx).await?;
-/// tx.commit().await?;
-/// # Ok(())
-/// # }
 /// ```
 #[derive(Clone)]
 pub struct PgInbox {
@@ -787,7 +826,7 @@ impl PgInbox {
             .bind(seconds(older_than))
             .execute(&self.pool)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error("purging the inbox"))?;
         Ok(done.rows_affected())
     }
 }
@@ -805,8 +844,8 @@ impl InboxStore for PgInbox {
         if message_id.is_empty() {
             // Every id-less message would otherwise count as one: the first
             // applied, all later ones skipped.
-            return Err(StoreError(
-                "an empty message id cannot be recorded in the inbox".into(),
+            return Err(StoreError::new(
+                "an empty message id cannot be recorded in the inbox",
             ));
         }
         // A concurrent transaction inserting the same id makes this one wait
@@ -816,7 +855,7 @@ impl InboxStore for PgInbox {
             .bind(message_id)
             .execute(tx)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error("recording a message id"))?;
         Ok(done.rows_affected() == 1)
     }
 }
@@ -826,26 +865,27 @@ impl InboxStore for PgInbox {
 /// tables made by a migration) then starts too — Postgres checks that right
 /// before it looks at `IF NOT EXISTS`.
 async fn create_unless_present(pool: &PgPool, table: &str, ddl: &str) -> Result<(), StoreError> {
+    let creating = || store_error(format!("creating `{table}`"));
     let present: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
         .bind(quoted(table))
         .fetch_one(pool)
         .await
-        .map_err(store_error)?;
+        .map_err(store_error(format!("looking up `{table}`")))?;
     if present {
         return Ok(());
     }
-    let mut tx = pool.begin().await.map_err(store_error)?;
+    let mut tx = pool.begin().await.map_err(creating())?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
         .bind(format!("mamey:{table}"))
         .execute(&mut *tx)
         .await
-        .map_err(store_error)?;
+        .map_err(creating())?;
     // One statement at a time: prepared statements hold one each.
     for statement in ddl.split(';').map(str::trim).filter(|s| !s.is_empty()) {
         sqlx::query(statement)
             .execute(&mut *tx)
             .await
-            .map_err(|e| StoreError(format!("creating `{table}`: {e}")))?;
+            .map_err(creating())?;
     }
-    tx.commit().await.map_err(store_error)
+    tx.commit().await.map_err(creating())
 }

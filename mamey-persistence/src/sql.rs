@@ -1,10 +1,11 @@
 //! What the SQL stores share: table names, reading an outbox row, and the
 //! mapping of sqlx errors onto mamey's.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use mamey_core::InitContext;
-use mamey_core::config::ConfigError;
+use mamey_core::config::{Config, ConfigError};
 use mamey_core::health::{HealthStatus, Probe};
 use mamey_messaging::{OutboxEntry, OutgoingMessage, Properties, Route, StoreError};
 use sqlx::{ColumnIndex, Decode, Row, Type};
@@ -143,8 +144,12 @@ pub(crate) struct Migrations {
 impl Migrations {
     /// Reads `dir`, if set — before connecting: a directory that is not one
     /// of migrations is a configuration error naming `key`.
+    ///
+    /// Takes the [`Config`] rather than the `InitContext`: a shared
+    /// reference to the latter is not `Send` (its dispatcher builder is not
+    /// `Sync`), and this future is awaited inside the plug-in's `init`.
     pub(crate) async fn read(
-        ctx: &InitContext<'_>,
+        config: &Config,
         key: &str,
         dir: Option<&std::path::Path>,
     ) -> Result<Option<Self>, ConfigError> {
@@ -156,7 +161,7 @@ impl Migrations {
                 dir: dir.to_owned(),
                 migrator,
             })),
-            Err(e) => Err(ctx.config().invalid(
+            Err(e) => Err(config.invalid(
                 key,
                 format!(
                     "expected a directory of SQL migrations; `{}`: {e}",
@@ -203,9 +208,14 @@ pub(crate) fn register_readiness<DB: sqlx::Database>(
     });
 }
 
-#[allow(clippy::needless_pass_by_value)] // used as `map_err(store_error)`
-pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
-    StoreError(error.to_string())
+/// Turns the database's error into a [`StoreError`] saying what the store
+/// was doing, the error kept as its source: `.map_err(store_error("claiming
+/// messages"))`.
+pub(crate) fn store_error(
+    action: impl Into<Cow<'static, str>>,
+) -> impl FnOnce(sqlx::Error) -> StoreError {
+    let action = action.into();
+    move |error| StoreError::with_source(action, error)
 }
 
 /// Milliseconds since the Unix epoch.

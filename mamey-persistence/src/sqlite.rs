@@ -194,8 +194,12 @@ impl Plugin for Sqlite {
                 .invalid("sqlite.max_connections", "expected at least 1")
                 .into());
         }
-        let migrations =
-            Migrations::read(ctx, "sqlite.migrations", config.migrations.as_deref()).await?;
+        let migrations = Migrations::read(
+            ctx.config(),
+            "sqlite.migrations",
+            config.migrations.as_deref(),
+        )
+        .await?;
         let file = options.get_filename().display().to_string();
         if file.is_empty() {
             return Err(ctx
@@ -431,7 +435,7 @@ impl SqliteOutbox {
         let count: i64 = sqlx::query_scalar(&self.sql.pending)
             .fetch_one(&self.pool)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error("counting pending messages"))?;
         Ok(u64::try_from(count).unwrap_or(0))
     }
 }
@@ -452,7 +456,7 @@ impl OutboxStore for SqliteOutbox {
             body,
         } = message;
         let headers = serde_json::to_string(&properties.headers)
-            .map_err(|e| StoreError(format!("encoding headers: {e}")))?;
+            .map_err(|e| StoreError::with_source("encoding headers", e))?;
         sqlx::query(&self.sql.stage)
             .bind(properties.message_id)
             .bind(route.exchange)
@@ -467,7 +471,7 @@ impl OutboxStore for SqliteOutbox {
             .bind(unix_millis(SystemTime::now()))
             .execute(tx)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error("staging a message"))?;
         Ok(())
     }
 
@@ -478,7 +482,7 @@ impl OutboxStore for SqliteOutbox {
             .bind(i64::try_from(batch).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error("claiming messages"))?;
         let mut entries = Vec::with_capacity(rows.len());
         for row in &rows {
             match entry(row) {
@@ -509,24 +513,24 @@ impl OutboxStore for SqliteOutbox {
 
     async fn mark_sent(&self, message_ids: &[String]) -> Result<(), StoreError> {
         let ids = serde_json::to_string(message_ids)
-            .map_err(|e| StoreError(format!("encoding ids: {e}")))?;
+            .map_err(|e| StoreError::with_source("encoding ids", e))?;
         sqlx::query(&self.sql.mark_sent)
             .bind(unix_millis(SystemTime::now()))
             .bind(ids)
             .execute(&self.pool)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error("marking messages sent"))?;
         Ok(())
     }
 
     async fn release(&self, message_ids: &[String]) -> Result<(), StoreError> {
         let ids = serde_json::to_string(message_ids)
-            .map_err(|e| StoreError(format!("encoding ids: {e}")))?;
+            .map_err(|e| StoreError::with_source("encoding ids", e))?;
         sqlx::query(&self.sql.release)
             .bind(ids)
             .execute(&self.pool)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error("releasing messages"))?;
         Ok(())
     }
 
@@ -542,7 +546,7 @@ impl OutboxStore for SqliteOutbox {
             .bind(error)
             .execute(&self.pool)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error("scheduling a retry"))?;
         Ok(())
     }
 
@@ -551,7 +555,7 @@ impl OutboxStore for SqliteOutbox {
             .bind(unix_millis(before))
             .execute(&self.pool)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error("purging sent messages"))?;
         Ok(done.rows_affected())
     }
 
@@ -640,7 +644,7 @@ impl SqliteInbox {
             .bind(unix_millis(before))
             .execute(&self.pool)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error("purging the inbox"))?;
         Ok(done.rows_affected())
     }
 }
@@ -656,8 +660,8 @@ impl InboxStore for SqliteInbox {
         message_id: &str,
     ) -> Result<bool, StoreError> {
         if message_id.is_empty() {
-            return Err(StoreError(
-                "an empty message id cannot be recorded in the inbox".into(),
+            return Err(StoreError::new(
+                "an empty message id cannot be recorded in the inbox",
             ));
         }
         let done = sqlx::query(&self.record)
@@ -666,7 +670,7 @@ impl InboxStore for SqliteInbox {
             .bind(unix_millis(SystemTime::now()))
             .execute(tx)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error("recording a message id"))?;
         Ok(done.rows_affected() == 1)
     }
 }
@@ -674,17 +678,18 @@ impl InboxStore for SqliteInbox {
 /// Runs `ddl` in one transaction (SQLite has one writer at a time, so
 /// instances starting together take turns).
 async fn create(pool: &SqlitePool, table: &str, ddl: &str) -> Result<(), StoreError> {
+    let creating = || store_error(format!("creating `{table}`"));
     // IMMEDIATE: the write lock from the start, so a busy database is
     // waited for (busy_timeout) rather than failing the upgrade.
     let mut tx = pool
         .begin_with("BEGIN IMMEDIATE")
         .await
-        .map_err(store_error)?;
+        .map_err(creating())?;
     for statement in ddl.split(';').map(str::trim).filter(|s| !s.is_empty()) {
         sqlx::query(statement)
             .execute(&mut *tx)
             .await
-            .map_err(|e| StoreError(format!("creating `{table}`: {e}")))?;
+            .map_err(creating())?;
     }
-    tx.commit().await.map_err(store_error)
+    tx.commit().await.map_err(creating())
 }

@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use mamey_core::cqrs::Res;
 use mamey_core::health::{Probe, Status};
-use mamey_core::{MessageContext, Service, ServiceBuilder};
+use mamey_core::{Error, MessageContext, Service, ServiceBuilder};
 use mamey_messaging::{
     InboxStore, MemoryBroker, Messaging, OutboxRelay, OutboxStore, PublishOptions, Publisher,
     RelayConfig, RetryPolicy,
@@ -557,6 +558,79 @@ async fn the_inbox_records_each_message_once_per_consumer_inside_the_transaction
     assert_eq!(inbox.purge(Duration::ZERO).await.unwrap(), 2);
 }
 
+#[tokio::test]
+async fn a_store_error_keeps_the_database_error_as_its_source() {
+    use std::error::Error as _;
+
+    let Some(pool) = pool().await else { return };
+    let tables = Tables::new();
+    // The table is never created: the database refuses the query.
+    let outbox = PgOutbox::new(pool, &tables.outbox());
+    let error = outbox.pending().await.unwrap_err();
+    let source = error
+        .source()
+        .and_then(|e| e.downcast_ref::<sqlx::Error>())
+        .unwrap_or_else(|| panic!("no sqlx error behind {error:?}"));
+    let sqlx::Error::Database(db) = source else {
+        panic!("expected a database error, got {source:?}");
+    };
+    assert_eq!(db.code().as_deref(), Some("42P01"), "undefined_table");
+    // The text still says what failed and why.
+    let text = error.to_string();
+    assert!(text.starts_with("outbox/inbox store: "), "{text}");
+    assert!(text.contains("counting pending messages"), "{text}");
+    assert!(text.contains(db.message()), "{text}");
+    // Converted for a handler: unavailable, with the chain kept.
+    let converted = mamey_core::Error::from(error);
+    assert_eq!(converted.kind(), mamey_core::ErrorKind::Unavailable);
+    assert!(
+        converted
+            .source()
+            .and_then(|e| e.source())
+            .is_some_and(<dyn std::error::Error>::is::<sqlx::Error>)
+    );
+}
+
+/// The test's ledger table, and a count of the handler's calls.
+#[derive(Clone)]
+struct Ledger {
+    table: String,
+    calls: Arc<AtomicUsize>,
+}
+
+/// Applies `Paid` to the ledger once per message id, recording the id in
+/// the inbox in the same transaction.
+async fn apply_once(
+    paid: Paid,
+    Res(db): Res<PgPool>,
+    Res(inbox): Res<PgInbox>,
+    Res(ledger): Res<Ledger>,
+    context: MessageContext,
+) -> Result<(), Error> {
+    let mut tx = db
+        .begin()
+        .await
+        .map_err(mamey_persistence::postgres::error)?;
+    if inbox
+        .record(&mut *tx, "ledger", &context.message_id)
+        .await?
+    {
+        sqlx::query(&format!(
+            "INSERT INTO {} (invoice) VALUES ($1)",
+            ledger.table
+        ))
+        .bind(i32::try_from(paid.invoice).unwrap())
+        .execute(&mut *tx)
+        .await
+        .map_err(mamey_persistence::postgres::error)?;
+    }
+    tx.commit()
+        .await
+        .map_err(mamey_persistence::postgres::error)?;
+    ledger.calls.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_message_is_applied_once() {
     let Some(pool) = pool().await else { return };
@@ -569,37 +643,15 @@ async fn a_redelivered_message_is_applied_once() {
     .await
     .unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&calls);
-    let ledger = tables.ledger();
     let service = test_service(tables.vars())
+        .resource(Ledger {
+            table: tables.ledger(),
+            calls: Arc::clone(&calls),
+        })
         .plugin(Postgres::new().inbox())
         .plugin(Messaging::new(MemoryBroker::new()).subscribe_event::<Paid>())
-        .handlers(move |dispatcher, resources| {
-            let (db, inbox) = (resources.get::<PgPool>()?, resources.get::<PgInbox>()?);
-            dispatcher.add_event(move |paid: Paid| {
-                let (db, inbox, ledger) = (db.clone(), inbox.clone(), ledger.clone());
-                let counter = Arc::clone(&counter);
-                async move {
-                    let id = MessageContext::current().unwrap().message_id;
-                    let mut tx = db
-                        .begin()
-                        .await
-                        .map_err(mamey_persistence::postgres::error)?;
-                    if inbox.record(&mut *tx, "ledger", &id).await? {
-                        sqlx::query(&format!("INSERT INTO {ledger} (invoice) VALUES ($1)"))
-                            .bind(i32::try_from(paid.invoice).unwrap())
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(mamey_persistence::postgres::error)?;
-                    }
-                    tx.commit()
-                        .await
-                        .map_err(mamey_persistence::postgres::error)?;
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    Ok(())
-                }
-            });
-            Ok(())
+        .handlers(|d| {
+            d.event(apply_once);
         })
         .build()
         .await

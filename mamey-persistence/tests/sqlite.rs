@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
+use mamey_core::cqrs::Res;
 use mamey_core::health::{Probe, Status};
-use mamey_core::{MessageContext, Service, ServiceBuilder};
+use mamey_core::{Error, MessageContext, Service, ServiceBuilder};
 use mamey_messaging::{
     InboxStore, MemoryBroker, Messaging, OutboxRelay, OutboxStore, PublishOptions, Publisher,
     RelayConfig, RetryPolicy,
@@ -356,6 +357,58 @@ async fn the_inbox_records_each_message_once_per_consumer_inside_the_transaction
     assert_eq!(inbox.purge(Duration::from_secs(3600)).await.unwrap(), 2);
 }
 
+#[tokio::test]
+async fn a_store_error_keeps_the_database_error_as_its_source() {
+    use std::error::Error as _;
+
+    let db = Db::new();
+    // The table is never created: SQLite refuses the query.
+    let outbox = SqliteOutbox::new(db.pool().await, "outbox");
+    let error = outbox.pending().await.unwrap_err();
+    let source = error
+        .source()
+        .and_then(|e| e.downcast_ref::<sqlx::Error>())
+        .unwrap_or_else(|| panic!("no sqlx error behind {error:?}"));
+    let sqlx::Error::Database(database) = source else {
+        panic!("expected a database error, got {source:?}");
+    };
+    assert!(database.message().contains("no such table"), "{database}");
+    // The text still says what failed and why.
+    let text = error.to_string();
+    assert!(text.starts_with("outbox/inbox store: "), "{text}");
+    assert!(text.contains("counting pending messages"), "{text}");
+    assert!(text.contains(database.message()), "{text}");
+}
+
+/// Counts the handler's calls.
+#[derive(Clone)]
+struct Calls(Arc<AtomicUsize>);
+
+/// Applies `Paid` to the ledger once per message id, recording the id in
+/// the inbox in the same transaction.
+async fn apply_once(
+    paid: Paid,
+    Res(db): Res<SqlitePool>,
+    Res(inbox): Res<SqliteInbox>,
+    Res(Calls(calls)): Res<Calls>,
+    context: MessageContext,
+) -> Result<(), Error> {
+    let mut tx = db.begin().await.map_err(error)?;
+    if inbox
+        .record(&mut *tx, "ledger", &context.message_id)
+        .await?
+    {
+        sqlx::query("INSERT INTO ledger (invoice) VALUES (?1)")
+            .bind(paid.invoice)
+            .execute(&mut *tx)
+            .await
+            .map_err(error)?;
+    }
+    tx.commit().await.map_err(error)?;
+    calls.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_message_is_applied_once_and_migrations_run_once() {
     let db = Db::new();
@@ -369,31 +422,11 @@ async fn a_redelivered_message_is_applied_once_and_migrations_run_once() {
     let calls = Arc::new(AtomicUsize::new(0));
     let service = |calls: Arc<AtomicUsize>| {
         db.service(&[("MAMEY__SQLITE__MIGRATIONS", &dir)])
+            .resource(Calls(calls))
             .plugin(Sqlite::new().inbox())
             .plugin(Messaging::new(MemoryBroker::new()).subscribe_event::<Paid>())
-            .handlers(move |dispatcher, resources| {
-                let (db, inbox) = (
-                    resources.get::<SqlitePool>()?,
-                    resources.get::<SqliteInbox>()?,
-                );
-                dispatcher.add_event(move |paid: Paid| {
-                    let (db, inbox, calls) = (db.clone(), inbox.clone(), Arc::clone(&calls));
-                    async move {
-                        let id = MessageContext::current().unwrap().message_id;
-                        let mut tx = db.begin().await.map_err(error)?;
-                        if inbox.record(&mut *tx, "ledger", &id).await? {
-                            sqlx::query("INSERT INTO ledger (invoice) VALUES (?1)")
-                                .bind(paid.invoice)
-                                .execute(&mut *tx)
-                                .await
-                                .map_err(error)?;
-                        }
-                        tx.commit().await.map_err(error)?;
-                        calls.fetch_add(1, Ordering::SeqCst);
-                        Ok(())
-                    }
-                });
-                Ok(())
+            .handlers(|d| {
+                d.event(apply_once);
             })
     };
     // Built twice: the migration runs once.

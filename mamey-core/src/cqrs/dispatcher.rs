@@ -57,8 +57,10 @@ struct Chain {
 }
 
 /// Binds one registered handler into the route table.
+/// `Sync` too, so that a plug-in's `&InitContext` (which holds the builder)
+/// can be held across an `.await` in a `Send` future.
 type BindFn =
-    Box<dyn FnOnce(&mut Routes, &Resources, &Chain) -> Result<(), DispatcherError> + Send>;
+    Box<dyn FnOnce(&mut Routes, &Resources, &Chain) -> Result<(), DispatcherError> + Send + Sync>;
 
 /// Registers handlers and middleware, then builds a [`Dispatcher`].
 ///

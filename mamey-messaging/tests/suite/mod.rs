@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mamey_core::cqrs::Event;
+use mamey_core::cqrs::{Event, Res};
 use mamey_core::{Error, MessageContext, RunningService, Service, ServiceBuilder, TraceContext};
 use mamey_messaging::{Message, Messaging, Publisher};
 use mamey_observability::propagation::OtelContext;
@@ -84,6 +84,50 @@ pub fn vars<B: Backend>(backend: &B) -> Vec<(String, String)> {
     vars
 }
 
+/// How the suite's handler behaves: a resource of the service, so each
+/// service built by [`service`] records into its own [`Seen`].
+#[derive(Clone)]
+struct Behaviour {
+    seen: Seen,
+    /// Calls that fail before the handler succeeds; `None`: all of them.
+    fail_first: Option<usize>,
+    /// How long each call takes.
+    delay: Duration,
+}
+
+/// The handler of `OrderPlaced`: records the call, its message context and
+/// the current trace id, then fails or records the id as its
+/// [`Behaviour`] says.
+async fn order_placed(
+    event: OrderPlaced,
+    Res(behaviour): Res<Behaviour>,
+    context: MessageContext,
+) -> Result<(), Error> {
+    let Behaviour {
+        seen,
+        fail_first,
+        delay,
+    } = behaviour;
+    let call = seen.calls.fetch_add(1, Ordering::SeqCst);
+    seen.contexts.lock().unwrap().push(context);
+    seen.trace_ids.lock().unwrap().push(
+        OtelContext::current()
+            .span()
+            .span_context()
+            .trace_id()
+            .to_string(),
+    );
+    tokio::time::sleep(delay).await;
+    match fail_first {
+        Some(n) if call < n => Err(Error::unavailable("db.down", "database is down")),
+        None => Err(Error::unavailable("db.down", "database is down")),
+        _ => {
+            seen.ids.lock().unwrap().push(event.id);
+            Ok(())
+        }
+    }
+}
+
 /// A service subscribed to `OrderPlaced` whose handler fails `fail_first`
 /// times (always, if `None`) before succeeding, taking `delay` per call.
 pub fn service<B: Backend>(
@@ -92,42 +136,19 @@ pub fn service<B: Backend>(
     fail_first: Option<usize>,
     delay: Duration,
 ) -> ServiceBuilder {
-    let seen = seen.clone();
     let vars = vars(backend);
     Service::builder(backend.service_name())
         .handle_signals(false)
         .config_dir("/nonexistent-mamey-config")
         .env_vars(vars)
+        .resource(Behaviour {
+            seen: seen.clone(),
+            fail_first,
+            delay,
+        })
         .plugin(backend.messaging().subscribe_event::<OrderPlaced>())
-        .handlers(move |dispatcher, _| {
-            dispatcher.add_event(move |event: OrderPlaced| {
-                let seen = seen.clone();
-                async move {
-                    let call = seen.calls.fetch_add(1, Ordering::SeqCst);
-                    if let Some(context) = MessageContext::current() {
-                        seen.contexts.lock().unwrap().push(context);
-                    }
-                    seen.trace_ids.lock().unwrap().push(
-                        OtelContext::current()
-                            .span()
-                            .span_context()
-                            .trace_id()
-                            .to_string(),
-                    );
-                    tokio::time::sleep(delay).await;
-                    match fail_first {
-                        Some(n) if call < n => {
-                            Err(Error::unavailable("db.down", "database is down"))
-                        }
-                        None => Err(Error::unavailable("db.down", "database is down")),
-                        _ => {
-                            seen.ids.lock().unwrap().push(event.id);
-                            Ok(())
-                        }
-                    }
-                }
-            });
-            Ok(())
+        .handlers(|d| {
+            d.event(order_placed);
         })
 }
 
