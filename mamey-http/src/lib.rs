@@ -28,8 +28,8 @@ pub use client::{
 pub use config::{CorsConfig, HttpConfig, JwtConfig, OperationalEndpoints};
 pub use endpoints::{Endpoints, Operation};
 pub use problem::{ApiError, Json, PROBLEM_JSON, Path, Problem, ProblemField, QueryParams};
-#[cfg(feature = "garde")]
 pub use url_path::url_path;
+#[cfg(feature = "garde")]
 pub use validate::validate;
 pub use webapi::{HttpAddress, Resource, WebApi};
 

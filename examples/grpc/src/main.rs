@@ -3,9 +3,9 @@
 //! - `orders` hosts `orders.v1.Orders` (from `proto/orders.proto`) with the
 //!   `GrpcServer` plug-in: bearer tokens required, `grpc.health.v1` and
 //!   reflection served beside it.
-//! - The client side resolves `orders` through the `HttpClient` plug-in's
-//!   static list and calls it over a `GrpcChannel`, the caller's identity
-//!   and trace going along in the metadata.
+//! - The client side resolves `orders` through the static list of the
+//!   `ServiceClientPlugin` and calls it over a `GrpcChannel`, the caller's
+//!   identity and trace going along in the metadata.
 //!
 //! `cargo run -p grpc-example` serves on 127.0.0.1:9090 until Ctrl-C and
 //! prints a token for `grpcurl`. `cargo run -p grpc-example -- --demo`
@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use mamey_core::{BoxError, Error, Identity, MessageContext, Service};
 use mamey_http::grpc::{GrpcAddress, GrpcServer, status};
-use mamey_http::{Auth, HttpClient, JwtIssuer, ServiceClient};
+use mamey_http::{Auth, JwtIssuer, ServiceClient, ServiceClientPlugin};
 use tonic::{Request, Response, Status};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -157,7 +157,7 @@ async fn demo() -> Result<(), BoxError> {
             "MAMEY__HTTP_CLIENT__SERVICES__ORDERS",
             format!("[\"http://{at}\"]"),
         )])
-        .plugin(HttpClient::new())
+        .plugin(ServiceClientPlugin::new())
         .build()
         .await?;
     let channel = shop.resources().get::<ServiceClient>()?.grpc("orders");

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mamey_core::config::ConfigSection;
-use mamey_core::cqrs::{Command, Dispatcher, Event};
+use mamey_core::cqrs::{Command, Dispatcher, Event, Res};
 use mamey_core::health::{HealthStatus, Probe};
 use mamey_core::{BoxError, Error, InitContext, MessageContext, Plugin, StartContext};
 use serde::{Deserialize, Serialize};
@@ -78,6 +78,30 @@ impl GreetingCount {
     }
 }
 
+/// The configured greeting, provided by the plug-in for the `Greet` handler.
+#[derive(Clone)]
+struct Greeting(Arc<str>);
+
+/// Greets, then tells everyone interested through the service's dispatcher.
+async fn greet(
+    cmd: Greet,
+    Res(Greeting(greeting)): Res<Greeting>,
+    Res(dispatcher): Res<Dispatcher>,
+) -> Result<(), Error> {
+    tracing::info!("{greeting}, {}!", cmd.name);
+    dispatcher.publish(Greeted { name: cmd.name }).await
+}
+
+async fn count_greeting(_: Greeted, Res(count): Res<GreetingCount>) -> Result<(), Error> {
+    count.0.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+async fn log_greeting(event: Greeted, ctx: MessageContext) -> Result<(), Error> {
+    tracing::debug!(name = %event.name, correlation_id = %ctx.correlation_id, "greeted");
+    Ok(())
+}
+
 /// Greets the configured names on a timer.
 #[derive(Default)]
 pub(crate) struct GreeterPlugin {
@@ -104,31 +128,12 @@ impl Plugin for GreeterPlugin {
                 .invalid("greeter.interval", "expected a positive duration")
                 .into());
         }
-        let count = self.count.clone();
-        ctx.provide(count.clone())?;
-
-        let greeting = self.config.greeting.clone();
-        let dispatcher = ctx.resource::<Dispatcher>()?;
+        ctx.provide(self.count.clone())?;
+        ctx.provide(Greeting(self.config.greeting.as_str().into()))?;
         ctx.dispatcher()
-            .add_command(move |cmd: Greet| {
-                let (greeting, dispatcher) = (greeting.clone(), dispatcher.clone());
-                async move {
-                    tracing::info!("{greeting}, {}!", cmd.name);
-                    dispatcher.publish(Greeted { name: cmd.name }).await
-                }
-            })
-            .add_event(move |_: Greeted| {
-                let count = count.clone();
-                async move {
-                    count.0.fetch_add(1, Ordering::Relaxed);
-                    Ok(())
-                }
-            })
-            .add_event(|event: Greeted| async move {
-                let correlation_id = MessageContext::current().map(|c| c.correlation_id);
-                tracing::debug!(name = %event.name, ?correlation_id, "greeted");
-                Ok(())
-            });
+            .command(greet)
+            .event(count_greeting)
+            .event(log_greeting);
 
         ctx.health().register("greeter", &[Probe::Ready], || async {
             HealthStatus::healthy()

@@ -13,20 +13,21 @@
 //! the calls itself, prints what came back, and exits.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use mamey_core::cqrs::{Command, DispatcherBuilder, Query};
-use mamey_core::{BoxError, Error, Identity, MessageContext, Resources, Service};
+use mamey_core::cqrs::{Command, DispatcherBuilder, Query, Res};
+use mamey_core::{BoxError, Error, Identity, MessageContext, Service};
 use mamey_http::axum::Router;
 use mamey_http::axum::extract::Path as AxumPath;
 use mamey_http::axum::routing::get;
 use mamey_http::{
-    Auth, Endpoints, HttpAddress, HttpClient, Json, JwtIssuer, ServiceClient, WebApi,
+    Auth, Endpoints, HttpAddress, Json, JwtIssuer, ServiceClient, ServiceClientPlugin, WebApi,
+    url_path,
 };
 use mamey_observability::Observability;
 use serde::{Deserialize, Serialize};
@@ -91,12 +92,15 @@ struct Price {
     cents: u64,
 }
 
-type Orders = Arc<Mutex<BTreeMap<u64, Order>>>;
+/// The orders, kept in memory: the example's repository. The service gets
+/// one with `ServiceBuilder::resource`; the handlers take it as `Res<Orders>`.
+#[derive(Clone, Default)]
+struct Orders(Arc<Mutex<BTreeMap<u64, Order>>>);
 
-fn locked(orders: &Orders) -> std::sync::MutexGuard<'_, BTreeMap<u64, Order>> {
-    orders
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+impl Orders {
+    fn locked(&self) -> MutexGuard<'_, BTreeMap<u64, Order>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 fn endpoints() -> Endpoints {
@@ -115,71 +119,65 @@ fn endpoints() -> Endpoints {
         .into()
 }
 
-fn handlers(
-    orders: &Orders,
-) -> impl FnOnce(&mut DispatcherBuilder, &Resources) -> Result<(), BoxError> + use<> {
-    let orders = Arc::clone(orders);
-    move |d, resources| {
-        let client = resources.get::<ServiceClient>()?;
-        let o = Arc::clone(&orders);
-        d.add_query(move |q: GetOrder| {
-            let o = Arc::clone(&o);
-            async move { Ok(locked(&o).get(&q.id).cloned()) }
-        });
-        let o = Arc::clone(&orders);
-        d.add_query(move |q: ListOrders| {
-            let o = Arc::clone(&o);
-            async move {
-                Ok(locked(&o)
-                    .values()
-                    .filter(|order| q.customer.as_ref().is_none_or(|c| *c == order.customer))
-                    .cloned()
-                    .collect())
-            }
-        });
-        let o = Arc::clone(&orders);
-        d.add_command(move |c: PlaceOrder| {
-            let (o, client) = (Arc::clone(&o), client.clone());
-            async move {
-                if locked(&o).contains_key(&c.id) {
-                    return Err(Error::conflict(
-                        "order.exists",
-                        format!("order {} exists", c.id),
-                    ));
-                }
-                // The caller's context (trace, correlation id) goes along.
-                let price: Price = client
-                    .get("pricing", &format!("/prices/{}", c.sku))
-                    .send()
-                    .await?
-                    .json()?;
-                let placed_by = MessageContext::current()
-                    .and_then(|ctx| ctx.identity.clone())
-                    .map(|identity| identity.subject)
-                    .unwrap_or_default();
-                let order = Order {
-                    id: c.id,
-                    customer: c.customer,
-                    sku: c.sku,
-                    quantity: c.quantity,
-                    total_cents: price.cents * u64::from(c.quantity),
-                    placed_by,
-                };
-                locked(&o).insert(order.id, order);
-                Ok(())
-            }
-        });
-        let o = Arc::clone(&orders);
-        d.add_command(move |c: CancelOrder| {
-            let o = Arc::clone(&o);
-            async move {
-                locked(&o).remove(&c.id).map(|_| ()).ok_or_else(|| {
-                    Error::not_found("order.not_found", format!("no order {}", c.id))
-                })
-            }
-        });
-        Ok(())
+async fn get_order(q: GetOrder, Res(orders): Res<Orders>) -> Result<Option<Order>, Error> {
+    Ok(orders.locked().get(&q.id).cloned())
+}
+
+async fn list_orders(q: ListOrders, Res(orders): Res<Orders>) -> Result<Vec<Order>, Error> {
+    Ok(orders
+        .locked()
+        .values()
+        .filter(|order| q.customer.as_ref().is_none_or(|c| *c == order.customer))
+        .cloned()
+        .collect())
+}
+
+/// Prices the order by calling `pricing` by name (the caller's trace and
+/// correlation id go along) and records who placed it.
+async fn place_order(
+    c: PlaceOrder,
+    Res(orders): Res<Orders>,
+    Res(pricing): Res<ServiceClient>,
+    ctx: MessageContext,
+) -> Result<(), Error> {
+    if orders.locked().contains_key(&c.id) {
+        return Err(Error::conflict(
+            "order.exists",
+            format!("order {} exists", c.id),
+        ));
     }
+    // `url_path` keeps the sku one path segment, whatever it contains.
+    let price: Price = pricing
+        .get("pricing", &url_path(["prices", &c.sku]))
+        .send()
+        .await?
+        .json()?;
+    let placed_by = ctx.identity.map(|caller| caller.subject);
+    let order = Order {
+        id: c.id,
+        customer: c.customer,
+        sku: c.sku,
+        quantity: c.quantity,
+        total_cents: price.cents * u64::from(c.quantity),
+        placed_by: placed_by.unwrap_or_default(),
+    };
+    orders.locked().insert(order.id, order);
+    Ok(())
+}
+
+async fn cancel_order(c: CancelOrder, Res(orders): Res<Orders>) -> Result<(), Error> {
+    orders
+        .locked()
+        .remove(&c.id)
+        .map(|_| ())
+        .ok_or_else(|| Error::not_found("order.not_found", format!("no order {}", c.id)))
+}
+
+fn handlers(d: &mut DispatcherBuilder) {
+    d.query(get_order)
+        .query(list_orders)
+        .command(place_order)
+        .command(cancel_order);
 }
 
 async fn price(AxumPath(sku): AxumPath<String>) -> Json<Price> {
@@ -200,7 +198,6 @@ async fn start(
     let HttpAddress(pricing_at) = pricing.resources().get::<HttpAddress>()?;
     let pricing = pricing.start().await?;
 
-    let orders = Orders::default();
     let orders_service = Service::builder("orders")
         .env_vars([
             ("MAMEY__HTTP__ADDRESS".to_owned(), orders_address.to_owned()),
@@ -212,8 +209,9 @@ async fn start(
             ),
         ])
         .plugin(Observability::new())
-        .plugin(HttpClient::new())
-        .handlers(handlers(&orders))
+        .plugin(ServiceClientPlugin::new())
+        .resource(Orders::default())
+        .handlers(handlers)
         .plugin(WebApi::new().endpoints(endpoints()))
         .build()
         .await?;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use mamey_core::cqrs::Event;
+use mamey_core::cqrs::{Event, Res};
 use mamey_core::{BoxError, Error, MessageContext, Service};
 use mamey_messaging::{MemoryBroker, Message, Messaging, Publisher};
 use serde::{Deserialize, Serialize};
@@ -44,57 +44,76 @@ impl Event for OrderShipped {}
 /// Retry quickly in the example (default is 1 s, 2 s, 4 s).
 const FAST_RETRIES: [(&str, &str); 1] = [("MAMEY__MESSAGING__RETRY__INITIAL_DELAY", "100ms")];
 
+/// Shipping's courier API: every third call fails, so retries show.
+#[derive(Clone, Default)]
+struct Courier {
+    calls: Arc<AtomicU64>,
+}
+
+impl Courier {
+    fn ship(&self, order: u64) -> Result<(), Error> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) % 3 == 2 {
+            return Err(Error::unavailable(
+                "courier.down",
+                "courier API unavailable",
+            ));
+        }
+        tracing::info!(order, "shipped");
+        Ok(())
+    }
+}
+
+/// Orders shipped, as orders has heard.
+#[derive(Clone, Default)]
+struct Shipped(Arc<AtomicU64>);
+
+async fn ship_order(
+    order: OrderPlaced,
+    Res(courier): Res<Courier>,
+    Res(events): Res<Publisher>,
+) -> Result<(), Error> {
+    if order.quantity <= 0 {
+        return Err(Error::invalid_input(
+            "order.quantity",
+            "quantity must be positive",
+        ));
+    }
+    courier.ship(order.id)?; // an error here is retried later
+    events.publish(&OrderShipped { id: order.id }).await?;
+    Ok(())
+}
+
+async fn record_shipment(
+    event: OrderShipped,
+    Res(Shipped(shipped)): Res<Shipped>,
+    ctx: MessageContext,
+) -> Result<(), Error> {
+    tracing::info!(order = event.id, correlation = %ctx.correlation_id, "order shipped");
+    shipped.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
 async fn shipping(broker: &MemoryBroker) -> Result<Service, BoxError> {
-    let attempts = Arc::new(AtomicU64::new(0));
     Ok(Service::builder("shipping")
         .handle_signals(false)
         .env_vars(FAST_RETRIES)
+        .resource(Courier::default())
         .plugin(Messaging::new(broker.clone()).subscribe_event::<OrderPlaced>())
-        .handlers(move |dispatcher, resources| {
-            let publisher = resources.get::<Publisher>()?;
-            dispatcher.add_event(move |order: OrderPlaced| {
-                let (publisher, attempts) = (publisher.clone(), Arc::clone(&attempts));
-                async move {
-                    if order.quantity <= 0 {
-                        return Err(Error::invalid_input(
-                            "order.quantity",
-                            "quantity must be positive",
-                        ));
-                    }
-                    // Every third call to the courier fails: retried later.
-                    if attempts.fetch_add(1, Ordering::SeqCst) % 3 == 2 {
-                        return Err(Error::unavailable(
-                            "courier.down",
-                            "courier API unavailable",
-                        ));
-                    }
-                    tracing::info!(order = order.id, "shipped");
-                    publisher.publish(&OrderShipped { id: order.id }).await?;
-                    Ok(())
-                }
-            });
-            Ok(())
+        .handlers(|d| {
+            d.event(ship_order);
         })
         .build()
         .await?)
 }
 
-async fn orders(broker: &MemoryBroker, shipped: Arc<AtomicU64>) -> Result<Service, BoxError> {
+async fn orders(broker: &MemoryBroker, shipped: Shipped) -> Result<Service, BoxError> {
     Ok(Service::builder("orders")
         .handle_signals(false)
         .env_vars(FAST_RETRIES)
+        .resource(shipped)
         .plugin(Messaging::new(broker.clone()).subscribe_event::<OrderShipped>())
-        .handlers(move |dispatcher, _| {
-            dispatcher.add_event(move |event: OrderShipped| {
-                let shipped = Arc::clone(&shipped);
-                async move {
-                    let correlation = MessageContext::current().map(|c| c.correlation_id);
-                    tracing::info!(order = event.id, ?correlation, "order shipped");
-                    shipped.fetch_add(1, Ordering::SeqCst);
-                    Ok(())
-                }
-            });
-            Ok(())
+        .handlers(|d| {
+            d.event(record_shipment);
         })
         .build()
         .await?)
@@ -115,9 +134,9 @@ async fn main() -> Result<(), BoxError> {
         .transpose()?;
 
     let broker = MemoryBroker::new();
-    let shipped = Arc::new(AtomicU64::new(0));
+    let shipped = Shipped::default();
     let shipping = shipping(&broker).await?;
-    let orders = orders(&broker, Arc::clone(&shipped)).await?;
+    let orders = orders(&broker, shipped.clone()).await?;
     let publisher = orders.resources().get::<Publisher>()?;
     let (stop_orders, stop_shipping) = (orders.shutdown_handle(), shipping.shutdown_handle());
     let running = tokio::spawn(async move { tokio::try_join!(shipping.run(), orders.run()) });
@@ -148,7 +167,7 @@ async fn main() -> Result<(), BoxError> {
     }
     // Let retries finish, then report.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while shipped.load(Ordering::SeqCst) + invalid < placed
+    while shipped.0.load(Ordering::SeqCst) + invalid < placed
         && tokio::time::Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -156,7 +175,7 @@ async fn main() -> Result<(), BoxError> {
     let dead = broker.dead_letters();
     println!(
         "placed {placed}, shipped {}, dead-lettered {}",
-        shipped.load(Ordering::SeqCst),
+        shipped.0.load(Ordering::SeqCst),
         dead.len()
     );
     for letter in &dead {

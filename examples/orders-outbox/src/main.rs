@@ -26,8 +26,11 @@ use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use mamey_core::cqrs::{Command, Event, Query};
-use mamey_core::{BoxError, Error, MessageContext, RunningService, Service, ServiceBuilder};
+use mamey_core::cqrs::{Command, Event, FromResources, Query, Res};
+use mamey_core::{
+    BoxError, Error, MessageContext, MissingResource, Resources, RunningService, Service,
+    ServiceBuilder,
+};
 use mamey_http::{Endpoints, HttpAddress, WebApi};
 use mamey_messaging::{InboxStore, Message, Messaging, OutboxStore, PublishOptions, Publisher};
 use mamey_observability::Observability;
@@ -104,6 +107,30 @@ struct Schemas {
     billing: String,
 }
 
+/// The schema of a service's own tables, given to each service with
+/// `ServiceBuilder::resource`.
+#[derive(Clone)]
+struct Schema(Arc<str>);
+
+/// The service's database as its handlers see it: the pool, and the schema
+/// its tables are in. Built once from the resources when the service is
+/// built; each handler taking it gets a clone per call.
+#[derive(Clone)]
+struct Db {
+    pool: PgPool,
+    schema: Arc<str>,
+}
+
+impl FromResources for Db {
+    fn from_resources(resources: &Resources) -> Result<Self, MissingResource> {
+        let Schema(schema) = resources.get()?;
+        Ok(Self {
+            pool: resources.get()?,
+            schema,
+        })
+    }
+}
+
 /// The process's environment plus `extra`: each service reads the shared
 /// settings (database and broker URLs) and gets its own tables.
 fn env(extra: &[(&str, String)]) -> Vec<(String, String)> {
@@ -140,6 +167,116 @@ async fn create_tables(schemas: &Schemas) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// Writes the order and stages `OrderPlaced` in one transaction: both, or
+/// neither. The relay publishes the event after the commit.
+async fn place_order(
+    c: PlaceOrder,
+    db: Db,
+    Res(outbox): Res<PgOutbox>,
+    Res(events): Res<Publisher>,
+) -> Result<(), Error> {
+    let mut tx = db.pool.begin().await.map_err(error)?;
+    sqlx::query(&format!(
+        "INSERT INTO {}.orders (id, customer, total_cents, status) VALUES ($1, $2, $3, 'placed')",
+        db.schema
+    ))
+    .bind(c.id)
+    .bind(&c.customer)
+    .bind(c.total_cents)
+    .execute(&mut *tx)
+    .await
+    .map_err(error)?; // a duplicate id is a 409
+    let placed = OrderPlaced {
+        id: c.id,
+        customer: c.customer,
+        total_cents: c.total_cents,
+    };
+    let message = events.prepare(&placed, PublishOptions::default())?;
+    outbox.stage(&mut *tx, message).await?;
+    tx.commit().await.map_err(error)
+}
+
+async fn get_order(q: GetOrder, db: Db) -> Result<Option<Order>, Error> {
+    let row: Option<(i64, String, i64, String)> = sqlx::query_as(&format!(
+        "SELECT id, customer, total_cents, status FROM {}.orders WHERE id = $1",
+        db.schema
+    ))
+    .bind(q.id)
+    .fetch_optional(&db.pool)
+    .await
+    .map_err(error)?;
+    Ok(row.map(|(id, customer, total_cents, status)| Order {
+        id,
+        customer,
+        total_cents,
+        status,
+    }))
+}
+
+/// Marks the order charged, once per `OrderCharged` message however often
+/// it is delivered.
+async fn mark_charged(
+    charged: OrderCharged,
+    db: Db,
+    Res(inbox): Res<PgInbox>,
+    ctx: MessageContext,
+) -> Result<(), Error> {
+    let mut tx = db.pool.begin().await.map_err(error)?;
+    if inbox
+        .record(&mut *tx, "orders.mark-charged", &ctx.message_id)
+        .await?
+    {
+        sqlx::query(&format!(
+            "UPDATE {}.orders SET status = 'charged' WHERE id = $1",
+            db.schema
+        ))
+        .bind(charged.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(error)?;
+    }
+    tx.commit().await.map_err(error)
+}
+
+/// Billing: charges the order and stages `OrderCharged`, in one transaction
+/// with the inbox record, so a redelivered `OrderPlaced` is skipped.
+async fn charge(
+    placed: OrderPlaced,
+    db: Db,
+    Res(inbox): Res<PgInbox>,
+    Res(outbox): Res<PgOutbox>,
+    Res(events): Res<Publisher>,
+    Res(Deliveries(deliveries)): Res<Deliveries>,
+    ctx: MessageContext,
+) -> Result<(), Error> {
+    let mut tx = db.pool.begin().await.map_err(error)?;
+    if !inbox
+        .record(&mut *tx, "billing.charge", &ctx.message_id)
+        .await?
+    {
+        deliveries.fetch_add(1, Ordering::SeqCst);
+        return Ok(()); // charged before: a redelivery
+    }
+    sqlx::query(&format!(
+        "INSERT INTO {}.charges (order_id, amount_cents) VALUES ($1, $2)",
+        db.schema
+    ))
+    .bind(placed.id)
+    .bind(placed.total_cents)
+    .execute(&mut *tx)
+    .await
+    .map_err(error)?;
+    let charged = OrderCharged {
+        id: placed.id,
+        amount_cents: placed.total_cents,
+    };
+    let message = events.prepare(&charged, PublishOptions::default())?;
+    outbox.stage(&mut *tx, message).await?;
+    tx.commit().await.map_err(error)?;
+    deliveries.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
 fn orders_service(schema: &str, address: &str, extra: &[(&str, String)]) -> ServiceBuilder {
     let mut vars = vec![
         ("MAMEY__HTTP__ADDRESS", address.to_owned()),
@@ -147,9 +284,9 @@ fn orders_service(schema: &str, address: &str, extra: &[(&str, String)]) -> Serv
         ("MAMEY__POSTGRES__INBOX_TABLE", format!("{schema}.inbox")),
     ];
     vars.extend_from_slice(extra);
-    let schema = schema.to_owned();
     Service::builder("orders")
         .env_vars(env(&vars))
+        .resource(Schema(schema.into()))
         .plugin(Observability::new())
         .plugin(Postgres::new().outbox().inbox())
         .plugin(
@@ -157,84 +294,8 @@ fn orders_service(schema: &str, address: &str, extra: &[(&str, String)]) -> Serv
                 .subscribe_event::<OrderCharged>()
                 .outbox::<PgOutbox>(),
         )
-        .handlers(move |dispatcher, resources| {
-            let db = resources.get::<PgPool>()?;
-            let (outbox, inbox) = (resources.get::<PgOutbox>()?, resources.get::<PgInbox>()?);
-            let publisher = resources.get::<Publisher>()?;
-            let orders = format!("{schema}.orders");
-
-            let (db2, table) = (db.clone(), orders.clone());
-            dispatcher.add_command(move |c: PlaceOrder| {
-                let (db, outbox, publisher, table) = (
-                    db2.clone(),
-                    outbox.clone(),
-                    publisher.clone(),
-                    table.clone(),
-                );
-                async move {
-                    let mut tx = db.begin().await.map_err(error)?;
-                    sqlx::query(&format!(
-                        "INSERT INTO {table} (id, customer, total_cents, status)
-                         VALUES ($1, $2, $3, 'placed')"
-                    ))
-                    .bind(c.id)
-                    .bind(&c.customer)
-                    .bind(c.total_cents)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(error)?; // a duplicate id is a 409
-                    let placed = OrderPlaced {
-                        id: c.id,
-                        customer: c.customer,
-                        total_cents: c.total_cents,
-                    };
-                    let message = publisher.prepare(&placed, PublishOptions::default())?;
-                    outbox.stage(&mut *tx, message).await?;
-                    // The order and its event: both, or neither.
-                    tx.commit().await.map_err(error)
-                }
-            });
-
-            let (db2, table) = (db.clone(), orders.clone());
-            dispatcher.add_query(move |q: GetOrder| {
-                let (db, table) = (db2.clone(), table.clone());
-                async move {
-                    let row: Option<(i64, String, i64, String)> = sqlx::query_as(&format!(
-                        "SELECT id, customer, total_cents, status FROM {table} WHERE id = $1"
-                    ))
-                    .bind(q.id)
-                    .fetch_optional(&db)
-                    .await
-                    .map_err(error)?;
-                    Ok(row.map(|(id, customer, total_cents, status)| Order {
-                        id,
-                        customer,
-                        total_cents,
-                        status,
-                    }))
-                }
-            });
-
-            dispatcher.add_event(move |charged: OrderCharged| {
-                let (db, inbox, table) = (db.clone(), inbox.clone(), orders.clone());
-                async move {
-                    let id = MessageContext::current()
-                        .map(|c| c.message_id)
-                        .ok_or_else(|| Error::internal("no message context"))?;
-                    let mut tx = db.begin().await.map_err(error)?;
-                    if inbox.record(&mut *tx, "orders.mark-charged", &id).await? {
-                        sqlx::query(&format!(
-                            "UPDATE {table} SET status = 'charged' WHERE id = $1"
-                        ))
-                        .bind(charged.id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(error)?;
-                    }
-                    tx.commit().await.map_err(error)
-                }
-            });
-            Ok(())
+        .handlers(|d| {
+            d.command(place_order).query(get_order).event(mark_charged);
         })
         .plugin(
             WebApi::new().endpoints(
@@ -258,10 +319,10 @@ fn billing_service(
         ("MAMEY__POSTGRES__INBOX_TABLE", format!("{schema}.inbox")),
     ];
     vars.extend_from_slice(extra);
-    let charges = format!("{schema}.charges");
-    let deliveries = deliveries.clone();
     Service::builder("billing")
         .env_vars(env(&vars))
+        .resource(Schema(schema.into()))
+        .resource(deliveries.clone())
         .plugin(Observability::new())
         .plugin(Postgres::new().outbox().inbox())
         .plugin(
@@ -269,48 +330,8 @@ fn billing_service(
                 .subscribe_event::<OrderPlaced>()
                 .outbox::<PgOutbox>(),
         )
-        .handlers(move |dispatcher, resources| {
-            let db = resources.get::<PgPool>()?;
-            let (outbox, inbox) = (resources.get::<PgOutbox>()?, resources.get::<PgInbox>()?);
-            let publisher = resources.get::<Publisher>()?;
-            dispatcher.add_event(move |placed: OrderPlaced| {
-                let (db, outbox, inbox, publisher, charges) = (
-                    db.clone(),
-                    outbox.clone(),
-                    inbox.clone(),
-                    publisher.clone(),
-                    charges.clone(),
-                );
-                let Deliveries(count) = deliveries.clone();
-                async move {
-                    let id = MessageContext::current()
-                        .map(|c| c.message_id)
-                        .ok_or_else(|| Error::internal("no message context"))?;
-                    let mut tx = db.begin().await.map_err(error)?;
-                    if !inbox.record(&mut *tx, "billing.charge", &id).await? {
-                        count.fetch_add(1, Ordering::SeqCst);
-                        return Ok(()); // charged before: a redelivery
-                    }
-                    sqlx::query(&format!(
-                        "INSERT INTO {charges} (order_id, amount_cents) VALUES ($1, $2)"
-                    ))
-                    .bind(placed.id)
-                    .bind(placed.total_cents)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(error)?;
-                    let charged = OrderCharged {
-                        id: placed.id,
-                        amount_cents: placed.total_cents,
-                    };
-                    let message = publisher.prepare(&charged, PublishOptions::default())?;
-                    outbox.stage(&mut *tx, message).await?;
-                    tx.commit().await.map_err(error)?;
-                    count.fetch_add(1, Ordering::SeqCst);
-                    Ok(())
-                }
-            });
-            Ok(())
+        .handlers(|d| {
+            d.event(charge);
         })
 }
 

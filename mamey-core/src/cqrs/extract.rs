@@ -144,13 +144,21 @@ pub trait HandlerArg<Via>: Send + Sized + 'static {
     fn extract(state: &Self::State) -> Result<Self, Error>;
 }
 
+/// `mamey_core::cqrs::extract::Res<`, as `type_name` spells it.
+const RES_PREFIX: &str = "mamey_core::cqrs::extract::Res<";
+
 impl<T: FromResources> HandlerArg<ViaResources> for T {
     type State = T;
 
     fn resolve(resources: &Resources) -> Result<T, MissingResource> {
         T::from_resources(resources).map_err(|mut missing| {
-            if missing.type_name != type_name::<T>() && missing.hint.is_none() {
-                missing.hint = Some(format!("needed to build `{}`", type_name::<T>()));
+            // An extractor of the application's own names itself; `Res<X>`
+            // missing its `X` needs no note.
+            let extractor = type_name::<T>();
+            let plain_res = extractor.starts_with(RES_PREFIX)
+                && extractor[RES_PREFIX.len()..].starts_with(missing.type_name);
+            if missing.type_name != extractor && !plain_res && missing.hint.is_none() {
+                missing.hint = Some(format!("needed to build `{extractor}`"));
             }
             missing
         })
@@ -175,5 +183,41 @@ impl<T: FromMessageContext> HandlerArg<ViaMessageContext> for T {
             // called some other way.
             None => T::from_message_context(&MessageContext::new()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone)]
+    struct Pool;
+
+    #[test]
+    fn the_res_prefix_is_how_type_name_spells_res() {
+        assert!(type_name::<Res<Pool>>().starts_with(RES_PREFIX));
+    }
+
+    #[test]
+    fn a_missing_res_needs_no_note_an_extractor_of_its_own_names_itself() {
+        let missing = <Res<Pool> as HandlerArg<ViaResources>>::resolve(&Resources::new())
+            .err()
+            .map(|m| (m.type_name, m.hint));
+        assert_eq!(missing, Some((type_name::<Pool>(), None)));
+
+        #[derive(Clone)]
+        struct Repository;
+        impl FromResources for Repository {
+            fn from_resources(resources: &Resources) -> Result<Self, MissingResource> {
+                resources.get::<Pool>().map(|_| Repository)
+            }
+        }
+        let hint = <Repository as HandlerArg<ViaResources>>::resolve(&Resources::new())
+            .err()
+            .and_then(|m| m.hint);
+        assert_eq!(
+            hint,
+            Some(format!("needed to build `{}`", type_name::<Repository>()))
+        );
     }
 }

@@ -10,44 +10,65 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use mamey_core::cqrs::Res;
 use mamey_core::{BoxError, Error, Service};
 use mamey_messaging::Messaging;
 use messaging_rabbitmq::{OrderPlaced, init_logging};
 
+/// The stock service the handler depends on: every third call fails.
+#[derive(Clone, Default)]
+struct Stock {
+    calls: Arc<AtomicU64>,
+}
+
+impl Stock {
+    fn reserve(&self) -> Result<(), Error> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) % 3 == 2 {
+            return Err(Error::unavailable(
+                "stock.down",
+                "stock service unavailable",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Orders handled so far.
+#[derive(Clone, Default)]
+struct Handled(Arc<AtomicU64>);
+
+async fn handle_order(
+    order: OrderPlaced,
+    Res(stock): Res<Stock>,
+    Res(Handled(handled)): Res<Handled>,
+) -> Result<(), Error> {
+    if order.quantity <= 0 {
+        return Err(Error::invalid_input(
+            "order.quantity",
+            "quantity must be positive",
+        ));
+    }
+    stock.reserve()?; // an error here is retried later
+    handled.fetch_add(1, Ordering::SeqCst);
+    tracing::info!(order = order.id, "order handled");
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     init_logging();
-    let (handled, calls) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let counter = Arc::clone(&handled);
+    let handled = Handled::default();
     Service::builder("consumer")
+        .resource(Stock::default())
+        .resource(handled.clone())
         .plugin(Messaging::rabbitmq().subscribe_event::<OrderPlaced>())
-        .handlers(move |dispatcher, _| {
-            dispatcher.add_event(move |order: OrderPlaced| {
-                let (handled, calls) = (Arc::clone(&counter), Arc::clone(&calls));
-                async move {
-                    if order.quantity <= 0 {
-                        return Err(Error::invalid_input(
-                            "order.quantity",
-                            "quantity must be positive",
-                        ));
-                    }
-                    if calls.fetch_add(1, Ordering::SeqCst) % 3 == 2 {
-                        return Err(Error::unavailable(
-                            "stock.down",
-                            "stock service unavailable",
-                        ));
-                    }
-                    handled.fetch_add(1, Ordering::SeqCst);
-                    tracing::info!(order = order.id, "order handled");
-                    Ok(())
-                }
-            });
-            Ok(())
+        .handlers(|d| {
+            d.event(handle_order);
         })
         .build()
         .await?
         .run()
         .await?;
-    println!("handled {} orders", handled.load(Ordering::SeqCst));
+    println!("handled {} orders", handled.0.load(Ordering::SeqCst));
     Ok(())
 }
