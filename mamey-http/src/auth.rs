@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use mamey_core::config::ConfigError;
 use mamey_core::{Error, Identity};
 use serde_json::Value;
@@ -286,7 +286,7 @@ pub(crate) async fn establish(
 /// Validates bearer tokens against the configured key source.
 pub(crate) struct Authenticator {
     keys: Keys,
-    validation: Validation,
+    rules: ClaimRules,
     roles_claim: String,
 }
 
@@ -381,26 +381,13 @@ impl Authenticator {
                     .map_err(|e| ConfigError::new(format!("{key}.ca_file"), e))?;
             Keys::Jwks(Box::new(Jwks::new(uri, config.jwks_refresh, connector)))
         };
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.algorithms.clear();
-        validation.leeway = config.leeway.as_secs();
-        validation.validate_nbf = true;
-        validation.validate_exp = true;
-        // A configured issuer or audience is required, not only checked
-        // when present: a token without `iss` or `aud` is refused.
-        if let Some(issuer) = &config.issuer {
-            validation.set_issuer(&[issuer]);
-            validation.required_spec_claims.insert("iss".to_owned());
-        }
-        if config.audiences.is_empty() {
-            validation.validate_aud = false;
-        } else {
-            validation.set_audience(&config.audiences);
-            validation.required_spec_claims.insert("aud".to_owned());
-        }
         Ok(Some(Self {
             keys,
-            validation,
+            rules: ClaimRules {
+                issuer: config.issuer.clone(),
+                audiences: config.audiences.clone(),
+                leeway: config.leeway.as_secs(),
+            },
             roles_claim: config.roles_claim.clone(),
         }))
     }
@@ -415,59 +402,280 @@ impl Authenticator {
         };
         match self.validate(token).await {
             Ok(identity) => Authentication::Valid(identity),
-            Err(reason) => Authentication::Invalid(reason),
+            Err(rejection) => Authentication::Invalid(rejection.to_string()),
         }
     }
 
-    async fn validate(&self, token: &str) -> Result<Identity, String> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| format!("the token is malformed: {e}"))?;
-        let mut validation = self.validation.clone();
+    /// The header is read first, then the signature verified (jsonwebtoken
+    /// does the cryptography), then the claims are read and checked.
+    async fn validate(&self, token: &str) -> Result<Identity, Rejection> {
+        let header = decode_header(token)?;
         let claims = match &self.keys {
             Keys::Static { key, algorithms } => {
                 if !algorithms.contains(&header.alg) {
-                    return Err(format!("algorithm {:?} is not accepted", header.alg));
+                    tracing::debug!(alg = ?header.alg, "bearer token refused: algorithm not accepted");
+                    return Err(Rejection::Algorithm);
                 }
-                validation.algorithms = vec![header.alg];
-                decode(token, key, &validation)?
+                verify(token, key, header.alg)?
             }
             Keys::Jwks(jwks) => {
                 let (key, algorithm) = jwks.key(header.kid.as_deref()).await?;
                 if header.alg != algorithm {
-                    return Err(format!(
-                        "algorithm {:?} does not match the key's {algorithm:?}",
-                        header.alg
-                    ));
+                    tracing::debug!(
+                        alg = ?header.alg,
+                        key_alg = ?algorithm,
+                        "bearer token refused: algorithm does not match the key's"
+                    );
+                    return Err(Rejection::Algorithm);
                 }
-                validation.algorithms = vec![algorithm];
-                decode(token, &key, &validation)?
+                verify(token, &key, algorithm)?
             }
         };
+        self.rules.check(&claims, now())?;
         Ok(identity(claims, &self.roles_claim))
     }
 }
 
-fn decode(
+/// Why a bearer token was refused: a small fixed vocabulary, the `401`
+/// detail. What a library said about the token goes to the debug log only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rejection {
+    /// Not three base64url segments of JSON objects, or a header without
+    /// `alg`.
+    Malformed,
+    /// An `alg` that is not the key's, or no algorithm at all (`none`).
+    Algorithm,
+    /// A `crit` header: mamey understands no extension (RFC 7515 §4.1.11).
+    Critical,
+    /// JWKS: no key with the token's `kid`.
+    UnknownKey,
+    /// JWKS: the key set could not be fetched.
+    KeysUnavailable,
+    Signature,
+    /// A required claim (`exp`, or a configured `iss` or `aud`) is absent.
+    Missing(&'static str),
+    /// `exp`, `nbf` or `iat` is not a `NumericDate` mamey supports.
+    Time(&'static str),
+    Expired,
+    NotYetValid,
+    Issuer,
+    Audience,
+    /// Anything else jsonwebtoken refuses.
+    Invalid,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Malformed => f.write_str("the token is malformed"),
+            Self::Algorithm => f.write_str("the token's algorithm is not accepted"),
+            Self::Critical => f.write_str("the token's `crit` header is not supported"),
+            Self::UnknownKey => f.write_str("the token's key id is not known"),
+            Self::KeysUnavailable => f.write_str("the signing keys are unavailable"),
+            Self::Signature => f.write_str("the token's signature is not valid"),
+            Self::Missing(claim) => write!(f, "the token lacks the `{claim}` claim"),
+            Self::Time(claim) => write!(f, "the token's `{claim}` claim is not a valid time"),
+            Self::Expired => f.write_str("the token has expired"),
+            Self::NotYetValid => f.write_str("the token is not valid yet"),
+            Self::Issuer => f.write_str("the token's issuer is not accepted"),
+            Self::Audience => f.write_str("the token's audience is not accepted"),
+            Self::Invalid => f.write_str("the token is not valid"),
+        }
+    }
+}
+
+/// The token's header, read before anything else: three segments, the
+/// first a JSON object whose `alg` names a known algorithm, without `crit`.
+fn decode_header(token: &str) -> Result<Header, Rejection> {
+    let malformed = |error: &dyn fmt::Display| {
+        tracing::debug!(%error, "bearer token refused: malformed header");
+        Rejection::Malformed
+    };
+    let mut segments = token.split('.');
+    let (Some(segment), Some(_), Some(_), None) = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) else {
+        return Err(Rejection::Malformed);
+    };
+    let fields = json_object(segment).map_err(|e| malformed(&e))?;
+    match fields.get("alg") {
+        Some(Value::String(alg)) if alg.parse::<Algorithm>().is_ok() => {}
+        Some(Value::String(alg)) => {
+            tracing::debug!(%alg, "bearer token refused: unknown algorithm");
+            return Err(Rejection::Algorithm);
+        }
+        _ => return Err(Rejection::Malformed),
+    }
+    // Whatever it lists, and even when it is empty or no list: a recipient
+    // must refuse a token whose critical extensions it does not understand,
+    // and mamey understands none.
+    if fields.contains_key("crit") {
+        return Err(Rejection::Critical);
+    }
+    jsonwebtoken::decode_header(token).map_err(|e| malformed(&e))
+}
+
+/// The JSON object a base64url segment encodes. A member named twice
+/// makes it malformed, so no two readers can disagree on which one counts.
+fn json_object(segment: &str) -> Result<BTreeMap<String, Value>, String> {
+    struct Unique(BTreeMap<String, Value>);
+
+    impl<'de> serde::Deserialize<'de> for Unique {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_map(UniqueVisitor)
+        }
+    }
+
+    struct UniqueVisitor;
+
+    impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+        type Value = Unique;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
+            let mut members = BTreeMap::new();
+            while let Some((name, value)) = map.next_entry::<String, Value>()? {
+                if members.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!("`{name}` appears twice")));
+                }
+                members.insert(name, value);
+            }
+            Ok(Unique(members))
+        }
+    }
+
+    let json = base64url_decode(segment).ok_or("not base64url")?;
+    serde_json::from_slice::<Unique>(&json)
+        .map(|Unique(members)| members)
+        .map_err(|e| e.to_string())
+}
+
+/// Unpadded base64url (RFC 7515 §2), strictly: no padding, no other
+/// symbols, no stray bits in the last symbol.
+fn base64url_decode(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()
+}
+
+/// The claims of `token` (three segments, checked by [`decode_header`]),
+/// once its signature verifies with `key` under `algorithm`.
+fn verify(
     token: &str,
     key: &DecodingKey,
-    validation: &Validation,
-) -> Result<BTreeMap<String, Value>, String> {
+    algorithm: Algorithm,
+) -> Result<BTreeMap<String, Value>, Rejection> {
     use jsonwebtoken::errors::ErrorKind as Jwt;
-    jsonwebtoken::decode::<BTreeMap<String, Value>>(token, key, validation)
-        .map(|data| data.claims)
-        .map_err(|e| {
-            match e.kind() {
-                Jwt::ExpiredSignature => "the token has expired",
-                Jwt::ImmatureSignature => "the token is not valid yet",
-                Jwt::InvalidIssuer => "the token's issuer is not accepted",
-                Jwt::InvalidAudience => "the token's audience is not accepted",
-                Jwt::InvalidSignature => "the token's signature is invalid",
-                Jwt::InvalidAlgorithm => "the token's algorithm is not accepted",
-                Jwt::MissingRequiredClaim(_) => "the token lacks a required claim",
-                _ => "the token is invalid",
+    let (message, signature) = token.rsplit_once('.').ok_or(Rejection::Malformed)?;
+    let (_, payload) = message.split_once('.').ok_or(Rejection::Malformed)?;
+    match jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, algorithm) {
+        Ok(true) => {}
+        Ok(false) => return Err(Rejection::Signature),
+        Err(error) => {
+            let rejection = match error.kind() {
+                Jwt::Base64(_) => Rejection::Malformed,
+                _ => Rejection::Invalid,
+            };
+            tracing::debug!(%error, reason = %rejection, "bearer token refused");
+            return Err(rejection);
+        }
+    }
+    json_object(payload).map_err(|error| {
+        tracing::debug!(%error, "bearer token refused: malformed claims");
+        Rejection::Malformed
+    })
+}
+
+/// Seconds since the Unix epoch.
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What a token's claims must be, beyond a valid signature.
+#[derive(Debug)]
+struct ClaimRules {
+    /// `iss` must be this one string.
+    issuer: Option<String>,
+    /// `aud` must name one of these (when any are set).
+    audiences: Vec<String>,
+    /// Allowed clock skew for `exp` and `nbf`, in seconds.
+    leeway: u64,
+}
+
+/// The latest `NumericDate` accepted, in seconds: `i64::MAX`.
+const MAX_SECONDS: u64 = i64::MAX.unsigned_abs();
+
+impl ClaimRules {
+    fn check(&self, claims: &BTreeMap<String, Value>, now: u64) -> Result<(), Rejection> {
+        let expires = numeric_date(claims, "exp")?;
+        let not_before = numeric_date(claims, "nbf")?;
+        numeric_date(claims, "iat")?;
+        let expires = expires.ok_or(Rejection::Missing("exp"))?;
+        if expires < now.saturating_sub(self.leeway) {
+            return Err(Rejection::Expired);
+        }
+        if not_before.is_some_and(|nbf| nbf > now.saturating_add(self.leeway)) {
+            return Err(Rejection::NotYetValid);
+        }
+        // A configured issuer or audience is required, not only checked
+        // when present. `iss` is one string (RFC 7519 §4.1.1), never a list.
+        if let Some(issuer) = &self.issuer {
+            match claims.get("iss") {
+                None | Some(Value::Null) => return Err(Rejection::Missing("iss")),
+                Some(Value::String(iss)) if iss == issuer => {}
+                Some(_) => return Err(Rejection::Issuer),
             }
-            .to_owned()
-        })
+        }
+        if !self.audiences.is_empty() {
+            let accepted = |aud: &str| self.audiences.iter().any(|a| a == aud);
+            match claims.get("aud") {
+                None | Some(Value::Null) => return Err(Rejection::Missing("aud")),
+                Some(Value::String(aud)) if accepted(aud) => {}
+                Some(Value::Array(auds))
+                    if auds.iter().all(Value::is_string)
+                        && auds.iter().filter_map(Value::as_str).any(accepted) => {}
+                Some(_) => return Err(Rejection::Audience),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A `NumericDate` claim (RFC 7519 §2) in whole seconds, fractions dropped;
+/// `None` when absent or `null`. Anything but a number from 0 to
+/// [`MAX_SECONDS`] is refused as an invalid time, not taken as absent.
+fn numeric_date(
+    claims: &BTreeMap<String, Value>,
+    name: &'static str,
+) -> Result<Option<u64>, Rejection> {
+    let number = match claims.get(name) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(number)) => number,
+        Some(_) => return Err(Rejection::Time(name)),
+    };
+    // Exclusive: `i64::MAX + 1`, 2⁶³, is the first float above `MAX_SECONDS`.
+    let float_limit = 2f64.powi(63);
+    let seconds = if let Some(seconds) = number.as_u64() {
+        Some(seconds).filter(|s| *s <= MAX_SECONDS)
+    } else if number.is_i64() {
+        None // negative
+    } else {
+        number
+            .as_f64()
+            .filter(|f| (0.0..float_limit).contains(f))
+            // In range, the integer part fits: the cast truncates, never saturates.
+            .map(|f| f.trunc() as u64)
+    };
+    seconds.map(Some).ok_or(Rejection::Time(name))
 }
 
 fn identity(mut claims: BTreeMap<String, Value>, roles_claim: &str) -> Identity {
@@ -531,7 +739,7 @@ impl Jwks {
     }
 
     /// The key for `kid` (or the only key, when the token names none).
-    async fn key(&self, kid: Option<&str>) -> Result<(DecodingKey, Algorithm), String> {
+    async fn key(&self, kid: Option<&str>) -> Result<(DecodingKey, Algorithm), Rejection> {
         if let Some(found) = self.cached(kid, self.refresh).await {
             return Ok(found);
         }
@@ -559,16 +767,16 @@ impl Jwks {
                     if let Some(found) = self.cached(kid, Duration::MAX).await {
                         return Ok(found);
                     }
-                    return Err("the signing keys are unavailable".to_owned());
+                    return Err(Rejection::KeysUnavailable);
                 }
             }
         }
         if self.cache.read().await.is_none() {
-            return Err("the signing keys are unavailable".to_owned());
+            return Err(Rejection::KeysUnavailable);
         }
         self.cached(kid, Duration::MAX)
             .await
-            .ok_or_else(|| "the token's key id is not known".to_owned())
+            .ok_or(Rejection::UnknownKey)
     }
 
     async fn cached(
@@ -756,5 +964,88 @@ impl JwtIssuer {
         header.kid.clone_from(&self.key_id);
         jsonwebtoken::encode(&header, &claims, &self.key)
             .map_err(|e| Error::internal(format!("signing a token: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[test]
+    fn base64url_is_decoded_strictly() {
+        for (text, bytes) in [
+            ("", &b""[..]),
+            ("Zg", b"f"),
+            ("Zm8", b"fo"),
+            ("Zm9v", b"foo"),
+            ("Zm9vYg", b"foob"),
+            ("-_8", &[0xfb, 0xff]),
+        ] {
+            assert_eq!(base64url_decode(text).as_deref(), Some(bytes), "{text}");
+        }
+        // Padding, the other alphabet, a lone symbol, stray bits, `!` (33).
+        for text in ["Zg==", "Zm+v", "Zm/v", "Zm9vY", "Zh", "Zm9", "Zm9v!"] {
+            assert_eq!(base64url_decode(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn numeric_dates_are_non_negative_seconds_up_to_i64_max() {
+        let date = |json: &str| {
+            let claims = BTreeMap::from([("exp".to_owned(), serde_json::from_str(json).unwrap())]);
+            numeric_date(&claims, "exp")
+        };
+        assert_eq!(date("null"), Ok(None));
+        assert_eq!(date("0"), Ok(Some(0)));
+        assert_eq!(date("1700000000.9"), Ok(Some(1_700_000_000)));
+        assert_eq!(date("9223372036854775807"), Ok(Some(MAX_SECONDS)));
+        for invalid in [
+            "9223372036854775808",
+            "9.3e18",
+            "1e20",
+            "-1",
+            "-0.5",
+            "\"1700000000\"",
+            "true",
+            "[1]",
+            "{}",
+        ] {
+            assert_eq!(date(invalid), Err(Rejection::Time("exp")), "{invalid}");
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_library_error_goes_to_the_debug_log_only() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        // `{"alg":` is cut short: serde_json's "EOF while parsing".
+        let rejection = tracing::subscriber::with_default(subscriber, || {
+            decode_header("eyJhbGciOg.e30.c2ln").unwrap_err()
+        });
+        assert_eq!(rejection.to_string(), "the token is malformed");
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(log.contains("DEBUG"), "{log}");
+        assert!(log.contains("EOF while parsing"), "{log}");
     }
 }

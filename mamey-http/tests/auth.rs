@@ -171,87 +171,87 @@ async fn hs256_tokens_are_checked_claim_by_claim() {
     let expired = hs256()
         .issue(&with_claim(user("ada"), "exp", (now() - 60).into()))
         .unwrap();
-    expect_unauthorized(
-        call(&api, Method::GET, "/me", Some(&expired)).await,
+    expect_refused(
+        &call(&api, Method::GET, "/me", Some(&expired)).await,
+        "the token has expired",
         "expired",
-    )
-    .await;
+    );
 
     let early = hs256()
         .issue(&with_claim(user("ada"), "nbf", (now() + 3600).into()))
         .unwrap();
-    expect_unauthorized(
-        call(&api, Method::GET, "/me", Some(&early)).await,
+    expect_refused(
+        &call(&api, Method::GET, "/me", Some(&early)).await,
+        "the token is not valid yet",
         "not yet valid",
-    )
-    .await;
+    );
 
     let foreign_issuer = JwtIssuer::hs256(SECRET)
         .issuer("elsewhere")
         .audience("orders")
         .issue(&user("ada"))
         .unwrap();
-    expect_unauthorized(
-        call(&api, Method::GET, "/me", Some(&foreign_issuer)).await,
+    expect_refused(
+        &call(&api, Method::GET, "/me", Some(&foreign_issuer)).await,
+        "the token's issuer is not accepted",
         "issuer",
-    )
-    .await;
+    );
 
     let foreign_audience = JwtIssuer::hs256(SECRET)
         .issuer("identity")
         .audience("billing")
         .issue(&user("ada"))
         .unwrap();
-    expect_unauthorized(
-        call(&api, Method::GET, "/me", Some(&foreign_audience)).await,
+    expect_refused(
+        &call(&api, Method::GET, "/me", Some(&foreign_audience)).await,
+        "the token's audience is not accepted",
         "audience",
-    )
-    .await;
+    );
 
     let no_issuer = JwtIssuer::hs256(SECRET)
         .audience("orders")
         .issue(&user("ada"))
         .unwrap();
-    expect_unauthorized(
-        call(&api, Method::GET, "/me", Some(&no_issuer)).await,
+    expect_refused(
+        &call(&api, Method::GET, "/me", Some(&no_issuer)).await,
+        "the token lacks the `iss` claim",
         "no iss",
-    )
-    .await;
+    );
     let no_audience = JwtIssuer::hs256(SECRET)
         .issuer("identity")
         .issue(&user("ada"))
         .unwrap();
-    expect_unauthorized(
-        call(&api, Method::GET, "/me", Some(&no_audience)).await,
+    expect_refused(
+        &call(&api, Method::GET, "/me", Some(&no_audience)).await,
+        "the token lacks the `aud` claim",
         "no aud",
-    )
-    .await;
+    );
 
     let forged = JwtIssuer::hs256("another-secret-that-is-also-long-enough")
         .issuer("identity")
         .audience("orders")
         .issue(&user("ada"))
         .unwrap();
-    expect_unauthorized(
-        call(&api, Method::GET, "/me", Some(&forged)).await,
+    expect_refused(
+        &call(&api, Method::GET, "/me", Some(&forged)).await,
+        "the token's signature is not valid",
         "bad signature",
-    )
-    .await;
+    );
 
     // `alg: none` with the valid token's claims and no signature.
     let claims = valid.split('.').nth(1).unwrap();
     let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{claims}.");
-    expect_unauthorized(
-        call(&api, Method::GET, "/me", Some(&unsigned)).await,
+    expect_refused(
+        &call(&api, Method::GET, "/me", Some(&unsigned)).await,
+        "the token's algorithm is not accepted",
         "alg none",
-    )
-    .await;
+    );
 
-    expect_unauthorized(
-        call(&api, Method::GET, "/me", Some("not-a-token")).await,
+    expect_refused(
+        &call(&api, Method::GET, "/me", Some("not-a-token")).await,
+        "the token is malformed",
         "garbage",
-    )
-    .await;
+    );
 
     api.service.stop().await.unwrap();
 }
@@ -339,21 +339,21 @@ async fn an_rsa_key_is_never_an_hmac_secret() {
 
     // The classic confusion: HS256 "signed" with the public key as secret.
     let confused = JwtIssuer::hs256(RSA_A_PUBLIC).issue(&user("ada")).unwrap();
-    expect_unauthorized(
-        call(&api, Method::GET, "/me", Some(&confused)).await,
+    expect_refused(
+        &call(&api, Method::GET, "/me", Some(&confused)).await,
+        "the token's algorithm is not accepted",
         "HS/RS confusion",
-    )
-    .await;
+    );
 
     let other_key = JwtIssuer::rs256(RSA_B)
         .unwrap()
         .issue(&user("ada"))
         .unwrap();
-    expect_unauthorized(
-        call(&api, Method::GET, "/me", Some(&other_key)).await,
+    expect_refused(
+        &call(&api, Method::GET, "/me", Some(&other_key)).await,
+        "the token's signature is not valid",
         "other key",
-    )
-    .await;
+    );
     api.service.stop().await.unwrap();
 
     let api = start(&[("http.jwt.public_key_pem", EC_PUBLIC)]).await;
@@ -441,11 +441,11 @@ async fn jwks_keys_rotate() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    expect_unauthorized(
-        call(&api, Method::GET, "/me", Some(&old)).await,
+    expect_refused(
+        &call(&api, Method::GET, "/me", Some(&old)).await,
+        "the token's key id is not known",
         "retired key",
-    )
-    .await;
+    );
     api.service.stop().await.unwrap();
 }
 
@@ -467,4 +467,334 @@ async fn invalid_jwt_config_names_the_key() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("http.jwt.public_key_pem"), "{error}");
+}
+
+// Tokens the library would refuse to create, forged by hand: base64url of
+// hand-written JSON, signed with HMAC-SHA256 and the configured secret, so
+// the signature is valid and only what each test varies can be the reason
+// for a refusal.
+
+/// base64url without padding (RFC 7515 §2).
+fn b64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+/// `header.claims.signature` with the given segments, HS256-signed with
+/// [`SECRET`] over whatever the first two segments are.
+fn sign_segments(header: &str, claims: &str) -> String {
+    let message = format!("{header}.{claims}");
+    let signature = jsonwebtoken::crypto::sign(
+        message.as_bytes(),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+        Algorithm::HS256,
+    )
+    .unwrap();
+    format!("{message}.{signature}")
+}
+
+/// A token of hand-written JSON header and claims, validly signed.
+fn forge(header: &str, claims: &str) -> String {
+    sign_segments(&b64url(header.as_bytes()), &b64url(claims.as_bytes()))
+}
+
+const HS256_HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
+
+/// Claims that [`forged_api`] accepts, with `overrides` (name, raw JSON
+/// value) replacing or adding claims.
+fn claims(overrides: &[(&str, &str)]) -> String {
+    let now = now();
+    let mut claims: Vec<(String, String)> = vec![
+        ("sub".into(), r#""ada""#.into()),
+        ("iss".into(), r#""identity""#.into()),
+        ("aud".into(), r#""orders""#.into()),
+        ("iat".into(), now.to_string()),
+        ("nbf".into(), now.to_string()),
+        ("exp".into(), (now + 3600).to_string()),
+    ];
+    for (name, value) in overrides {
+        match claims.iter_mut().find(|(n, _)| n == name) {
+            Some(claim) => claim.1 = (*value).to_owned(),
+            None => claims.push(((*name).to_owned(), (*value).to_owned())),
+        }
+    }
+    let fields: Vec<String> = claims
+        .iter()
+        .map(|(name, value)| format!("\"{name}\":{value}"))
+        .collect();
+    format!("{{{}}}", fields.join(","))
+}
+
+/// The service the forged tokens are sent to: HS256 with [`SECRET`],
+/// issuer `identity`, audience `orders`.
+async fn forged_api() -> Served {
+    let api = start(&[
+        ("http.jwt.secret", SECRET),
+        ("http.jwt.issuer", "identity"),
+        ("http.jwt.audiences", "[\"orders\"]"),
+    ])
+    .await;
+    // The forging itself is sound: well-formed forged tokens are accepted.
+    let control = forge(HS256_HEADER, &claims(&[]));
+    let me = call(&api, Method::GET, "/me", Some(&control)).await;
+    assert_eq!(
+        (me.status, me.body.as_ref()),
+        (StatusCode::OK, b"ada ada".as_ref())
+    );
+    api
+}
+
+/// A `401` problem whose detail is exactly `reason`, also in the
+/// `www-authenticate` header when that carries a description.
+fn expect_refused(reply: &Reply, reason: &str, why: &str) {
+    let body = String::from_utf8_lossy(&reply.body);
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{why}: {body}");
+    let problem = reply.problem();
+    assert_eq!(problem.code, "auth.unauthorized", "{why}");
+    assert_eq!(problem.detail, reason, "{why}: {body}");
+    let challenge = reply.header("www-authenticate").unwrap();
+    assert!(challenge.starts_with("Bearer"), "{why}: {challenge}");
+    if let Some((_, description)) = challenge.split_once("error_description=") {
+        assert_eq!(description.trim_matches('"'), reason, "{why}: {challenge}");
+    }
+}
+
+#[tokio::test]
+async fn an_issuer_must_be_one_string() {
+    let api = forged_api().await;
+    for iss in [
+        r#"["identity"]"#,
+        r#"["identity","elsewhere"]"#,
+        r#"["elsewhere","identity"]"#,
+        r#"{"identity":true}"#,
+        "42",
+        "null",
+    ] {
+        let token = forge(HS256_HEADER, &claims(&[("iss", iss)]));
+        let reply = call(&api, Method::GET, "/me", Some(&token)).await;
+        if iss == "null" {
+            // `null` is no issuer at all.
+            expect_refused(&reply, "the token lacks the `iss` claim", iss);
+        } else {
+            expect_refused(&reply, "the token's issuer is not accepted", iss);
+        }
+    }
+    api.service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn critical_header_extensions_are_refused() {
+    let api = forged_api().await;
+    for header in [
+        // An extension mamey does not understand (RFC 7515 §4.1.11).
+        r#"{"alg":"HS256","typ":"JWT","crit":["urn:example:ext"],"urn:example:ext":"on"}"#,
+        // One the JWS spec defines; mamey understands none.
+        r#"{"alg":"HS256","typ":"JWT","crit":["b64"],"b64":"false"}"#,
+        // Present but empty, or not an array.
+        r#"{"alg":"HS256","typ":"JWT","crit":[]}"#,
+        r#"{"alg":"HS256","typ":"JWT","crit":null}"#,
+        r#"{"alg":"HS256","typ":"JWT","crit":"urn:example:ext"}"#,
+        r#"{"alg":"HS256","typ":"JWT","crit":{}}"#,
+        r#"{"alg":"HS256","typ":"JWT","crit":[7]}"#,
+    ] {
+        let token = forge(header, &claims(&[]));
+        expect_refused(
+            &call(&api, Method::GET, "/me", Some(&token)).await,
+            "the token's `crit` header is not supported",
+            header,
+        );
+    }
+    api.service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn time_claims_must_be_numeric_dates() {
+    let api = forged_api().await;
+    let later = now() + 3600;
+    let later_string = format!("\"{later}\"");
+    let later_fraction = format!("{later}.5");
+    for (claim, value) in [
+        // Too large for any seconds type.
+        ("exp", "1e20"),
+        ("exp", "-1e20"),
+        ("exp", "-1"),
+        ("exp", later_string.as_str()),
+        ("exp", "true"),
+        ("exp", "[1]"),
+        ("nbf", "1e20"),
+        ("nbf", "\"0\""),
+        ("nbf", "{}"),
+        ("iat", "1e20"),
+        ("iat", "\"yesterday\""),
+        ("iat", "-5"),
+    ] {
+        let token = forge(HS256_HEADER, &claims(&[(claim, value)]));
+        expect_refused(
+            &call(&api, Method::GET, "/me", Some(&token)).await,
+            &format!("the token's `{claim}` claim is not a valid time"),
+            &format!("{claim}: {value}"),
+        );
+    }
+
+    // `exp` is required; `null` is no `exp`.
+    let without = forge(HS256_HEADER, &claims(&[("exp", "null")]));
+    expect_refused(
+        &call(&api, Method::GET, "/me", Some(&without)).await,
+        "the token lacks the `exp` claim",
+        "exp: null",
+    );
+
+    // A NumericDate may have a fraction (RFC 7519 §2).
+    let fractional = forge(
+        HS256_HEADER,
+        &claims(&[("exp", later_fraction.as_str()), ("iat", "1700000000.25")]),
+    );
+    assert_eq!(
+        call(&api, Method::GET, "/me", Some(&fractional))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    api.service.stop().await.unwrap();
+}
+
+/// Words of jsonwebtoken's, serde's and base64's error messages.
+const LIBRARY_TEXT: [&str; 6] = [
+    "variant",
+    "expected one of",
+    "Base64",
+    "Invalid symbol",
+    "JSON error",
+    "at line",
+];
+
+fn expect_no_library_text(reply: &Reply, reason: &str, why: &str) {
+    let body = String::from_utf8_lossy(&reply.body).into_owned();
+    let challenge = reply
+        .header("www-authenticate")
+        .unwrap_or_default()
+        .to_owned();
+    for text in LIBRARY_TEXT {
+        assert!(!body.contains(text), "{why}: {text:?} in {body}");
+        assert!(!challenge.contains(text), "{why}: {text:?} in {challenge}");
+    }
+    expect_refused(reply, reason, why);
+}
+
+#[tokio::test]
+async fn refusals_give_a_stable_reason_not_library_errors() {
+    let api = forged_api().await;
+    let valid_claims = b64url(claims(&[]).as_bytes());
+
+    // `alg: none`, unsigned.
+    let unsigned = format!(
+        "{}.{valid_claims}.",
+        b64url(br#"{"alg":"none","typ":"JWT"}"#)
+    );
+    expect_no_library_text(
+        &call(&api, Method::GET, "/me", Some(&unsigned)).await,
+        "the token's algorithm is not accepted",
+        "alg none",
+    );
+    // An algorithm the library has never heard of.
+    let unknown = forge(r#"{"alg":"XS999","typ":"JWT"}"#, &claims(&[]));
+    expect_no_library_text(
+        &call(&api, Method::GET, "/me", Some(&unknown)).await,
+        "the token's algorithm is not accepted",
+        "alg XS999",
+    );
+
+    // `!` (33) is no base64url symbol: in the header, in the claims (with a
+    // signature valid over them), and in the signature.
+    let bad_header = format!("ey!{}.{valid_claims}.c2ln", b64url(HS256_HEADER.as_bytes()));
+    expect_no_library_text(
+        &call(&api, Method::GET, "/me", Some(&bad_header)).await,
+        "the token is malformed",
+        "bad base64 in the header",
+    );
+    let bad_claims = sign_segments(
+        &b64url(HS256_HEADER.as_bytes()),
+        &format!("ey!{valid_claims}"),
+    );
+    expect_no_library_text(
+        &call(&api, Method::GET, "/me", Some(&bad_claims)).await,
+        "the token is malformed",
+        "bad base64 in the claims",
+    );
+    let good = forge(HS256_HEADER, &claims(&[]));
+    let bad_signature = format!("{}!", &good[..good.len() - 1]);
+    expect_no_library_text(
+        &call(&api, Method::GET, "/me", Some(&bad_signature)).await,
+        "the token is malformed",
+        "bad base64 in the signature",
+    );
+
+    // Not JSON, JSON that is not an object, and a member named twice
+    // (readers that keep the first and ones that keep the last disagree).
+    let twice = format!("{{\"iss\":\"elsewhere\",{}", &claims(&[])[1..]);
+    for (header, body) in [
+        ("{\"alg\":", claims(&[])),
+        ("[]", claims(&[])),
+        (HS256_HEADER, "{\"sub\":".to_owned()),
+        (HS256_HEADER, "[1,2]".to_owned()),
+        (HS256_HEADER, twice),
+        (r#"{"alg":"none","alg":"HS256"}"#, claims(&[])),
+    ] {
+        expect_no_library_text(
+            &call(&api, Method::GET, "/me", Some(&forge(header, &body))).await,
+            "the token is malformed",
+            &format!("{header} {body}"),
+        );
+    }
+    expect_no_library_text(
+        &call(&api, Method::GET, "/me", Some("not-a-token")).await,
+        "the token is malformed",
+        "garbage",
+    );
+    let four_segments = format!("{good}.{valid_claims}");
+    expect_no_library_text(
+        &call(&api, Method::GET, "/me", Some(&four_segments)).await,
+        "the token is malformed",
+        "four segments",
+    );
+
+    // The claims checks say which claim, in the same fixed words.
+    let signed_elsewhere = JwtIssuer::hs256("another-secret-that-is-also-long-enough")
+        .issuer("identity")
+        .audience("orders")
+        .issue(&user("ada"))
+        .unwrap();
+    let (past, future) = ((now() - 3600).to_string(), (now() + 3600).to_string());
+    let expired = forge(HS256_HEADER, &claims(&[("exp", past.as_str())]));
+    let early = forge(HS256_HEADER, &claims(&[("nbf", future.as_str())]));
+    let elsewhere = forge(HS256_HEADER, &claims(&[("iss", r#""elsewhere""#)]));
+    let billing = forge(HS256_HEADER, &claims(&[("aud", r#"["billing"]"#)]));
+    let no_aud = forge(HS256_HEADER, &claims(&[("aud", "null")]));
+    for (token, reason) in [
+        (signed_elsewhere, "the token's signature is not valid"),
+        (expired, "the token has expired"),
+        (early, "the token is not valid yet"),
+        (elsewhere, "the token's issuer is not accepted"),
+        (billing, "the token's audience is not accepted"),
+        (no_aud, "the token lacks the `aud` claim"),
+    ] {
+        expect_no_library_text(
+            &call(&api, Method::GET, "/me", Some(&token)).await,
+            reason,
+            reason,
+        );
+    }
+    api.service.stop().await.unwrap();
 }
