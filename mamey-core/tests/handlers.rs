@@ -310,3 +310,43 @@ async fn load_shedding_at_the_concurrency_limit_maps_to_overloaded() {
     gate.add_permits(1);
     first.await.unwrap().unwrap();
 }
+
+#[derive(Clone)]
+struct N(u32);
+
+/// The most arguments a handler takes: the message and sixteen extractors.
+#[allow(clippy::too_many_arguments)]
+async fn sixteen(
+    _: CountOrders,
+    Res(N(a)): Res<N>,
+    b: Option<Res<N>>,
+    Res(N(c)): Res<N>,
+    Res(N(d)): Res<N>,
+    Res(N(e)): Res<N>,
+    Res(N(f)): Res<N>,
+    Res(N(g)): Res<N>,
+    Res(N(h)): Res<N>,
+    Res(N(i)): Res<N>,
+    Res(N(j)): Res<N>,
+    Res(N(k)): Res<N>,
+    Res(N(l)): Res<N>,
+    Res(N(m)): Res<N>,
+    Res(N(n)): Res<N>,
+    Res(N(o)): Res<N>,
+    ctx: MessageContext,
+) -> Result<usize, Error> {
+    let b = b.map_or(0, |Res(N(b))| b);
+    let sum = a + b + c + d + e + f + g + h + i + j + k + l + m + n + o;
+    Ok(sum as usize + usize::from(!ctx.message_id.is_empty()))
+}
+
+#[tokio::test]
+async fn a_handler_takes_up_to_sixteen_arguments() {
+    let mut resources = Resources::new();
+    resources.insert(N(1));
+    let dispatcher = Dispatcher::builder()
+        .query(sixteen)
+        .build_with(&resources)
+        .unwrap();
+    assert_eq!(dispatcher.query(CountOrders).await.unwrap(), 16);
+}

@@ -136,143 +136,22 @@ macro_rules! impl_handler {
     };
 }
 
-impl_handler!((A1, V1, s1));
-impl_handler!((A1, V1, s1), (A2, V2, s2));
-impl_handler!((A1, V1, s1), (A2, V2, s2), (A3, V3, s3));
-impl_handler!((A1, V1, s1), (A2, V2, s2), (A3, V3, s3), (A4, V4, s4));
-impl_handler!(
-    (A1, V1, s1),
-    (A2, V2, s2),
-    (A3, V3, s3),
-    (A4, V4, s4),
-    (A5, V5, s5)
-);
-impl_handler!(
-    (A1, V1, s1),
-    (A2, V2, s2),
-    (A3, V3, s3),
-    (A4, V4, s4),
-    (A5, V5, s5),
-    (A6, V6, s6)
-);
-impl_handler!(
-    (A1, V1, s1),
-    (A2, V2, s2),
-    (A3, V3, s3),
-    (A4, V4, s4),
-    (A5, V5, s5),
-    (A6, V6, s6),
-    (A7, V7, s7)
-);
-impl_handler!(
-    (A1, V1, s1),
-    (A2, V2, s2),
-    (A3, V3, s3),
-    (A4, V4, s4),
-    (A5, V5, s5),
-    (A6, V6, s6),
-    (A7, V7, s7),
-    (A8, V8, s8)
-);
-impl_handler!(
-    (A1, V1, s1),
-    (A2, V2, s2),
-    (A3, V3, s3),
-    (A4, V4, s4),
-    (A5, V5, s5),
-    (A6, V6, s6),
-    (A7, V7, s7),
-    (A8, V8, s8),
-    (A9, V9, s9)
-);
-impl_handler!(
-    (A1, V1, s1),
-    (A2, V2, s2),
-    (A3, V3, s3),
-    (A4, V4, s4),
-    (A5, V5, s5),
-    (A6, V6, s6),
-    (A7, V7, s7),
-    (A8, V8, s8),
-    (A9, V9, s9),
-    (A10, V10, s10)
-);
-impl_handler!(
-    (A1, V1, s1),
-    (A2, V2, s2),
-    (A3, V3, s3),
-    (A4, V4, s4),
-    (A5, V5, s5),
-    (A6, V6, s6),
-    (A7, V7, s7),
-    (A8, V8, s8),
-    (A9, V9, s9),
-    (A10, V10, s10),
-    (A11, V11, s11)
-);
-impl_handler!(
-    (A1, V1, s1),
-    (A2, V2, s2),
-    (A3, V3, s3),
-    (A4, V4, s4),
-    (A5, V5, s5),
-    (A6, V6, s6),
-    (A7, V7, s7),
-    (A8, V8, s8),
-    (A9, V9, s9),
-    (A10, V10, s10),
-    (A11, V11, s11),
-    (A12, V12, s12)
-);
-impl_handler!(
-    (A1, V1, s1),
-    (A2, V2, s2),
-    (A3, V3, s3),
-    (A4, V4, s4),
-    (A5, V5, s5),
-    (A6, V6, s6),
-    (A7, V7, s7),
-    (A8, V8, s8),
-    (A9, V9, s9),
-    (A10, V10, s10),
-    (A11, V11, s11),
-    (A12, V12, s12),
-    (A13, V13, s13)
-);
-impl_handler!(
-    (A1, V1, s1),
-    (A2, V2, s2),
-    (A3, V3, s3),
-    (A4, V4, s4),
-    (A5, V5, s5),
-    (A6, V6, s6),
-    (A7, V7, s7),
-    (A8, V8, s8),
-    (A9, V9, s9),
-    (A10, V10, s10),
-    (A11, V11, s11),
-    (A12, V12, s12),
-    (A13, V13, s13),
-    (A14, V14, s14)
-);
-impl_handler!(
-    (A1, V1, s1),
-    (A2, V2, s2),
-    (A3, V3, s3),
-    (A4, V4, s4),
-    (A5, V5, s5),
-    (A6, V6, s6),
-    (A7, V7, s7),
-    (A8, V8, s8),
-    (A9, V9, s9),
-    (A10, V10, s10),
-    (A11, V11, s11),
-    (A12, V12, s12),
-    (A13, V13, s13),
-    (A14, V14, s14),
-    (A15, V15, s15)
-);
-impl_handler!(
+/// Implements [`Handler`] for every arity from one argument up to all of
+/// the listed ones: `(A1)`, `(A1, A2)`, …
+macro_rules! impl_handlers {
+    (@each [$($done:tt),+]) => {
+        impl_handler!($($done),+);
+    };
+    (@each [$($done:tt),+] $next:tt $(, $rest:tt)*) => {
+        impl_handler!($($done),+);
+        impl_handlers!(@each [$($done,)+ $next] $($rest),*);
+    };
+    ($first:tt $(, $rest:tt)*) => {
+        impl_handlers!(@each [$first] $($rest),*);
+    };
+}
+
+impl_handlers!(
     (A1, V1, s1),
     (A2, V2, s2),
     (A3, V3, s3),
