@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 /// request_timeout = "30s"
 /// body_limit = 2097152
 /// concurrency_limit = 1024
+/// idle_timeout = "75s"
+/// drain_timeout = "10s"
 /// compression = true
 /// cors = { allowed_origins = ["https://app.example.com"] }
 /// jwt = { issuer = "identity", audiences = ["orders"], jwks_url = "http://identity/.well-known/jwks.json" }
@@ -35,11 +37,36 @@ pub struct HttpConfig {
     /// Connections open at once; more wait in the listen backlog until one
     /// closes. Default: `10000`.
     pub max_connections: usize,
-    /// Longest a client may take to send a request's head (HTTP/1.1); then
-    /// the connection is closed, so slow clients cannot hold connections.
-    /// Default: `10s`.
+    /// Longest a new connection may take to get going: from connecting
+    /// until its first request head is complete (HTTP/1.1), or until the
+    /// HTTP/2 preface and the client's SETTINGS have arrived. On HTTP/1.1
+    /// also the longest a later request head may take from its first byte.
+    /// Then the connection is closed, so silent and slow clients cannot hold
+    /// connections. Default: `10s`.
     #[serde(with = "mamey_core::config::duration")]
     pub header_read_timeout: Duration,
+    /// Longest a connection may stay open with no request in flight,
+    /// between requests (HTTP/1.1 keep-alive and HTTP/2 alike); then it is
+    /// closed (HTTP/2 with a GOAWAY). Keep it above the idle timeout of any
+    /// load balancer or client pool in front, so that they close first.
+    /// Default: `75s`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub idle_timeout: Duration,
+    /// How often HTTP/2 connections are pinged, with requests in flight or
+    /// not, to notice peers that have gone away. `0s` turns pings off.
+    /// Default: `20s`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub http2_ping_interval: Duration,
+    /// How long an HTTP/2 ping, or the GOAWAY closing a connection, may go
+    /// unacknowledged; then the connection is closed. Default: `20s`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub http2_ping_timeout: Duration,
+    /// When the service stops, how long connections get to finish the
+    /// requests in flight; then the ones still open are cut (and a warning
+    /// says how many), and the stop succeeds. Keep it well under
+    /// `shutdown.timeout`. Default: `10s`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub drain_timeout: Duration,
     /// Requests handled at once; more are shed at once with
     /// `503 Service Unavailable` and `retry-after`. Default: `1024`.
     pub concurrency_limit: usize,
@@ -65,6 +92,10 @@ impl Default for HttpConfig {
             body_limit: 2 * 1024 * 1024,
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+            http2_ping_interval: Duration::from_secs(20),
+            http2_ping_timeout: Duration::from_secs(20),
+            drain_timeout: Duration::from_secs(10),
             concurrency_limit: 1024,
             compression: true,
             sensitive_headers: Vec::new(),

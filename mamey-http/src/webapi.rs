@@ -125,7 +125,7 @@ pub struct WebApi {
     listener: Option<TcpListener>,
     app: Option<Router>,
     pipeline: Option<Arc<Pipeline>>,
-    limits: crate::serve::Limits,
+    settings: crate::serve::Settings,
 }
 
 impl std::fmt::Debug for WebApi {
@@ -154,10 +154,7 @@ impl WebApi {
             listener: None,
             app: None,
             pipeline: None,
-            limits: crate::serve::Limits {
-                max_connections: 10_000,
-                header_read_timeout: Duration::from_secs(10),
-            },
+            settings: crate::serve::Settings::from_config(&HttpConfig::default()),
         }
     }
 
@@ -313,10 +310,7 @@ impl Plugin for WebApi {
                 .layer(DefaultBodyLimit::max(config.body_limit)),
         );
         self.pipeline = Some(pipeline);
-        self.limits = crate::serve::Limits {
-            max_connections: config.max_connections,
-            header_read_timeout: config.header_read_timeout,
-        };
+        self.settings = crate::serve::Settings::from_config(&config);
         self.app = Some(app);
         self.listener = Some(listener);
         tracing::info!(address = %bound, "web API bound");
@@ -331,12 +325,13 @@ impl Plugin for WebApi {
         if let Some(pipeline) = &self.pipeline {
             let _ = pipeline.resources.set(Arc::clone(ctx.resources()));
         }
-        let (shutdown, limits) = (ctx.shutdown_token(), self.limits);
+        let (shutdown, settings) = (ctx.shutdown_token(), self.settings);
         ctx.spawn("serve", async move {
             // Stops accepting when the plug-in stops, then drains the
-            // requests in flight; the service bounds the wait by
-            // `shutdown.timeout`.
-            crate::serve::serve(listener, app, limits, shutdown).await;
+            // requests in flight for up to `http.drain_timeout` and cuts
+            // the connections still open (the service bounds the whole
+            // stop by `shutdown.timeout`).
+            crate::serve::serve(listener, app, settings, shutdown).await;
             Ok(())
         });
         Ok(())

@@ -1,6 +1,6 @@
 //! Two services in one process, over real HTTP on loopback:
 //!
-//! - `pricing` answers `GET /prices/{sku}` with a plain axum route;
+//! - `pricing` answers `GET /prices/{sku}` through a one-query endpoint DSL;
 //! - `orders` serves an endpoint DSL — `GET /orders/{id}`, `GET /orders`,
 //!   `POST /orders` (role `clerk`, validated with garde, priced by calling
 //!   `pricing` by name), `DELETE /orders/{id}` (role `manager`) — with JWT
@@ -21,13 +21,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use mamey_core::cqrs::{Command, DispatcherBuilder, Query, Res};
-use mamey_core::{BoxError, Error, Identity, MessageContext, Service};
-use mamey_http::axum::Router;
-use mamey_http::axum::extract::Path as AxumPath;
-use mamey_http::axum::routing::get;
+use mamey_core::{BoxError, Error, Identity, MessageContext, Service, ServiceGroup};
 use mamey_http::{
-    Auth, Endpoints, HttpAddress, Json, JwtIssuer, ServiceClient, ServiceClientPlugin, WebApi,
-    url_path,
+    Auth, Endpoints, HttpAddress, JwtIssuer, ServiceClient, ServiceClientPlugin, WebApi, url_path,
 };
 use mamey_observability::Observability;
 use serde::{Deserialize, Serialize};
@@ -86,10 +82,18 @@ struct CancelOrder {
 }
 impl Command for CancelOrder {}
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, ToSchema)]
 struct Price {
     sku: String,
     cents: u64,
+}
+
+#[derive(Deserialize, ToSchema)]
+struct GetPrice {
+    sku: String,
+}
+impl Query for GetPrice {
+    type Output = Price;
 }
 
 /// The orders, kept in memory: the example's repository. The service gets
@@ -180,23 +184,33 @@ fn handlers(d: &mut DispatcherBuilder) {
         .command(cancel_order);
 }
 
-async fn price(AxumPath(sku): AxumPath<String>) -> Json<Price> {
-    let cents = 100 + sku.bytes().map(u64::from).sum::<u64>() % 900;
-    Json(Price { sku, cents })
+async fn get_price(q: GetPrice) -> Result<Price, Error> {
+    let cents = 100 + q.sku.bytes().map(u64::from).sum::<u64>() % 900;
+    Ok(Price { sku: q.sku, cents })
 }
 
-/// Starts both services; returns their addresses and the running services.
-async fn start(
+/// Builds both services as one group: `pricing` first, since `orders`
+/// calls it, so it starts first and stops last. Returns the address of
+/// `orders` and the group.
+async fn system(
     orders_address: &str,
     pricing_address: &str,
-) -> Result<(HttpAddress, Vec<mamey_core::RunningService>), BoxError> {
+) -> Result<(HttpAddress, ServiceGroup), BoxError> {
     let pricing = Service::builder("pricing")
         .env_vars([("MAMEY__HTTP__ADDRESS", pricing_address)])
-        .plugin(WebApi::new().router(Router::new().route("/prices/{sku}", get(price))))
+        .handlers(|d| {
+            d.query(get_price);
+        })
+        .plugin(
+            WebApi::new().endpoints(
+                Endpoints::new()
+                    .get::<GetPrice>("/prices/{sku}")
+                    .summary("The price of one unit of a SKU"),
+            ),
+        )
         .build()
         .await?;
     let HttpAddress(pricing_at) = pricing.resources().get::<HttpAddress>()?;
-    let pricing = pricing.start().await?;
 
     let orders_service = Service::builder("orders")
         .env_vars([
@@ -216,8 +230,10 @@ async fn start(
         .build()
         .await?;
     let address = orders_service.resources().get::<HttpAddress>()?;
-    let orders_service = orders_service.start().await?;
-    Ok((address, vec![orders_service, pricing]))
+    Ok((
+        address,
+        ServiceGroup::new().service(pricing).service(orders_service),
+    ))
 }
 
 fn token(subject: &str, role: &str) -> Result<String, Error> {
@@ -226,13 +242,14 @@ fn token(subject: &str, role: &str) -> Result<String, Error> {
         .issue(&Identity::new(subject).with_role(role))
 }
 
-/// One request over HTTP; returns the status and body.
+/// One request over HTTP; returns the status (with the `Location` of a
+/// `201`) and the body.
 async fn call(
     method: Method,
     url: &str,
     token: Option<&str>,
     body: Option<serde_json::Value>,
-) -> Result<(u16, String), BoxError> {
+) -> Result<(String, String), BoxError> {
     let mut request = Request::builder().method(method).uri(url);
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
@@ -246,13 +263,17 @@ async fn call(
     };
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let response = client.request(request.body(Full::new(body))?).await?;
-    let status = response.status().as_u16();
+    let mut status = response.status().as_u16().to_string();
+    if let Some(location) = response.headers().get("location") {
+        status = format!("{status} (Location: {})", location.to_str().unwrap_or("?"));
+    }
     let body = response.into_body().collect().await?.to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 async fn demo() -> Result<(), BoxError> {
-    let (HttpAddress(at), services) = start("127.0.0.1:0", "127.0.0.1:0").await?;
+    let (HttpAddress(at), group) = system("127.0.0.1:0", "127.0.0.1:0").await?;
+    let running = group.handle_signals(false).start().await?;
     let url = |path: &str| format!("http://{at}{path}");
     let (clerk, manager) = (token("carol", "clerk")?, token("mia", "manager")?);
     let order = serde_json::json!({ "id": 1, "customer": "ada", "sku": "TEA-01", "quantity": 3 });
@@ -309,6 +330,16 @@ async fn demo() -> Result<(), BoxError> {
             None,
         ),
         ("get it again", Method::GET, "/orders/1", None, None),
+        (
+            "place an odd sku",
+            Method::POST,
+            "/orders",
+            Some(&clerk),
+            Some(
+                serde_json::json!({ "id": 3, "customer": "bo", "sku": "A?x=1#f/B", "quantity": 1 }),
+            ),
+        ),
+        ("get the odd one", Method::GET, "/orders/3", None, None),
     ];
     for (what, method, path, token, body) in steps {
         let (status, body) =
@@ -326,9 +357,7 @@ async fn demo() -> Result<(), BoxError> {
         }
     }
     println!("openapi: {}", operations.join(", "));
-    for service in services {
-        service.stop().await?;
-    }
+    running.stop().await?;
     Ok(())
 }
 
@@ -339,17 +368,17 @@ async fn main() -> Result<(), BoxError> {
     }
     let address =
         |var: &str, default: &str| std::env::var(var).unwrap_or_else(|_| default.to_owned());
-    let (HttpAddress(at), services) = start(
+    let (HttpAddress(at), group) = system(
         &address("ORDERS_ADDRESS", "127.0.0.1:8080"),
         &address("PRICING_ADDRESS", "127.0.0.1:8081"),
     )
     .await?;
+    let running = group.start().await?;
     println!("orders on http://{at} (docs: http://{at}/docs)");
     println!("clerk token:   {}", token("carol", "clerk")?);
     println!("manager token: {}", token("mia", "manager")?);
-    // Each service stops by itself on Ctrl-C or SIGTERM.
-    for service in services {
-        service.wait().await?;
-    }
+    // On Ctrl-C or SIGTERM: orders drains first, while pricing still
+    // answers, then pricing stops.
+    running.wait().await?;
     Ok(())
 }

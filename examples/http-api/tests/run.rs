@@ -22,7 +22,7 @@ fn the_demo_walks_through_auth_validation_and_the_dsl() {
         "{stdout}"
     );
     let placed = line("place as clerk:");
-    assert!(placed.contains("-> 201"), "{stdout}");
+    assert!(placed.contains("-> 201 (Location: /orders/1)"), "{stdout}");
     assert!(line("place it again:").contains("-> 409"), "{stdout}");
     let invalid = line("place an invalid order:");
     assert!(invalid.contains("-> 422"), "{stdout}");
@@ -44,6 +44,15 @@ fn the_demo_walks_through_auth_validation_and_the_dsl() {
     assert!(line("cancel as clerk:").contains("-> 403"), "{stdout}");
     assert!(line("cancel as manager:").contains("-> 204"), "{stdout}");
     assert!(line("get it again:").contains("-> 404"), "{stdout}");
+    // The SKU travels to pricing as one percent-encoded path segment: priced
+    // as `A?x=1#f/B`, not as `A` (query), nor at another route (`/B`).
+    assert!(line("place an odd sku:").contains("-> 201"), "{stdout}");
+    let expected = 100 + "A?x=1#f/B".bytes().map(u64::from).sum::<u64>() % 900;
+    let odd = line("get the odd one:");
+    assert!(
+        odd.contains(&format!("\"total_cents\":{expected}")),
+        "expected {expected}: {odd}"
+    );
     let openapi = line("openapi:");
     for operation in [
         "GET /orders/{id}",
