@@ -34,6 +34,13 @@ pub struct HttpConfig {
     /// Largest request body accepted, in bytes; larger ones get
     /// `413 Content Too Large`. Default: `2097152` (2 MiB).
     pub body_limit: usize,
+    /// Longest request URI (path and query) accepted, in bytes; a longer
+    /// one gets `414 URI Too Long` as problem+json. Default: `8192`.
+    pub max_uri_length: usize,
+    /// Largest total of a request's header names and values, in bytes; more
+    /// gets `431 Request Header Fields Too Large` as problem+json.
+    /// Default: `32768`.
+    pub max_header_bytes: usize,
     /// Connections open at once; more wait in the listen backlog until one
     /// closes. Default: `10000`.
     pub max_connections: usize,
@@ -90,6 +97,8 @@ impl Default for HttpConfig {
             address: "0.0.0.0:8080".to_owned(),
             request_timeout: Duration::from_secs(30),
             body_limit: 2 * 1024 * 1024,
+            max_uri_length: 8 * 1024,
+            max_header_bytes: 32 * 1024,
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),

@@ -27,7 +27,7 @@ use std::time::Duration;
 use axum::Router;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::HttpConfig;
+use crate::problem::Problem;
 
 /// Limits of one listener.
 #[derive(Debug, Clone, Copy)]
@@ -70,6 +71,56 @@ pub(crate) struct Settings {
     /// How long a stop waits for connections to finish their requests
     /// before cutting them.
     pub(crate) drain_timeout: Duration,
+    /// Longest request URI answered; longer ones get a 414 problem.
+    pub(crate) max_uri_length: usize,
+    /// Largest total of header names and values; more gets a 431 problem.
+    pub(crate) max_header_bytes: usize,
+}
+
+impl Settings {
+    /// How much of a request head hyper itself buffers: room for the
+    /// longest URI and headers mamey answers with a problem, and more, so
+    /// that hyper's own bare 414/431 (which has no body) is left for heads
+    /// far beyond both limits.
+    fn head_buffer(&self) -> usize {
+        self.max_uri_length
+            .saturating_add(self.max_header_bytes)
+            .saturating_add(16 * 1024)
+            .max(8 * 1024)
+    }
+
+    /// The problem for a request head over the limits, if it is.
+    fn oversized(&self, request: &Request<Incoming>) -> Option<Problem> {
+        let uri = request
+            .uri()
+            .path_and_query()
+            .map_or(0, |p| p.as_str().len());
+        if uri > self.max_uri_length {
+            return Some(Problem::new(
+                StatusCode::URI_TOO_LONG,
+                "request.uri_too_long",
+                format!(
+                    "the request URI is longer than `http.max_uri_length` ({} bytes)",
+                    self.max_uri_length
+                ),
+            ));
+        }
+        let headers: usize = request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        (headers > self.max_header_bytes).then(|| {
+            Problem::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request.headers_too_large",
+                format!(
+                    "the request headers are larger than `http.max_header_bytes` ({} bytes)",
+                    self.max_header_bytes
+                ),
+            )
+        })
+    }
 }
 
 impl Settings {
@@ -85,6 +136,8 @@ impl Settings {
                 .then_some(config.http2_ping_interval),
             http2_ping_timeout: config.http2_ping_timeout,
             drain_timeout: config.drain_timeout,
+            max_uri_length: config.max_uri_length,
+            max_header_bytes: config.max_header_bytes,
         }
     }
 }
@@ -125,9 +178,13 @@ pub(crate) async fn serve(
             settings
                 .idle_timeout
                 .saturating_add(settings.limits.header_read_timeout),
-        );
+        )
+        .max_buf_size(settings.head_buffer())
+        // Many small headers reach the byte check below, not hyper's count.
+        .max_headers(1024);
     builder
         .http2()
+        .max_header_list_size(u32::try_from(settings.head_buffer()).unwrap_or(u32::MAX))
         .timer(TokioTimer::new())
         .keep_alive_interval(settings.http2_ping_interval)
         .keep_alive_timeout(settings.http2_ping_timeout);
@@ -163,6 +220,7 @@ pub(crate) async fn serve(
             let service = Tracked {
                 app,
                 watch: Arc::clone(&watch),
+                settings,
             };
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
             let mut connection = std::pin::pin!(connection);
@@ -453,11 +511,13 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// The router, counting the requests in flight on one connection.
+/// The router, counting the requests in flight on one connection, behind
+/// the check of the head's size.
 #[derive(Clone)]
 struct Tracked {
     app: Router,
     watch: Arc<Watch>,
+    settings: Settings,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Tracked {
@@ -467,6 +527,13 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let in_flight = self.watch.begin();
+        if let Some(problem) = self.settings.oversized(&request) {
+            let response = axum::response::IntoResponse::into_response(problem);
+            return Box::pin(std::future::ready(Ok(response.map(|body| TrackedBody {
+                body,
+                in_flight: Some(in_flight),
+            }))));
+        }
         let response = tower::ServiceExt::oneshot(self.app.clone(), request);
         Box::pin(async move {
             let response = response.await?;

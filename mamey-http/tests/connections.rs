@@ -300,3 +300,68 @@ async fn a_stop_cuts_a_request_whose_body_never_completes() {
         "{logged}"
     );
 }
+
+/// Sends `head` on a fresh HTTP/1.1 connection and returns the answer's
+/// status line, content type and body.
+async fn answer_to(address: SocketAddr, head: &str) -> (String, String, String) {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let received = read_until_closed(&mut stream).await;
+    let text = String::from_utf8_lossy(&received).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type: ")
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    (status, content_type, body.to_owned())
+}
+
+#[tokio::test]
+async fn an_overlong_uri_and_oversized_headers_get_problem_documents() {
+    let (served, _) = api(&[
+        ("http.max_uri_length", "1024"),
+        ("http.max_header_bytes", "4096"),
+    ])
+    .await;
+    let address = served.address;
+
+    let long_uri = format!("/slow?q={}", "a".repeat(2000));
+    let (status, content_type, body) = answer_to(
+        address,
+        &format!("GET {long_uri} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(status.contains(" 414 "), "{status}");
+    assert_eq!(content_type, "application/problem+json");
+    assert!(body.contains("\"code\":\"request.uri_too_long\""), "{body}");
+
+    let big_headers: String = (0..50)
+        .map(|i| format!("x-filler-{i}: {}\r\n", "b".repeat(100)))
+        .collect();
+    let (status, content_type, body) = answer_to(
+        address,
+        &format!("GET /slow HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{big_headers}\r\n"),
+    )
+    .await;
+    assert!(status.contains(" 431 "), "{status}");
+    assert_eq!(content_type, "application/problem+json");
+    assert!(
+        body.contains("\"code\":\"request.headers_too_large\""),
+        "{body}"
+    );
+
+    // Within the limits, the same route answers.
+    let (status, _, body) = answer_to(
+        address,
+        "GET /slow HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(status.contains(" 200 "), "{status}");
+    assert!(body.ends_with("done"), "{body}");
+    served.service.stop().await.unwrap();
+}
