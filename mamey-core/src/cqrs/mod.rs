@@ -88,8 +88,8 @@ pub trait Command: Send + 'static {
         short_type_name::<Self>()
     }
 
-    /// Checks the command before any handler sees it (run by
-    /// [`ValidationLayer`](middleware::ValidationLayer)).
+    /// Checks the command before any handler sees it: every dispatch runs
+    /// it after the added layers, right before the handler.
     ///
     /// # Errors
     /// An [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) error
