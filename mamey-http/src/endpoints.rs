@@ -25,13 +25,16 @@
 //! - **Queries** (`get`): route values and the query string are bound into
 //!   the query; the output is the `200` JSON body, and an output that
 //!   serializes to `null` (`None`) is `404`.
-//! - **Commands** (`post`, `put`, `patch`, `delete`): the JSON body (optional for
-//!   `delete`) with the route values bound over its fields; `204 No
-//!   Content` by default, `201 Created` with `location` after
-//!   [`created`](Operation::created), `202 Accepted` after
-//!   [`accepted`](Operation::accepted).
+//! - **Commands** (`post`, `put`, `patch`, `delete`): the JSON body (an
+//!   empty one is `{}`) with the route values bound over its fields (a body
+//!   field contradicting one is refused); `204 No Content` by default, `201
+//!   Created` with `location` after [`created`](Operation::created), `202
+//!   Accepted` after [`accepted`](Operation::accepted).
 //! - Route values are bound as JSON numbers when they look like numbers,
 //!   else as strings (and as strings when the number does not fit the field).
+//! - A parameter that does not parse is `400 request.invalid_parameter`, a
+//!   body that is not JSON `400 request.invalid_json`, JSON that does not
+//!   fit `422 request.invalid_body`, each naming the culprit (see `bind`).
 
 use std::fmt;
 use std::future::Future;
@@ -52,6 +55,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::auth::{Auth, Authentication, Policies};
+use crate::bind::{BindError, bind_command, bind_parameters, parse_json};
 use crate::openapi::{Describe, EndpointDoc, Schemas};
 use crate::problem::{ApiError, Problem, too_large};
 
@@ -456,27 +460,14 @@ where
         .map_err(IntoResponse::into_response)?;
     let mut pairs = route_values(&mut parts).await?;
     if let Some(query) = parts.uri.query() {
-        let query: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(|e| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "request.invalid_query",
-                e.to_string(),
-            )
-            .into_response()
-        })?;
         // Route values win over query parameters of the same name.
-        let taken: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
-        pairs.extend(query.into_iter().filter(|(k, _)| !taken.contains(k)));
+        let query = form_urlencoded::parse(query.as_bytes())
+            .filter(|(k, _)| !pairs.iter().any(|(taken, _)| taken == k))
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect::<Vec<_>>();
+        pairs.extend(query);
     }
-    let encoded = serde_urlencoded::to_string(&pairs).unwrap_or_default();
-    let mut query: Q = serde_urlencoded::from_str(&encoded).map_err(|e| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "request.invalid_query",
-            e.to_string(),
-        )
-        .into_response()
-    })?;
+    let mut query: Q = bind_parameters(&pairs).map_err(|e| e.problem().into_response())?;
     for hook in &spec.before {
         hook(&mut query).map_err(|e| ApiError(e).into_response())?;
     }
@@ -524,7 +515,7 @@ async fn route_values(parts: &mut http::request::Parts) -> Result<Vec<(String, S
         .map_err(|e| {
             Problem::new(
                 StatusCode::BAD_REQUEST,
-                "request.invalid_route_value",
+                "request.invalid_parameter",
                 e.body_text(),
             )
             .into_response()
@@ -549,15 +540,9 @@ where
         .map_err(IntoResponse::into_response)?;
     let values = route_values(&mut parts).await?;
     let body = read_body(body, env.body_limit).await?;
+    // No body is no fields: the message's required fields are then named
+    // as missing, the same answer as for `{}`.
     let fields = if body.is_empty() {
-        if spec.method != Method::DELETE && values.is_empty() {
-            return Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "request.missing_body",
-                "expected a JSON body",
-            )
-            .into_response());
-        }
         Map::new()
     } else {
         let json = parts
@@ -566,34 +551,22 @@ where
             .and_then(|v| v.to_str().ok())
             .is_some_and(is_json);
         if !json {
-            return Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "request.content_type",
-                "expected a body with `content-type: application/json`",
-            )
-            .into_response());
+            return Err(not_json().into_response());
         }
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(fields)) => fields,
-            Ok(_) => {
-                return Err(Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "request.invalid_body",
-                    "expected a JSON object",
-                )
-                .into_response());
-            }
-            Err(e) => {
-                return Err(Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "request.malformed_json",
-                    format!("the body is not valid JSON: {e}"),
-                )
+        match parse_json::<Value>(&body).map_err(|e| e.problem().into_response())? {
+            Value::Object(fields) => fields,
+            _ => {
+                return Err(BindError::Body {
+                    field: None,
+                    code: "type",
+                    message: "expected a JSON object".to_owned(),
+                }
+                .problem()
                 .into_response());
             }
         }
     };
-    let mut command: C = bind(fields, &values).map_err(|e| ApiError(e).into_response())?;
+    let mut command: C = bind_command(fields, &values).map_err(|e| e.problem().into_response())?;
     for hook in &spec.before {
         hook(&mut command).map_err(|e| ApiError(e).into_response())?;
     }
@@ -618,7 +591,16 @@ where
     Ok(response)
 }
 
-fn is_json(content_type: &str) -> bool {
+/// The answer to a body without a JSON content type.
+pub(crate) fn not_json() -> Problem {
+    Problem::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "request.content_type",
+        "expected a body with `content-type: application/json`",
+    )
+}
+
+pub(crate) fn is_json(content_type: &str) -> bool {
     let essence = content_type.split(';').next().unwrap_or("").trim();
     essence.eq_ignore_ascii_case("application/json")
         || (essence.starts_with("application/") && essence.ends_with("+json"))
@@ -636,103 +618,9 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
     })
 }
 
-/// Deserializes `fields` with the route values set over them: as numbers or
-/// booleans when they read as such, and as strings where that does not fit
-/// the field.
-fn bind<C: DeserializeOwned>(
-    mut fields: Map<String, Value>,
-    values: &[(String, String)],
-) -> Result<C, Error> {
-    let mut typed = Vec::new();
-    for (name, value) in values {
-        let parsed = if let Ok(n) = value.parse::<i64>() {
-            Value::from(n)
-        } else if let Ok(n) = value.parse::<u64>() {
-            Value::from(n)
-        } else if let Ok(b) = value.parse::<bool>() {
-            Value::from(b)
-        } else {
-            Value::from(value.clone())
-        };
-        if !parsed.is_string() {
-            typed.push(name.as_str());
-        }
-        fields.insert(name.clone(), parsed);
-    }
-    loop {
-        match from_fields(fields.clone()) {
-            Ok(bound) => return Ok(bound),
-            Err((error, path)) => {
-                // A route value read as a number that the field wants as a
-                // string: give it as the string it arrived as, and retry.
-                let Some(position) = typed.iter().position(|name| *name == path) else {
-                    return Err(error);
-                };
-                let name = typed.swap_remove(position);
-                if let Some((_, raw)) = values.iter().find(|(n, _)| n == name) {
-                    fields.insert(name.to_owned(), Value::from(raw.clone()));
-                }
-            }
-        }
-    }
-}
-
-/// Deserializes, or says why and at which field path.
-fn from_fields<C: DeserializeOwned>(fields: Map<String, Value>) -> Result<C, (Error, String)> {
-    serde_path_to_error::deserialize(Value::Object(fields)).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.into_inner().to_string();
-        let error = Error::invalid_input(
-            "request.invalid_body",
-            format!("the body does not fit: {message}"),
-        );
-        if path == "." {
-            (error, path)
-        } else {
-            (error.with_field(path.clone(), "invalid", message), path)
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(serde::Deserialize, Debug, PartialEq)]
-    struct Rename {
-        id: u64,
-        code: String,
-        name: String,
-    }
-
-    #[test]
-    fn route_values_bind_as_numbers_or_strings() {
-        let mut body = Map::new();
-        body.insert("name".into(), "new".into());
-        let values = [
-            ("id".to_owned(), "7".to_owned()),
-            ("code".to_owned(), "42".to_owned()),
-        ];
-        let bound: Rename = bind(body, &values).unwrap();
-        assert_eq!(
-            bound,
-            Rename {
-                id: 7,
-                code: "42".into(),
-                name: "new".into()
-            }
-        );
-    }
-
-    #[test]
-    fn binding_errors_name_the_field() {
-        let mut body = Map::new();
-        body.insert("id".into(), 1.into());
-        body.insert("code".into(), "x".into());
-        body.insert("name".into(), 5.into());
-        let error = bind::<Rename>(body, &[]).unwrap_err();
-        assert_eq!(error.fields()[0].field, "name");
-    }
 
     #[test]
     fn json_content_types() {

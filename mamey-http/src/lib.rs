@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+mod bind;
 mod client;
 mod config;
 mod endpoints;
@@ -15,6 +16,8 @@ mod openapi;
 mod pipeline;
 mod problem;
 mod serve;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod url_path;
 #[cfg(feature = "garde")]
 mod validate;

@@ -38,29 +38,33 @@ impl Describe {
         Q::schemas(schemas);
         <Q::Output as ToSchema>::schemas(schemas);
         let route = route_names(path);
-        let mut parameters = Vec::new();
-        if let RefOr::T(Schema::Object(object)) = Q::schema() {
-            for (name, schema) in &object.properties {
-                let in_path = route.contains(name);
-                parameters.push(json!({
-                    "name": name,
-                    "in": if in_path { "path" } else { "query" },
-                    "required": in_path || object.required.contains(name),
-                    "schema": schema,
-                }));
+        let message = serde_json::to_value(Q::schema()).unwrap_or(Value::Null);
+        let mut parameters = path_parameters(&route, &message);
+        if let Some(properties) = message["properties"].as_object() {
+            let required = required(&message);
+            for (name, schema) in properties {
+                if !route.contains(name) {
+                    parameters.push(json!({
+                        "name": name,
+                        "in": "query",
+                        "required": required.contains(&name.as_str()),
+                        "schema": schema,
+                    }));
+                }
             }
         }
+        let mut responses = serde_json::Map::new();
+        responses.insert(
+            "200".into(),
+            json!({
+                "description": "The answer.",
+                "content": { "application/json": { "schema": not_null(<Q::Output as utoipa::PartialSchema>::schema()) } }
+            }),
+        );
         let mut operation = json!({
             "operationId": <Q as Query>::name(),
             "parameters": parameters,
-            "responses": {
-                "200": {
-                    "description": "The answer.",
-                    "content": { "application/json": { "schema": not_null(<Q::Output as utoipa::PartialSchema>::schema()) } }
-                },
-                "400": problem("The query parameters do not fit."),
-                "404": problem("Nothing was found."),
-            }
+            "responses": errors(responses, false, auth),
         });
         finish(&mut operation, auth, summary);
         EndpointDoc {
@@ -84,27 +88,28 @@ impl Describe {
         let name = <C as ToSchema>::name().into_owned();
         C::schemas(schemas);
         schemas.push((name.clone(), C::schema()));
-        let parameters: Vec<Value> = route_names(path)
-            .into_iter()
-            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
-            .collect();
+        let route = route_names(path);
+        let message = serde_json::to_value(C::schema()).unwrap_or(Value::Null);
+        let parameters = path_parameters(&route, &message);
         let mut responses = serde_json::Map::new();
         responses.insert(
             status.as_str().to_owned(),
             json!({ "description": status.canonical_reason().unwrap_or("Done.") }),
         );
-        responses.insert("400".into(), problem("The body is malformed."));
-        responses.insert("415".into(), problem("The body is not JSON."));
-        responses.insert("422".into(), problem("The body does not fit the command."));
         let mut operation = json!({
             "operationId": <C as Command>::name(),
             "parameters": parameters,
-            "requestBody": {
-                "required": *method != Method::DELETE,
-                "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{name}") } } }
-            },
-            "responses": responses,
+            "responses": errors(responses, true, auth),
         });
+        // The body is what the route does not give: the whole message on
+        // `/orders`, the rest of it on `/orders/{id}`, and nothing when the
+        // route gives every field.
+        if let Some((schema, required)) = body_schema(&name, &route, message) {
+            operation["requestBody"] = json!({
+                "required": required,
+                "content": { "application/json": { "schema": schema } }
+            });
+        }
         finish(&mut operation, auth, summary);
         EndpointDoc {
             method: method.clone(),
@@ -113,6 +118,152 @@ impl Describe {
         }
     }
 }
+
+fn required(schema: &Value) -> Vec<&str> {
+    schema["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// The route's values as path parameters, each typed (limits included) as
+/// the message's field of the same name; a name the message lacks is a
+/// string.
+fn path_parameters(route: &[String], message: &Value) -> Vec<Value> {
+    route
+        .iter()
+        .map(|name| {
+            let schema = message["properties"]
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| json!({ "type": "string" }));
+            json!({ "name": name, "in": "path", "required": true, "schema": schema })
+        })
+        .collect()
+}
+
+/// The request body's schema and whether it is required, or `None` when
+/// the route gives every field.
+fn body_schema(name: &str, route: &[String], mut message: Value) -> Option<(Value, bool)> {
+    let Some(properties) = message["properties"].as_object_mut() else {
+        // Not an object (an enum, say): the body is the whole message.
+        return Some((
+            json!({ "$ref": format!("#/components/schemas/{name}") }),
+            true,
+        ));
+    };
+    if route.is_empty() {
+        let required = !required(&message).is_empty();
+        return Some((
+            json!({ "$ref": format!("#/components/schemas/{name}") }),
+            required,
+        ));
+    }
+    properties.retain(|field, _| !route.contains(field));
+    if properties.is_empty() {
+        return None;
+    }
+    if let Some(required) = message["required"].as_array_mut() {
+        required.retain(|field| !field.as_str().is_some_and(|f| route.iter().any(|r| r == f)));
+    }
+    let required = !required(&message).is_empty();
+    Some((message, required))
+}
+
+/// The error answers every operation can give, and the ones its body and
+/// its `Auth` add, as references to `components.responses`.
+fn errors(
+    mut responses: serde_json::Map<String, Value>,
+    reads_body: bool,
+    auth: &Auth,
+) -> serde_json::Map<String, Value> {
+    for (status, name, _) in ERROR_RESPONSES {
+        let applies = match *status {
+            "401" => *auth != Auth::Anonymous,
+            "403" => matches!(auth, Auth::Roles(_) | Auth::Policy(_)),
+            "408" => reads_body,
+            _ => true,
+        };
+        if applies {
+            responses.insert(
+                (*status).to_owned(),
+                json!({ "$ref": format!("#/components/responses/{name}") }),
+            );
+        }
+    }
+    responses
+}
+
+/// Every error answer of a DSL endpoint: status, name in
+/// `components.responses`, and when it is given.
+const ERROR_RESPONSES: &[(&str, &str, &str)] = &[
+    (
+        "400",
+        "BadRequest",
+        "A path or query parameter does not parse (`request.invalid_parameter`, named in `errors`), the body is not JSON (`request.invalid_json`), or the handler refused the input without naming a field.",
+    ),
+    (
+        "401",
+        "Unauthorized",
+        "No valid bearer token (`auth.unauthorized`).",
+    ),
+    (
+        "403",
+        "Forbidden",
+        "The caller lacks the role or policy (`auth.forbidden`).",
+    ),
+    (
+        "404",
+        "NotFound",
+        "Nothing was found (`not_found`), or the handler's `not_found` error.",
+    ),
+    (
+        "408",
+        "RequestTimeout",
+        "The body did not arrive within `http.request_timeout` (`request.timeout`).",
+    ),
+    ("409", "Conflict", "The handler's `conflict` error."),
+    (
+        "413",
+        "ContentTooLarge",
+        "The body is over `http.body_limit` (`request.too_large`).",
+    ),
+    (
+        "414",
+        "UriTooLong",
+        "The URI is over `http.max_uri_length` (`request.uri_too_long`).",
+    ),
+    (
+        "415",
+        "UnsupportedMediaType",
+        "A body without `content-type: application/json` (`request.content_type`), or a `content-encoding` other than `identity` (`request.unsupported_encoding`).",
+    ),
+    (
+        "422",
+        "UnprocessableContent",
+        "The JSON does not fit the message (`request.invalid_body`), or the message breaks its validation rules; the fields are in `errors`.",
+    ),
+    (
+        "431",
+        "HeadersTooLarge",
+        "The headers are over `http.max_header_bytes` (`request.headers_too_large`).",
+    ),
+    (
+        "500",
+        "InternalError",
+        "An internal error (`internal`); the details are in the service's logs.",
+    ),
+    (
+        "503",
+        "Unavailable",
+        "Too many requests in progress (`request.overloaded`, with `retry-after`), or a dependency is unavailable.",
+    ),
+    (
+        "504",
+        "GatewayTimeout",
+        "The handler took longer than `http.request_timeout` (`request.timeout`).",
+    ),
+];
 
 /// The names in a route template: `/orders/{id}` → `["id"]`.
 fn route_names(path: &str) -> Vec<String> {
@@ -146,11 +297,6 @@ fn finish(operation: &mut Value, auth: &Auth, summary: Option<&str>) {
     }
     if *auth != Auth::Anonymous {
         operation["security"] = json!([{ "bearer": [] }]);
-        let responses = &mut operation["responses"];
-        responses["401"] = problem("No valid bearer token.");
-        if matches!(auth, Auth::Roles(_) | Auth::Policy(_)) {
-            responses["403"] = problem("The caller may not do this.");
-        }
         let rule = match auth {
             Auth::Roles(roles) => format!("Requires one of the roles: {}.", roles.join(", ")),
             Auth::Policy(name) => format!("Requires policy `{name}`."),
@@ -185,9 +331,17 @@ pub(crate) fn document(
         "paths": paths,
         "components": {
             "schemas": components,
+            "responses": error_responses(),
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" } }
         }
     })
+}
+
+fn error_responses() -> serde_json::Map<String, Value> {
+    ERROR_RESPONSES
+        .iter()
+        .map(|(_, name, description)| ((*name).to_owned(), problem(description)))
+        .collect()
 }
 
 fn problem_schema() -> Value {

@@ -4,6 +4,7 @@
 //! metrics — in one future, so the default stack costs one allocation.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::MatchedPath;
 use axum::response::{IntoResponse, Response};
+use http_body::Body as _;
 use std::panic::AssertUnwindSafe;
 
 use std::future::Future;
@@ -166,7 +168,13 @@ where
                     }
                     let response = if content_length(&request) > Some(pipeline.body_limit) {
                         too_large().into_response()
+                    } else if let Some(coding) = content_coding(&request) {
+                        unsupported_encoding(&coding)
                     } else {
+                        // Whether the handler is waiting for the body when
+                        // the time is up: the caller's delay (408), not the
+                        // handler's (504).
+                        let (request, waiting) = watch_body(request);
                         // A panic in the handler is a 500, never a dropped
                         // connection.
                         let handled = catching_panics(|| handle(handler, request));
@@ -180,6 +188,9 @@ where
                             Ok(Some(Ok(response))) => response,
                             Ok(Some(Err(never))) => match never {},
                             Ok(None) => panicked(),
+                            Err(_) if waiting.is_some_and(|w| w.load(Ordering::Relaxed)) => {
+                                body_timed_out(pipeline.timeout)
+                            }
                             Err(_) => timed_out(pipeline.timeout),
                         }
                     };
@@ -266,6 +277,112 @@ fn content_length<B>(request: &Request<B>) -> Option<usize> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
+}
+
+/// The request's `content-encoding` when it is anything but `identity`:
+/// the server decodes no content coding, so reading such a body as JSON
+/// (or passing it to a handler as if plain) would be wrong.
+fn content_coding<B>(request: &Request<B>) -> Option<String> {
+    let codings: Vec<String> = request
+        .headers()
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|value| {
+            String::from_utf8_lossy(value.as_bytes())
+                .split(',')
+                .map(|c| c.trim().to_ascii_lowercase())
+                .filter(|c| !c.is_empty() && c != "identity")
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    (!codings.is_empty()).then(|| codings.join(", "))
+}
+
+fn unsupported_encoding(coding: &str) -> Response {
+    // The coding is the caller's text: bounded, and only printable ASCII.
+    let coding: String = coding
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(64)
+        .collect();
+    let mut response = Problem::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "request.unsupported_encoding",
+        format!(
+            "the request's `content-encoding: {coding}` is not supported; send it uncompressed"
+        ),
+    )
+    .into_response();
+    // RFC 9110 15.5.16: say which codings would have been accepted.
+    response.headers_mut().insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    response
+}
+
+/// Wraps a request's body (when it has one) so that the pipeline can tell
+/// whether the handler was waiting for more of it.
+fn watch_body(request: Request<Body>) -> (Request<Body>, Option<Arc<AtomicBool>>) {
+    if request.body().is_end_stream() {
+        return (request, None);
+    }
+    let waiting = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&waiting);
+    let request = request.map(|inner| {
+        Body::new(WatchedBody {
+            inner,
+            waiting: flag,
+        })
+    });
+    (request, Some(waiting))
+}
+
+/// A body that records whether its last poll was left waiting for the
+/// client.
+struct WatchedBody {
+    inner: Body,
+    waiting: Arc<AtomicBool>,
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        self.waiting.store(polled.is_pending(), Ordering::Relaxed);
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn body_timed_out(timeout: Duration) -> Response {
+    let mut response = Problem::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request.timeout",
+        format!(
+            "the request body did not arrive within {} ms (`http.request_timeout`)",
+            timeout.as_millis()
+        ),
+    )
+    .into_response();
+    // The rest of the body may still be on its way: the connection cannot
+    // carry another request.
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 fn panicked() -> Response {

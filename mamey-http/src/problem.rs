@@ -1,9 +1,10 @@
 //! Errors as RFC 9457 `application/problem+json` responses, and extractors
 //! whose rejections are problems too.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
 use mamey_core::{Error, ErrorKind, MessageContext};
@@ -113,10 +114,12 @@ fn type_slug(status: StatusCode) -> &'static str {
         404 => "not_found",
         405 => "method_not_allowed",
         409 => "conflict",
+        408 | 504 => "timeout",
         413 => "content_too_large",
+        414 => "uri_too_long",
         415 => "unsupported_media_type",
+        431 => "headers_too_large",
         503 => "unavailable",
-        504 => "timeout",
         _ => "internal",
     }
 }
@@ -169,9 +172,11 @@ impl IntoResponse for ApiError {
 }
 
 /// JSON request and response body. As an extractor it rejects with a
-/// problem: `415` without a JSON content type, `400` for malformed JSON,
-/// `422` when the JSON does not fit the type (naming the field), `413` when
-/// the body is over `http.body_limit`.
+/// problem: `415 request.content_type` without a JSON content type, `400
+/// request.invalid_json` for a body that is not JSON, `422
+/// request.invalid_body` when the JSON does not fit the type (the field path
+/// in `errors`), `413 request.too_large` when the body is over
+/// `http.body_limit` — the same answers as the endpoint DSL's.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
@@ -183,10 +188,20 @@ where
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(&rejection)),
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(crate::endpoints::is_json);
+        if !json {
+            return Err(crate::endpoints::not_json());
         }
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| bytes_rejection(&rejection))?;
+        crate::bind::parse_json(&body)
+            .map(Self)
+            .map_err(crate::bind::BindError::problem)
     }
 }
 
@@ -196,27 +211,11 @@ impl<T: Serialize> IntoResponse for Json<T> {
     }
 }
 
-pub(crate) fn json_rejection(rejection: &JsonRejection) -> Problem {
-    match rejection {
-        JsonRejection::MissingJsonContentType(_) => Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "request.content_type",
-            "expected a body with `content-type: application/json`",
-        ),
-        JsonRejection::JsonSyntaxError(e) => Problem::new(
-            StatusCode::BAD_REQUEST,
-            "request.malformed_json",
-            format!("the body is not valid JSON: {}", e.body_text()),
-        ),
-        JsonRejection::JsonDataError(e) => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "request.invalid_body",
-            e.body_text(),
-        ),
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            too_large()
-        }
-        other => Problem::new(other.status(), "request.body", other.body_text()),
+fn bytes_rejection(rejection: &BytesRejection) -> Problem {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        too_large()
+    } else {
+        Problem::new(rejection.status(), "request.body", rejection.body_text())
     }
 }
 
@@ -228,7 +227,8 @@ pub(crate) fn too_large() -> Problem {
     )
 }
 
-/// Route values, deserialized; rejects with `400` naming the value.
+/// Route values, deserialized; rejects with `400 request.invalid_parameter`
+/// naming the value in `errors`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Path<T>(pub T);
 
@@ -242,24 +242,62 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(Self(value)),
-            Err(rejection) => Err(path_rejection(&rejection)),
+            Err(rejection) => {
+                let mut problem = path_rejection(&rejection);
+                // A single value (`Path<u64>`) fails without its name: the
+                // route has it.
+                if problem.status == 400 && problem.errors.is_empty() {
+                    let names: Vec<String> =
+                        axum::extract::RawPathParams::from_request_parts(parts, state)
+                            .await
+                            .map(|params| params.iter().map(|(k, _)| k.to_owned()).collect())
+                            .unwrap_or_default();
+                    if let [name] = names.as_slice() {
+                        problem.errors.push(ProblemField {
+                            field: name.clone(),
+                            code: "invalid".to_owned(),
+                            message: problem.detail.clone(),
+                        });
+                        problem.detail =
+                            format!("the parameter `{name}` is not valid: {}", problem.detail);
+                    }
+                }
+                Err(problem)
+            }
         }
     }
 }
 
 fn path_rejection(rejection: &PathRejection) -> Problem {
+    use axum::extract::path::ErrorKind;
     match rejection {
-        PathRejection::FailedToDeserializePathParams(e) => Problem::new(
-            StatusCode::BAD_REQUEST,
-            "request.invalid_route_value",
-            e.body_text(),
-        ),
+        PathRejection::FailedToDeserializePathParams(e) => {
+            let name = match e.kind() {
+                ErrorKind::ParseErrorAtKey { key, .. }
+                | ErrorKind::InvalidUtf8InPathParam { key }
+                | ErrorKind::DeserializeError { key, .. } => Some(key.clone()),
+                _ => None,
+            };
+            let mut problem = Problem::new(
+                StatusCode::BAD_REQUEST,
+                "request.invalid_parameter",
+                e.body_text(),
+            );
+            if let Some(name) = name {
+                problem.errors.push(ProblemField {
+                    field: name,
+                    code: "invalid".to_owned(),
+                    message: e.body_text(),
+                });
+            }
+            problem
+        }
         other => Problem::new(other.status(), "request.route", other.body_text()),
     }
 }
 
-/// The query string, deserialized, for axum handlers; rejects with `400`
-/// naming the parameter. (A CQRS query is
+/// The query string, deserialized, for axum handlers; rejects with `400
+/// request.invalid_parameter` naming the parameter in `errors`. (A CQRS query is
 /// [`mamey_core::cqrs::Query`]; this is only the URL's `?…` part.)
 ///
 /// ```
@@ -285,20 +323,11 @@ where
 {
     type Rejection = Problem;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(value)) => Ok(Self(value)),
-            Err(rejection) => Err(query_rejection(&rejection)),
-        }
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Problem> {
+        crate::bind::parse_parameters(parts.uri.query().unwrap_or_default())
+            .map(Self)
+            .map_err(crate::bind::BindError::problem)
     }
-}
-
-fn query_rejection(rejection: &QueryRejection) -> Problem {
-    Problem::new(
-        StatusCode::BAD_REQUEST,
-        "request.invalid_query",
-        rejection.body_text(),
-    )
 }
 
 #[cfg(test)]

@@ -345,7 +345,7 @@ async fn bad_input_gets_4xx_problems() {
     )
     .await;
     assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
-    assert_eq!(malformed.problem().code, "request.malformed_json");
+    assert_eq!(malformed.problem().code, "request.invalid_json");
 
     let wrong_type = send(
         Method::POST,

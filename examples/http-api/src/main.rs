@@ -59,15 +59,23 @@ impl Query for ListOrders {
     type Output = Vec<Order>;
 }
 
+/// Each garde rule is mirrored by a `#[schema(...)]` limit, so that
+/// `/openapi.json` promises what `validate` checks. Lengths are counted in
+/// characters (`chars`), as JSON Schema counts them; garde's default counts
+/// bytes, which would refuse a spec-valid `"é"` × 64.
 #[derive(Debug, Clone, Deserialize, ToSchema, garde::Validate)]
 struct PlaceOrder {
     #[garde(range(min = 1))]
+    #[schema(minimum = 1)]
     id: u64,
-    #[garde(length(min = 1, max = 64))]
+    #[garde(length(chars, min = 1, max = 64))]
+    #[schema(min_length = 1, max_length = 64)]
     customer: String,
-    #[garde(length(min = 1, max = 32))]
+    #[garde(length(chars, min = 1, max = 32))]
+    #[schema(min_length = 1, max_length = 32)]
     sku: String,
     #[garde(range(min = 1, max = 100))]
+    #[schema(minimum = 1, maximum = 100)]
     quantity: u32,
 }
 impl Command for PlaceOrder {
