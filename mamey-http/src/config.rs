@@ -27,8 +27,9 @@ pub struct HttpConfig {
     /// address is the [`HttpAddress`](crate::HttpAddress) resource.
     /// Default: `"0.0.0.0:8080"`.
     pub address: String,
-    /// Longest a request may take before it is answered with
-    /// `504 Gateway Timeout`. Default: `30s`.
+    /// Longest a request may take before it is answered: `408 Request
+    /// Timeout` when the handler is still waiting for the request's body,
+    /// else `504 Gateway Timeout`. Default: `30s`.
     #[serde(with = "mamey_core::config::duration")]
     pub request_timeout: Duration,
     /// Largest request body accepted, in bytes; larger ones get
