@@ -13,9 +13,11 @@
 //! `cargo run -p orders-outbox` serves orders on 127.0.0.1:8080
 //! (`ORDERS_ADDRESS`) until Ctrl-C or SIGTERM, with Postgres and RabbitMQ
 //! from `MAMEY__POSTGRES__URL` and `MAMEY__RABBITMQ__URL` (defaults: local
-//! servers). `cargo run -p orders-outbox -- --demo` uses fresh schemas and
-//! exchange, places orders, redelivers an event, prints what happened,
-//! drops its schemas and exits.
+//! servers). With `RUN_ID` set, the schemas and exchange get fresh names
+//! from it (`orders_{id}`, `billing_{id}`, `orders-outbox-{id}`) and the
+//! schemas are dropped when it stops, so runs never meet.
+//! `cargo run -p orders-outbox -- --demo` uses fresh names, places orders,
+//! redelivers an event, prints what happened, drops its schemas and exits.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,8 +30,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use mamey_core::cqrs::{Command, Event, FromResources, Query, Res};
 use mamey_core::{
-    BoxError, Error, MessageContext, MissingResource, Resources, RunningService, Service,
-    ServiceBuilder,
+    BoxError, Error, MessageContext, MissingResource, Resources, Service, ServiceBuilder,
+    ServiceGroup,
 };
 use mamey_http::{Endpoints, HttpAddress, WebApi};
 use mamey_messaging::{InboxStore, Message, Messaging, OutboxStore, PublishOptions, Publisher};
@@ -63,8 +65,11 @@ impl Event for OrderCharged {}
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 struct PlaceOrder {
+    #[schema(minimum = 1)]
     id: i64,
+    #[schema(min_length = 1)]
     customer: String,
+    #[schema(minimum = 1)]
     total_cents: i64,
 }
 impl Command for PlaceOrder {
@@ -335,26 +340,79 @@ fn billing_service(
         })
 }
 
-/// Starts billing, then orders; returns orders' address and publisher, and
-/// both services.
-async fn start(
-    schemas: &Schemas,
+/// Builds billing, then orders, as one group (orders stops first, while
+/// billing still answers its events); returns orders' address and
+/// publisher, and the group.
+async fn system(
+    names: &Names,
     address: &str,
-    extra: &[(&str, String)],
     deliveries: &Deliveries,
-) -> Result<(HttpAddress, Publisher, Vec<RunningService>), BoxError> {
-    create_tables(schemas).await?;
-    let billing = billing_service(&schemas.billing, extra, deliveries)
+) -> Result<(HttpAddress, Publisher, ServiceGroup), BoxError> {
+    create_tables(&names.schemas).await?;
+    let extra = names.exchange();
+    let billing = billing_service(&names.schemas.billing, &extra, deliveries)
         .build()
         .await?;
-    let billing = billing.start().await?;
-    let orders = orders_service(&schemas.orders, address, extra)
+    let orders = orders_service(&names.schemas.orders, address, &extra)
         .build()
         .await?;
     let at = orders.resources().get::<HttpAddress>()?;
     let publisher = orders.resources().get::<Publisher>()?;
-    let orders = orders.start().await?;
-    Ok((at, publisher, vec![orders, billing]))
+    Ok((
+        at,
+        publisher,
+        ServiceGroup::new().service(billing).service(orders),
+    ))
+}
+
+/// The schemas and exchange of a run: the standing ones, or fresh ones
+/// named after a run id.
+struct Names {
+    schemas: Schemas,
+    exchange: Option<String>,
+}
+
+impl Names {
+    fn standing() -> Self {
+        Self {
+            schemas: Schemas {
+                orders: "orders".into(),
+                billing: "billing".into(),
+            },
+            exchange: None,
+        }
+    }
+
+    fn fresh(id: &str) -> Self {
+        Self {
+            schemas: Schemas {
+                orders: format!("orders_{id}"),
+                billing: format!("billing_{id}"),
+            },
+            exchange: Some(format!("orders-outbox-{id}")),
+        }
+    }
+
+    /// The settings that put the services on this run's exchange.
+    fn exchange(&self) -> Vec<(&'static str, String)> {
+        self.exchange
+            .iter()
+            .map(|e| ("MAMEY__MESSAGING__CONVENTIONS__EXCHANGE", e.clone()))
+            .collect()
+    }
+
+    /// Drops this run's schemas.
+    async fn drop_schemas(&self) -> Result<(), BoxError> {
+        let url = std::env::var("MAMEY__POSTGRES__URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let pool = PgPool::connect(&url).await?;
+        for schema in [&self.schemas.orders, &self.schemas.billing] {
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .execute(&pool)
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 /// One request over HTTP; returns the status and body.
@@ -379,37 +437,22 @@ async fn call(
 }
 
 async fn demo() -> Result<(), BoxError> {
-    // Fresh names, so that runs (and tests) never meet: `DEMO_ID` lets a
+    // Fresh names, so that runs (and tests) never meet: `RUN_ID` lets a
     // caller know them, to clean up the broker's queues afterwards.
-    let id = std::env::var("DEMO_ID").unwrap_or_else(|_| mamey_core::new_id()[..8].to_owned());
-    let schemas = Schemas {
-        orders: format!("orders_{id}"),
-        billing: format!("billing_{id}"),
-    };
-    let extra = [(
-        "MAMEY__MESSAGING__CONVENTIONS__EXCHANGE",
-        format!("orders-outbox-{id}"),
-    )];
+    let id = std::env::var("RUN_ID").unwrap_or_else(|_| mamey_core::new_id()[..8].to_owned());
+    let names = Names::fresh(&id);
     let deliveries = Deliveries::default();
     // The schemas are dropped whatever happens before.
     let outcome = async {
-        let (HttpAddress(at), publisher, services) =
-            start(&schemas, "127.0.0.1:0", &extra, &deliveries).await?;
-        let walked = walk_through(&at.to_string(), &publisher, &schemas, &deliveries).await;
-        for service in services {
-            service.stop().await?;
-        }
+        let (HttpAddress(at), publisher, group) =
+            system(&names, "127.0.0.1:0", &deliveries).await?;
+        let running = group.handle_signals(false).start().await?;
+        let walked = walk_through(&at.to_string(), &publisher, &names.schemas, &deliveries).await;
+        running.stop().await?;
         walked
     }
     .await;
-    let url = std::env::var("MAMEY__POSTGRES__URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let pool = PgPool::connect(&url).await?;
-    for schema in [&schemas.orders, &schemas.billing] {
-        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            .execute(&pool)
-            .await?;
-    }
+    names.drop_schemas().await?;
     outcome
 }
 
@@ -498,21 +541,20 @@ async fn main() -> Result<(), BoxError> {
     if std::env::args().any(|a| a == "--demo") {
         return demo().await;
     }
-    let schemas = Schemas {
-        orders: "orders".into(),
-        billing: "billing".into(),
-    };
+    let run_id = std::env::var("RUN_ID").ok();
+    let names = run_id.as_deref().map_or_else(Names::standing, Names::fresh);
     let address = std::env::var("ORDERS_ADDRESS").unwrap_or_else(|_| "127.0.0.1:8080".into());
-    let (HttpAddress(at), _, services) =
-        start(&schemas, &address, &[], &Deliveries::default()).await?;
+    let (HttpAddress(at), _, group) = system(&names, &address, &Deliveries::default()).await?;
+    let running = group.start().await?;
     println!("orders on http://{at} (docs: http://{at}/docs)");
     println!(
         "try: curl -si http://{at}/orders -H 'content-type: application/json' \
          -d '{{\"id\":1,\"customer\":\"ada\",\"total_cents\":1250}}'"
     );
-    // Each service stops by itself on Ctrl-C or SIGTERM.
-    for service in services {
-        service.wait().await?;
+    // Until Ctrl-C or SIGTERM: orders stops first, then billing.
+    let stopped = running.wait().await;
+    if run_id.is_some() {
+        names.drop_schemas().await?;
     }
-    Ok(())
+    Ok(stopped?)
 }
