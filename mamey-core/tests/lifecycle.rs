@@ -720,3 +720,40 @@ mod dispatcher_as_resource_probe {
     pub(crate) struct Probe;
     impl mamey_core::cqrs::Command for Probe {}
 }
+
+/// Log lines written while a test runs, through a subscriber set as the
+/// thread's default (a current-thread runtime keeps every task on it).
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_started_and_stopped_lines_name_the_service() {
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    run_and_stop(builder("named").build().await.unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    for event in ["service started", "service stopped"] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(event))
+            .unwrap_or_else(|| panic!("no `{event}` in {text}"));
+        assert!(line.contains("service=named"), "{line}");
+    }
+}
