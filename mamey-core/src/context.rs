@@ -131,6 +131,11 @@ impl MessageContext {
         CURRENT.try_with(|ctx| Self::clone(ctx)).ok()
     }
 
+    /// The current context, shared (no copy of its contents).
+    pub(crate) fn current_shared() -> Option<Arc<Self>> {
+        CURRENT.try_with(Arc::clone).ok()
+    }
+
     /// Calls `f` with the current context without cloning its contents.
     pub fn with_current<R>(f: impl FnOnce(Option<&Self>) -> R) -> R {
         match CURRENT.try_with(Arc::clone) {

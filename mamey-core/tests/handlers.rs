@@ -61,7 +61,7 @@ impl Orders {
 struct CurrentUser(Identity);
 
 impl FromMessageContext for CurrentUser {
-    fn from_message_context(context: &MessageContext) -> Result<Self, Error> {
+    async fn from_message_context(context: &MessageContext) -> Result<Self, Error> {
         context
             .identity
             .clone()
@@ -349,4 +349,26 @@ async fn a_handler_takes_up_to_sixteen_arguments() {
         .build_with(&resources)
         .unwrap();
     assert_eq!(dispatcher.query(CountOrders).await.unwrap(), 16);
+}
+
+/// A per-call extractor that waits, as one that looks the caller up or
+/// begins a transaction would.
+struct Looked(String);
+
+impl FromMessageContext for Looked {
+    async fn from_message_context(context: &MessageContext) -> Result<Self, Error> {
+        tokio::task::yield_now().await;
+        Ok(Looked(format!("looked up {}", context.correlation_id)))
+    }
+}
+
+#[tokio::test]
+async fn a_per_call_extractor_may_wait() {
+    let dispatcher = Dispatcher::builder()
+        .query(|_: WhoAsks, Looked(found): Looked| async move { Ok((found, String::new())) })
+        .build()
+        .unwrap();
+    let caller = MessageContext::new().with_correlation_id("corr-9");
+    let (found, _) = caller.scope(dispatcher.query(WhoAsks)).await.unwrap();
+    assert_eq!(found, "looked up corr-9");
 }

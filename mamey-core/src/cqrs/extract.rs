@@ -45,6 +45,7 @@
 //! ```
 
 use std::any::type_name;
+use std::future::Future;
 use std::ops::{Deref, DerefMut};
 
 use crate::{Error, MessageContext, MissingResource, Resources};
@@ -64,14 +65,35 @@ pub trait FromResources: Clone + Send + Sync + Sized + 'static {
 }
 
 /// A handler argument extracted for each call from the current
-/// [`MessageContext`].
+/// [`MessageContext`]. Extraction may wait (look the caller up, begin a
+/// transaction), so it is `async`:
+///
+/// ```
+/// use mamey_core::cqrs::FromMessageContext;
+/// use mamey_core::{Error, Identity, MessageContext};
+///
+/// /// The caller, or 401 without running the handler.
+/// struct CurrentUser(Identity);
+///
+/// impl FromMessageContext for CurrentUser {
+///     async fn from_message_context(context: &MessageContext) -> Result<Self, Error> {
+///         context
+///             .identity
+///             .clone()
+///             .map(CurrentUser)
+///             .ok_or_else(|| Error::unauthorized("auth.required", "sign in first"))
+///     }
+/// }
+/// ```
 pub trait FromMessageContext: Send + Sized + 'static {
     /// Extracts the value.
     ///
     /// # Errors
     /// An [`Error`] that fails the dispatch without calling the handler, e.g.
     /// [`Error::unauthorized`] for an extractor that needs a caller.
-    fn from_message_context(context: &MessageContext) -> Result<Self, Error>;
+    fn from_message_context(
+        context: &MessageContext,
+    ) -> impl Future<Output = Result<Self, Error>> + Send;
 }
 
 /// A resource of type `T`, taken as a handler argument:
@@ -111,7 +133,7 @@ impl<T: FromResources> FromResources for Option<T> {
 
 /// The context of the work being handled, as the caller sent it.
 impl FromMessageContext for MessageContext {
-    fn from_message_context(context: &MessageContext) -> Result<Self, Error> {
+    async fn from_message_context(context: &MessageContext) -> Result<Self, Error> {
         Ok(context.clone())
     }
 }
@@ -141,7 +163,7 @@ pub trait HandlerArg<Via>: Send + Sized + 'static {
     ///
     /// # Errors
     /// An [`Error`] that fails the dispatch without calling the handler.
-    fn extract(state: &Self::State) -> Result<Self, Error>;
+    fn extract(state: &Self::State) -> impl Future<Output = Result<Self, Error>> + Send;
 }
 
 /// `mamey_core::cqrs::extract::Res<`, as `type_name` spells it.
@@ -164,8 +186,8 @@ impl<T: FromResources> HandlerArg<ViaResources> for T {
         })
     }
 
-    fn extract(state: &T) -> Result<T, Error> {
-        Ok(state.clone())
+    fn extract(state: &T) -> impl Future<Output = Result<T, Error>> + Send {
+        std::future::ready(Ok(state.clone()))
     }
 }
 
@@ -176,13 +198,13 @@ impl<T: FromMessageContext> HandlerArg<ViaMessageContext> for T {
         Ok(())
     }
 
-    fn extract((): &()) -> Result<T, Error> {
-        MessageContext::with_current(|current| match current {
-            Some(context) => T::from_message_context(context),
+    async fn extract((): &()) -> Result<T, Error> {
+        match MessageContext::current_shared() {
+            Some(context) => T::from_message_context(&context).await,
             // The dispatcher runs every call in a context; this is a handler
             // called some other way.
-            None => T::from_message_context(&MessageContext::new()),
-        })
+            None => T::from_message_context(&MessageContext::new()).await,
+        }
     }
 }
 

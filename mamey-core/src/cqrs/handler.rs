@@ -6,7 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use futures_util::future::{BoxFuture, ready};
+use futures_util::future::BoxFuture;
 
 use super::extract::HandlerArg;
 use super::{Command, CommandHandler, Event, EventHandler, Query, QueryHandler};
@@ -86,12 +86,6 @@ impl<M, O> fmt::Debug for BoundHandler<M, O> {
     }
 }
 
-/// An extraction failed: the call fails with its error, the handler does
-/// not run.
-fn rejected<O: Send + 'static>(error: Error) -> BoxFuture<'static, Result<O, Error>> {
-    Box::pin(ready(Err(error)))
-}
-
 impl<F, Fut, M, O> Handler<M, ()> for F
 where
     F: Fn(M) -> Fut + Send + Sync + 'static,
@@ -122,14 +116,17 @@ macro_rules! impl_handler {
 
             fn bind(self, resources: &Resources) -> Result<BoundHandler<M, O>, MissingResource> {
                 $(let $state = <$arg as HandlerArg<$via>>::resolve(resources)?;)+
+                // The handler and what was resolved, shared by every call;
+                // a call's one box holds the extractions and the handler's
+                // future.
+                let shared = Arc::new((self, $($state,)+));
                 Ok(BoundHandler::new(move |message: M| {
-                    $(
-                        let $state = match <$arg as HandlerArg<$via>>::extract(&$state) {
-                            Ok(value) => value,
-                            Err(error) => return rejected(error),
-                        };
-                    )+
-                    Box::pin(self(message, $($state,)+)) as BoxFuture<'static, _>
+                    let shared = Arc::clone(&shared);
+                    Box::pin(async move {
+                        let (handler, $($state,)+) = &*shared;
+                        $(let $state = <$arg as HandlerArg<$via>>::extract($state).await?;)+
+                        handler(message, $($state,)+).await
+                    }) as BoxFuture<'static, _>
                 }))
             }
         }
