@@ -265,9 +265,32 @@ pub(crate) fn bind_command<C: DeserializeOwned>(
     }
 }
 
+/// The answer to a body without a JSON content type.
+pub(crate) fn not_json() -> Problem {
+    Problem::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "request.content_type",
+        "expected a body with `content-type: application/json`",
+    )
+}
+
+pub(crate) fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("application/json; charset=utf-8"));
+        assert!(is_json("application/problem+json"));
+        assert!(!is_json("text/plain"));
+    }
 
     #[derive(serde::Deserialize, Debug, PartialEq)]
     struct Rename {

@@ -55,7 +55,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::auth::{Auth, Authentication, Policies};
-use crate::bind::{BindError, bind_command, bind_parameters, parse_json};
+use crate::bind::{BindError, bind_command, bind_parameters, is_json, not_json, parse_json};
 use crate::openapi::{Describe, EndpointDoc, Schemas};
 use crate::problem::{ApiError, Problem, too_large};
 
@@ -591,21 +591,6 @@ where
     Ok(response)
 }
 
-/// The answer to a body without a JSON content type.
-pub(crate) fn not_json() -> Problem {
-    Problem::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "request.content_type",
-        "expected a body with `content-type: application/json`",
-    )
-}
-
-pub(crate) fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    essence.eq_ignore_ascii_case("application/json")
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
-}
-
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let too_big = std::error::Error::source(&e)
@@ -616,17 +601,4 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
             Problem::new(StatusCode::BAD_REQUEST, "request.body", e.to_string()).into_response()
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_content_types() {
-        assert!(is_json("application/json"));
-        assert!(is_json("application/json; charset=utf-8"));
-        assert!(is_json("application/problem+json"));
-        assert!(!is_json("text/plain"));
-    }
 }

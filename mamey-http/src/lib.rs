@@ -9,6 +9,7 @@ mod bind;
 mod client;
 mod config;
 mod endpoints;
+mod extractors;
 #[cfg(feature = "grpc")]
 pub mod grpc;
 mod health;
@@ -30,7 +31,8 @@ pub use client::{
 };
 pub use config::{CorsConfig, HttpConfig, JwtConfig, OperationalEndpoints};
 pub use endpoints::{Endpoints, Operation};
-pub use problem::{ApiError, Json, PROBLEM_JSON, Path, Problem, ProblemField, QueryParams};
+pub use extractors::{Json, Path, QueryParams};
+pub use problem::{ApiError, PROBLEM_JSON, Problem, ProblemField};
 pub use url_path::url_path;
 #[cfg(feature = "garde")]
 pub use validate::validate;

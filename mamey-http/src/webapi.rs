@@ -22,10 +22,11 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::auth::{Auth, Authentication, Authenticator, Policies};
 use crate::config::{CorsConfig, HttpConfig};
 use crate::endpoints::{Endpoints, RouteEnv};
+use crate::extractors::Json;
 use crate::health::SharedHealth;
 use crate::openapi::{DOCS_PAGE, document};
 use crate::pipeline::{Pipeline, PipelineLayer};
-use crate::problem::{Json, Problem};
+use crate::problem::Problem;
 
 /// A resource of the service (a client, a pool), as an extractor for axum
 /// handlers: any plug-in's resource, whatever the order of the plug-ins.
