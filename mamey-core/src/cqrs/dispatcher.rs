@@ -51,16 +51,12 @@ pub enum DispatcherError {
 
 type LayerFn = Box<dyn Fn(HandlerService) -> HandlerService + Send + Sync>;
 
-/// The layers every route of a dispatcher is wrapped in.
-struct Chain {
-    layers: Vec<LayerFn>,
-}
-
 /// Binds one registered handler into the route table.
 /// `Sync` too, so that a plug-in's `&InitContext` (which holds the builder)
 /// can be held across an `.await` in a `Send` future.
-type BindFn =
-    Box<dyn FnOnce(&mut Routes, &Resources, &Chain) -> Result<(), DispatcherError> + Send + Sync>;
+type BindFn = Box<
+    dyn FnOnce(&mut Routes, &Resources, &[LayerFn]) -> Result<(), DispatcherError> + Send + Sync,
+>;
 
 /// Registers handlers and middleware, then builds a [`Dispatcher`].
 ///
@@ -181,7 +177,7 @@ impl DispatcherBuilder {
     {
         let name = handler_name::<H>(message);
         self.handlers
-            .push(Box::new(move |routes, resources, chain| {
+            .push(Box::new(move |routes, resources, layers| {
                 let call = handler
                     .bind(resources)
                     .map_err(
@@ -193,7 +189,7 @@ impl DispatcherBuilder {
                             hint: missing.hint,
                         },
                     )?;
-                let route = Route::new(kind, message, name, validate, call, chain);
+                let route = Route::new(kind, message, name, validate, call, layers);
                 routes.insert(route)
             }));
         self
@@ -232,9 +228,7 @@ impl DispatcherBuilder {
         target: &Dispatcher,
         resources: &Resources,
     ) -> Result<(), DispatcherError> {
-        let chain = Chain {
-            layers: std::mem::take(&mut self.layers),
-        };
+        let layers = std::mem::take(&mut self.layers);
         let mut routes = Routes {
             commands: RouteTable::default(),
             queries: RouteTable::default(),
@@ -242,7 +236,7 @@ impl DispatcherBuilder {
             metrics: std::mem::take(&mut self.metrics).into(),
         };
         for bind in std::mem::take(&mut self.handlers) {
-            bind(&mut routes, resources, &chain)?;
+            bind(&mut routes, resources, &layers)?;
         }
         // A fresh dispatcher is only ever built once.
         let _ = target.routes.set(routes);
@@ -268,9 +262,9 @@ impl<M: Send + 'static, O: Send + 'static> Route<M, O> {
         handler: Arc<str>,
         validate: fn(&M) -> Result<(), Error>,
         call: BoundHandler<M, O>,
-        chain: &Chain,
+        layers: &[LayerFn],
     ) -> Self {
-        let layered = (!chain.layers.is_empty()).then(|| {
+        let layered = (!layers.is_empty()).then(|| {
             let inner_call = call.clone();
             let innermost = HandlerService::new(service_fn(move |envelope: Envelope| {
                 let call = inner_call.clone();
@@ -281,8 +275,7 @@ impl<M: Send + 'static, O: Send + 'static> Route<M, O> {
                     Ok::<Reply, Error>(Box::new(output))
                 }
             }));
-            chain
-                .layers
+            layers
                 .iter()
                 .rev()
                 .fold(innermost, |inner, layer| layer(inner))
