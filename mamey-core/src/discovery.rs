@@ -16,12 +16,25 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, ErrorKind};
+
+/// Where this instance's web API listens, as a resource: mamey-http's web
+/// API provides it when it binds (so port `0` works), and discovery
+/// advertises it unless configured otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpAddress(pub SocketAddr);
+
+/// Where this instance's gRPC server listens, as a resource: mamey-http's
+/// gRPC server provides it when it binds. Discovery advertises it when the
+/// service has no web API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcAddress(pub SocketAddr);
 
 /// One instance of a service: its base URL, e.g. `http://10.0.0.7:8080`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

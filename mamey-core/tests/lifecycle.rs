@@ -22,6 +22,7 @@ enum Fault {
     None,
     Init,
     Start,
+    Ready,
     StopError,
     StopHangs,
     TaskFails,
@@ -87,6 +88,19 @@ impl Plugin for Recorder {
         Ok(())
     }
 
+    async fn ready(&mut self, _ctx: &StartContext) -> Result<(), BoxError> {
+        self.record("ready");
+        match self.fault {
+            Fault::Ready => Err("registry refused the registration".into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn drain(&mut self) -> Result<(), BoxError> {
+        self.record("drain");
+        Ok(())
+    }
+
     async fn stop(&mut self) -> Result<(), BoxError> {
         self.record("stop");
         match self.fault {
@@ -140,6 +154,45 @@ async fn starts_in_order_and_stops_in_reverse() {
             "start a",
             "start b",
             "start c",
+            "ready a",
+            "ready b",
+            "ready c",
+            "drain c",
+            "drain b",
+            "drain a",
+            "stop c",
+            "task-done c",
+            "stop b",
+            "task-done b",
+            "stop a",
+            "task-done a",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_ready_drains_the_ones_announced_and_stops_everything() {
+    let log = Log::default();
+    let service = builder("ready-fails")
+        .plugin(Recorder::new("a", &log))
+        .plugin(Recorder::faulty("b", &log, Fault::Ready))
+        .plugin(Recorder::new("c", &log))
+        .build()
+        .await
+        .unwrap();
+    let error = service.run().await.unwrap_err();
+    assert!(
+        matches!(&error, ServiceError::PluginStart { plugin: "b", .. }),
+        "{error:?}"
+    );
+    let log = entries(&log);
+    let after_start = &log[log.iter().position(|e| e == "start c").unwrap() + 1..];
+    assert_eq!(
+        after_start,
+        [
+            "ready a",
+            "ready b",
+            "drain a",
             "stop c",
             "task-done c",
             "stop b",
@@ -582,11 +635,18 @@ async fn start_returns_once_running_and_stop_waits_for_the_stop() {
     let health = service.health().clone();
     let running = service.start().await.unwrap();
     assert_eq!(health.check(Probe::Ready).await.status, Status::Healthy);
-    assert_eq!(entries(&log), ["init a", "start a"]);
+    assert_eq!(entries(&log), ["init a", "start a", "ready a"]);
     running.stop().await.unwrap();
     assert_eq!(
         entries(&log),
-        ["init a", "start a", "stop a", "task-done a"]
+        [
+            "init a",
+            "start a",
+            "ready a",
+            "drain a",
+            "stop a",
+            "task-done a"
+        ]
     );
 }
 
@@ -637,9 +697,13 @@ mod group {
             events,
             [
                 "start pricing",
+                "ready pricing",
                 "start orders",
+                "ready orders",
+                "drain orders",
                 "stop orders",
                 "task-done orders",
+                "drain pricing",
                 "stop pricing",
                 "task-done pricing",
             ]

@@ -1,6 +1,6 @@
 //! The service client: calls other services by name, with load balancing,
-//! retries under a budget, a circuit breaker per endpoint, and the caller's
-//! context propagated.
+//! retries under a budget, outlier ejection per endpoint (a circuit breaker
+//! with exponential ejection periods), and the caller's context propagated.
 //!
 //! Built on hyper's pooled client and a small retry / breaker / balancer of
 //! mamey's own (tower's retry needs cloneable requests and its balancer a
@@ -13,13 +13,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use mamey_core::config::ConfigSection;
-use mamey_core::discovery::{Endpoint, ServiceResolver, StaticResolver};
+use mamey_core::discovery::{Endpoint, Resolver, ServiceResolver, StaticResolver};
 use mamey_core::{BoxError, Error, ErrorKind, InitContext, Plugin};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -115,7 +116,7 @@ pub(crate) async fn get_bytes(
 /// load_balancer = "p2c"
 /// services = { orders = ["http://127.0.0.1:8081", "http://127.0.0.1:8082"] }
 /// retry = { max_attempts = 3, initial_backoff = "100ms", max_backoff = "2s", budget_ratio = 0.2, budget_min_per_second = 10.0 }
-/// breaker = { failure_threshold = 5, open_for = "10s" }
+/// breaker = { failure_threshold = 5, open_for = "10s", max_open_for = "5m" }
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -138,12 +139,14 @@ pub struct ClientConfig {
     /// A PEM file of certificates to trust for `https://` endpoints besides
     /// Mozilla's roots (feature `tls`). Default: none.
     pub ca_file: Option<String>,
-    /// Endpoints by service name, used when no discovery plug-in provides a
-    /// resolver. Default: none.
+    /// Endpoints by service name. Without a discovery plug-in these are the
+    /// only names known; with one (a [`ServiceResolver`] resource), a name
+    /// listed here with at least one URL is pinned to those URLs and every
+    /// other name is resolved by discovery. Default: none.
     pub services: HashMap<String, Vec<String>>,
     /// Retries.
     pub retry: RetryConfig,
-    /// The circuit breaker of each endpoint.
+    /// Outlier ejection: the circuit breaker of each endpoint.
     pub breaker: BreakerConfig,
 }
 
@@ -217,21 +220,28 @@ impl Default for RetryConfig {
     }
 }
 
-/// `http_client.breaker`: when an endpoint is taken out of rotation.
+/// `http_client.breaker`: outlier ejection, when an endpoint is taken out of
+/// rotation and for how long.
 ///
 /// After `failure_threshold` failures in a row (connection errors,
-/// timeouts, `5xx`) the endpoint's circuit opens: calls skip it, or fail at
-/// once with `client.circuit_open` when every endpoint is open. After
-/// `open_for` one call is let through (half-open); its success closes the
-/// circuit, its failure opens it again.
+/// timeouts, `5xx`) the endpoint is ejected (its circuit opens): calls skip
+/// it, or fail at once with `client.circuit_open` when every endpoint is
+/// ejected. After the ejection period, `open_for` at first, one call is let
+/// through (half-open). Its failure ejects the endpoint again for twice the
+/// previous period, up to `max_open_for`; its success, or any success,
+/// returns the endpoint to rotation and resets the period to `open_for`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BreakerConfig {
-    /// Failures in a row that open the circuit. Default: `5`.
+    /// Failures in a row that eject the endpoint. Default: `5`.
     pub failure_threshold: u32,
-    /// How long it stays open before a probe. Default: `10s`.
+    /// How long the first ejection lasts before a probe. Default: `10s`.
     #[serde(with = "mamey_core::config::duration")]
     pub open_for: Duration,
+    /// The longest ejection: each failed probe doubles the period up to
+    /// this (or up to `open_for`, if that is longer). Default: `5m`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub max_open_for: Duration,
 }
 
 impl Default for BreakerConfig {
@@ -239,14 +249,20 @@ impl Default for BreakerConfig {
         Self {
             failure_threshold: 5,
             open_for: Duration::from_secs(10),
+            max_open_for: Duration::from_secs(300),
         }
     }
 }
 
 /// The client plug-in: reads `http_client` and provides the
-/// [`ServiceClient`] resource. Uses the [`ServiceResolver`] resource when a
-/// discovery plug-in added before it provides one, else the static
-/// `http_client.services`.
+/// [`ServiceClient`] resource.
+///
+/// Names are resolved with the [`ServiceResolver`] resource when a
+/// discovery plug-in added before it (or the application, with
+/// `ServiceBuilder::resource`) provides one, else with the static
+/// `http_client.services`. With both, the names listed in
+/// `http_client.services` (with at least one URL) keep their configured
+/// URLs, and every other name goes to discovery.
 #[derive(Debug, Default)]
 pub struct ServiceClientPlugin;
 
@@ -265,18 +281,39 @@ impl Plugin for ServiceClientPlugin {
 
     async fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), BoxError> {
         let config: ClientConfig = ctx.section()?;
+        let mut pinned = StaticResolver::new();
+        for (service, urls) in &config.services {
+            pinned = pinned.service(service.clone(), urls.iter().cloned());
+        }
         let resolver = match ctx.resource::<ServiceResolver>() {
-            Ok(resolver) => resolver,
-            Err(_) => {
-                let mut resolver = StaticResolver::new();
-                for (service, urls) in &config.services {
-                    resolver = resolver.service(service.clone(), urls.iter().cloned());
-                }
-                ServiceResolver::new(resolver)
-            }
+            Ok(discovered) => ServiceResolver::new(PinnedResolver { pinned, discovered }),
+            Err(_) => ServiceResolver::new(pinned),
         };
         ctx.provide(ServiceClient::new(config, resolver)?)?;
         Ok(())
+    }
+}
+
+/// The names of `http_client.services` pinned to their configured URLs,
+/// every other name resolved by discovery.
+#[derive(Debug)]
+struct PinnedResolver {
+    pinned: StaticResolver,
+    discovered: ServiceResolver,
+}
+
+impl Resolver for PinnedResolver {
+    fn resolve<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<Vec<Endpoint>, Error>> {
+        Box::pin(async move {
+            // A static resolver answers at once, and with nothing for a name
+            // it does not list.
+            let pinned = self.pinned.resolve(service).await?;
+            if pinned.is_empty() {
+                self.discovered.resolve(service).await
+            } else {
+                Ok(pinned)
+            }
+        })
     }
 }
 
@@ -479,21 +516,24 @@ impl ServiceClient {
                 Arc::strong_count(state) > 1 || state.used.lock().elapsed() < FORGET_AFTER
             });
         }
-        Arc::clone(states.entry(endpoint.clone()).or_default())
+        Arc::clone(
+            states
+                .entry(endpoint.clone())
+                .or_insert_with(|| Arc::new(EndpointState::new(endpoint.clone()))),
+        )
     }
 
-    /// Picks an endpoint whose circuit lets a call through, and whether the
-    /// call is its half-open probe.
+    /// Picks an endpoint that is not ejected (or is due a probe), and
+    /// whether the call is its half-open probe.
     pub(crate) fn pick(
         &self,
         endpoints: &[Endpoint],
     ) -> Option<(Endpoint, Arc<EndpointState>, bool)> {
-        let breaker = &self.inner.config.breaker;
         let mut states: Vec<(usize, Arc<EndpointState>)> = endpoints
             .iter()
             .enumerate()
             .map(|(i, e)| (i, self.state(e)))
-            .filter(|(_, s)| s.allows(breaker))
+            .filter(|(_, s)| s.allows())
             .collect();
         loop {
             let chosen = match (states.len(), self.inner.config.load_balancer) {
@@ -518,7 +558,7 @@ impl ServiceClient {
             let (index, state) = states.swap_remove(chosen);
             // Another call may have taken the probe since `allows`: then
             // pick among the others.
-            if let Some(probe) = state.admit(breaker) {
+            if let Some(probe) = state.admit() {
                 return Some((endpoints[index].clone(), state, probe));
             }
         }
@@ -749,26 +789,28 @@ impl Call {
             )),
         };
         in_flight.settled();
+        let service = Some(self.service.as_str());
+        let breaker = &inner.config.breaker;
         let response = match result {
             Ok(response) if response.status.is_success() => {
-                state.succeeded();
+                state.record_success(service);
                 return Ok(response);
             }
             Ok(response) => response,
             Err(failure) if failure.retryable => {
-                state.failed(&inner.config.breaker);
+                state.record_failure(breaker, service);
                 return Err(failure);
             }
             // The endpoint answered (too much, say): not its failure.
             Err(failure) => {
-                state.succeeded();
+                state.record_success(service);
                 return Err(failure);
             }
         };
         if response.status.is_server_error() {
-            state.failed(&inner.config.breaker);
+            state.record_failure(breaker, service);
         } else {
-            state.succeeded();
+            state.record_success(service);
         }
         Err(Failure {
             retryable: matches!(response.status.as_u16(), 429 | 502 | 503 | 504),
@@ -881,9 +923,12 @@ impl Response {
     }
 }
 
-/// Breaker and load of one endpoint.
-#[derive(Debug, Default)]
+/// Outlier ejection and load of one endpoint.
+#[derive(Debug)]
 pub(crate) struct EndpointState {
+    /// The endpoint, named in the logs of its ejections (never in errors:
+    /// its address is internal).
+    endpoint: Endpoint,
     in_flight: AtomicUsize,
     breaker: Mutex<Breaker>,
     /// When a call last went to the endpoint.
@@ -913,14 +958,93 @@ impl LastUsed {
     }
 }
 
+/// The circuit of one endpoint: closed, ejected for a period, or half-open
+/// with its one probe out. The time is passed in, so the logic does not
+/// depend on a clock.
 #[derive(Debug, Default)]
 struct Breaker {
+    /// Failures in a row.
     failures: u32,
-    opened: Option<Instant>,
+    /// The current ejection, while the endpoint is out of rotation.
+    ejection: Option<Ejection>,
+    /// Whether the half-open probe is out.
     probing: bool,
 }
 
+/// One ejection: since when, and for how long before a probe.
+#[derive(Debug, Clone, Copy)]
+struct Ejection {
+    since: Instant,
+    period: Duration,
+}
+
+impl Breaker {
+    /// Closed, or ejected long enough for one probe that is not yet out.
+    fn allows(&self, now: Instant) -> bool {
+        match self.ejection {
+            None => true,
+            Some(ejection) => {
+                !self.probing && now.saturating_duration_since(ejection.since) >= ejection.period
+            }
+        }
+    }
+
+    /// Lets a call through: `Some(false)` when closed, `Some(true)` when it
+    /// is the half-open probe (now marked as out), `None` when ejected or a
+    /// probe is already out.
+    fn admit(&mut self, now: Instant) -> Option<bool> {
+        if self.ejection.is_none() {
+            Some(false)
+        } else if self.allows(now) {
+            self.probing = true;
+            Some(true)
+        } else {
+            None
+        }
+    }
+
+    /// A success closes the circuit and resets the period to `open_for`.
+    /// Returns whether the endpoint was ejected.
+    fn succeed(&mut self) -> bool {
+        let was_ejected = self.ejection.is_some();
+        *self = Self::default();
+        was_ejected
+    }
+
+    /// A failure: at the threshold it ejects the endpoint for `open_for`; a
+    /// failed probe ejects it again for twice the last period, up to
+    /// `max_open_for`. Returns the period of the ejection it starts.
+    fn fail(&mut self, config: &BreakerConfig, now: Instant) -> Option<Duration> {
+        self.failures = self.failures.saturating_add(1);
+        let period = match self.ejection {
+            // While a probe is out, any failure counts as the probe's: a
+            // call sent before the ejection that fails this late is as bad
+            // a sign.
+            Some(ejection) if self.probing => ejection
+                .period
+                .saturating_mul(2)
+                .min(config.max_open_for.max(config.open_for)),
+            // A call sent before the ejection: the ejection stands as it is.
+            Some(_) => return None,
+            None if self.failures >= config.failure_threshold => config.open_for,
+            None => return None,
+        };
+        self.ejection = Some(Ejection { since: now, period });
+        self.probing = false;
+        Some(period)
+    }
+}
+
 impl EndpointState {
+    fn new(endpoint: Endpoint) -> Self {
+        Self {
+            endpoint,
+            in_flight: AtomicUsize::new(0),
+            breaker: Mutex::new(Breaker::default()),
+            used: LastUsed::default(),
+        }
+    }
+
     fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
@@ -931,48 +1055,53 @@ impl EndpointState {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Closed, or open long enough for one probe that is not yet out.
-    fn allows(&self, config: &BreakerConfig) -> bool {
-        let breaker = self.lock();
-        match breaker.opened {
-            None => true,
-            Some(opened) => opened.elapsed() >= config.open_for && !breaker.probing,
-        }
+    /// Closed, or ejected long enough for one probe that is not yet out.
+    fn allows(&self) -> bool {
+        self.lock().allows(Instant::now())
     }
 
     /// Lets a call through: `Some(false)` when closed, `Some(true)` when it
-    /// is the half-open probe (marked as out), `None` when open or a probe is
-    /// already out. Checked and marked under one lock.
-    fn admit(&self, config: &BreakerConfig) -> Option<bool> {
-        let mut breaker = self.lock();
-        match breaker.opened {
-            None => Some(false),
-            Some(opened) if opened.elapsed() >= config.open_for && !breaker.probing => {
-                breaker.probing = true;
-                Some(true)
-            }
-            Some(_) => None,
+    /// is the half-open probe (marked as out), `None` when ejected or a
+    /// probe is already out. Checked and marked under one lock.
+    fn admit(&self) -> Option<bool> {
+        self.lock().admit(Instant::now())
+    }
+
+    /// A call (to `service`, when known) succeeded: the endpoint returns to
+    /// rotation if it was ejected.
+    fn record_success(&self, service: Option<&str>) {
+        if self.lock().succeed() {
+            tracing::info!(endpoint = %self.endpoint, service, "endpoint returned to rotation");
         }
     }
 
+    /// A call (to `service`, when known) failed: the endpoint may be ejected.
+    fn record_failure(&self, config: &BreakerConfig, service: Option<&str>) {
+        let (ejected_for, failures) = {
+            let mut breaker = self.lock();
+            (breaker.fail(config, Instant::now()), breaker.failures)
+        };
+        if let Some(ejected_for) = ejected_for {
+            tracing::warn!(
+                endpoint = %self.endpoint,
+                service,
+                failures,
+                ?ejected_for,
+                "endpoint ejected"
+            );
+        }
+    }
+
+    /// A call of a gRPC channel succeeded.
+    #[cfg(feature = "grpc")]
     pub(crate) fn succeeded(&self) {
-        let mut breaker = self.lock();
-        if breaker.opened.is_some() {
-            tracing::info!("circuit closed");
-        }
-        *breaker = Breaker::default();
+        self.record_success(None);
     }
 
+    /// A call of a gRPC channel failed.
+    #[cfg(feature = "grpc")]
     pub(crate) fn failed(&self, config: &BreakerConfig) {
-        let mut breaker = self.lock();
-        breaker.failures += 1;
-        if breaker.probing || breaker.failures >= config.failure_threshold {
-            if breaker.opened.is_none() || breaker.probing {
-                tracing::warn!(failures = breaker.failures, "circuit opened");
-            }
-            breaker.opened = Some(Instant::now());
-            breaker.probing = false;
-        }
+        self.record_failure(config, None);
     }
 
     pub(crate) fn start(&self, probe: bool) -> InFlight<'_> {
@@ -1094,26 +1223,93 @@ mod tests {
         }
     }
 
+    fn breaker(failure_threshold: u32, open_for: u64, max_open_for: u64) -> BreakerConfig {
+        BreakerConfig {
+            failure_threshold,
+            open_for: Duration::from_secs(open_for),
+            max_open_for: Duration::from_secs(max_open_for),
+        }
+    }
+
     #[test]
-    fn the_breaker_opens_after_the_threshold_and_lets_one_probe_through() {
+    fn the_breaker_ejects_after_the_threshold_and_lets_one_probe_through() {
+        let config = breaker(2, 10, 300);
+        let t0 = Instant::now();
+        let mut circuit = Breaker::default();
+        assert_eq!(circuit.fail(&config, t0), None);
+        assert_eq!(circuit.admit(t0), Some(false), "closed below the threshold");
+        assert_eq!(circuit.fail(&config, t0), Some(Duration::from_secs(10)));
+        assert_eq!(circuit.admit(t0 + Duration::from_secs(9)), None, "ejected");
+        let due = t0 + Duration::from_secs(10);
+        assert!(circuit.allows(due), "the period elapsed: a probe may go");
+        assert_eq!(circuit.admit(due), Some(true));
+        assert!(!circuit.allows(due), "only one probe at a time");
+        assert_eq!(circuit.admit(due), None);
+        assert!(
+            circuit.succeed(),
+            "the probe's success returns the endpoint"
+        );
+        assert_eq!(circuit.admit(due), Some(false));
+        assert!(!circuit.succeed(), "already in rotation");
+    }
+
+    #[test]
+    fn a_failed_probe_doubles_the_ejection() {
+        let config = breaker(1, 10, 60);
+        let mut now = Instant::now();
+        let mut periods = Vec::new();
+        let mut circuit = Breaker::default();
+        let mut period = circuit.fail(&config, now);
+        while let Some(ejected_for) = period {
+            periods.push(ejected_for.as_secs());
+            if periods.len() == 6 {
+                break;
+            }
+            assert_eq!(
+                circuit.admit(now + ejected_for - Duration::from_millis(1)),
+                None,
+                "no probe before the period ends"
+            );
+            now += ejected_for;
+            assert_eq!(circuit.admit(now), Some(true), "the probe goes");
+            period = circuit.fail(&config, now);
+        }
+        assert_eq!(periods, [10, 20, 40, 60, 60, 60], "doubling, capped");
+
+        // A late failure of a call sent before the ejection changes nothing.
+        assert_eq!(circuit.fail(&config, now), None);
+        assert_eq!(circuit.admit(now + Duration::from_secs(60)), Some(true));
+
+        // A success returns the endpoint and resets the period.
+        assert!(circuit.succeed());
+        assert_eq!(circuit.fail(&config, now), Some(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn max_open_for_below_open_for_keeps_open_for() {
+        let config = breaker(1, 10, 5);
+        let now = Instant::now();
+        let mut circuit = Breaker::default();
+        assert_eq!(circuit.fail(&config, now), Some(Duration::from_secs(10)));
+        let due = now + Duration::from_secs(10);
+        assert_eq!(circuit.admit(due), Some(true));
+        assert_eq!(circuit.fail(&config, due), Some(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn an_abandoned_probe_is_released() {
         let config = BreakerConfig {
-            failure_threshold: 2,
+            failure_threshold: 1,
             open_for: Duration::ZERO,
+            ..BreakerConfig::default()
         };
-        let state = EndpointState::default();
-        state.failed(&config);
-        assert!(state.lock().opened.is_none());
-        state.failed(&config);
-        assert!(state.lock().opened.is_some());
-        assert!(state.allows(&config), "open_for elapsed: a probe may go");
-        assert_eq!(state.admit(&config), Some(true));
-        assert!(!state.allows(&config), "only one probe at a time");
-        assert_eq!(state.admit(&config), None);
+        let state = EndpointState::new(Endpoint::new("http://127.0.0.1:1"));
+        state.record_failure(&config, Some("orders"));
+        assert_eq!(state.admit(), Some(true));
+        assert_eq!(state.admit(), None, "only one probe at a time");
         drop(state.start(true));
-        assert!(state.allows(&config), "an abandoned probe is released");
-        assert_eq!(state.admit(&config), Some(true));
-        state.succeeded();
-        assert!(state.allows(&config));
-        assert!(state.lock().opened.is_none());
+        assert_eq!(state.admit(), Some(true), "an abandoned probe is released");
+        state.record_success(Some("orders"));
+        assert_eq!(state.admit(), Some(false));
     }
 }

@@ -29,7 +29,6 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
@@ -108,9 +107,7 @@ impl ConfigSection for GrpcConfig {
     const KEY: &'static str = "grpc";
 }
 
-/// The address the gRPC server listens on, as a resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GrpcAddress(pub SocketAddr);
+pub use mamey_core::discovery::GrpcAddress;
 
 /// The gRPC plug-in: hosts tonic services with mamey's per-call work.
 pub struct GrpcServer {

@@ -1,6 +1,5 @@
 //! The [`WebApi`] plug-in.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -88,9 +87,7 @@ const ALWAYS_SENSITIVE: [&str; 5] = [
     "x-api-key",
 ];
 
-/// The address the web API listens on, as a resource (useful with port 0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpAddress(pub SocketAddr);
+pub use mamey_core::discovery::HttpAddress;
 
 /// The web API plug-in: serves your axum routes and the DSL
 /// [`Endpoints`] with mamey's request pipeline and operational endpoints.

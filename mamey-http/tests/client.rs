@@ -1,6 +1,7 @@
 //! The service client against real HTTP servers: context propagation
-//! through a second service, retries under the budget, the circuit breaker,
-//! load balancing, and errors mapped back to mamey kinds.
+//! through a second service, retries under the budget, the circuit breaker
+//! and outlier ejection, load balancing, configured names pinned over
+//! discovery, and errors mapped back to mamey kinds.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -8,7 +9,7 @@ mod support;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use bytes::Bytes;
@@ -234,6 +235,8 @@ async fn the_breaker_opens_then_half_opens() {
             breaker: BreakerConfig {
                 failure_threshold: 3,
                 open_for: Duration::from_millis(300),
+                // No doubling: the second probe comes as soon as the first.
+                max_open_for: Duration::from_millis(300),
             },
             ..ClientConfig::default()
         },
@@ -280,6 +283,103 @@ async fn the_breaker_opens_then_half_opens() {
 }
 
 #[tokio::test]
+async fn an_outlier_is_ejected_and_probed_back() {
+    let healthy = Upstream::start(StatusCode::OK).await;
+    let sick = Upstream::start(StatusCode::INTERNAL_SERVER_ERROR).await;
+    let open_for = Duration::from_millis(200);
+    let client = client(
+        ClientConfig {
+            load_balancer: LoadBalancer::RoundRobin,
+            retry: no_backoff(1, 0.0),
+            breaker: BreakerConfig {
+                failure_threshold: 2,
+                open_for,
+                ..BreakerConfig::default()
+            },
+            ..ClientConfig::default()
+        },
+        &[&healthy, &sick],
+    );
+
+    // Round robin sends every other call to the sick endpoint until its
+    // second failure in a row ejects it.
+    let mut ejecting_call_sent = None;
+    for _ in 0..10 {
+        let sent = Instant::now();
+        let _ = client.get("up", "/").send().await;
+        if sick.hits() == 2 {
+            ejecting_call_sent = Some(sent);
+            break;
+        }
+    }
+    let ejecting_call_sent = ejecting_call_sent.expect("the sick endpoint was called twice");
+    // The ejection began after that call was sent, so it lasts at least
+    // until `ejected_until`.
+    let ejected_until = ejecting_call_sent + open_for;
+
+    // Meanwhile every call goes to the healthy endpoint and succeeds. (On a
+    // slow machine fewer calls fit in the period; none is held to a deadline.)
+    for _ in 0..10 {
+        if Instant::now() >= ejected_until {
+            break;
+        }
+        client.get("up", "/").send().await.unwrap();
+        assert_eq!(sick.hits(), 2, "an ejected endpoint gets no call");
+    }
+
+    // Recovered: after the period a probe reaches it, succeeds, and the
+    // endpoint is back in rotation.
+    sick.status.store(200, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sick.hits() == 2 {
+        client.get("up", "/").send().await.unwrap();
+        assert!(Instant::now() < deadline, "no probe was sent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        Instant::now() >= ejected_until,
+        "the probe came only after the ejection period"
+    );
+    let (healthy_before, sick_before) = (healthy.hits(), sick.hits());
+    for _ in 0..10 {
+        client.get("up", "/").send().await.unwrap();
+    }
+    assert_eq!(
+        (healthy.hits() - healthy_before, sick.hits() - sick_before),
+        (5, 5),
+        "both endpoints in rotation again"
+    );
+}
+
+#[tokio::test]
+async fn services_in_config_pin_names_over_discovery() {
+    let a = Upstream::start(StatusCode::OK).await;
+    let b = Upstream::start(StatusCode::OK).await;
+    let b_by_discovery = Upstream::start(StatusCode::OK).await;
+    // Discovery knows `a`, and `b` elsewhere; the configuration pins `b`.
+    let discovery = StaticResolver::new()
+        .service("a", [a.url()])
+        .service("b", [b_by_discovery.url()]);
+    let pinned = format!("[\"{}\"]", b.url());
+    let service = service("caller", &[("http_client.services.b", &pinned)])
+        .resource(ServiceResolver::new(discovery))
+        .plugin(ServiceClientPlugin::new())
+        .build()
+        .await
+        .unwrap();
+    let client = service.resources().get::<ServiceClient>().unwrap();
+
+    client.get("a", "/").send().await.unwrap();
+    client.get("b", "/").send().await.unwrap();
+    assert_eq!(a.hits(), 1, "`a` resolved by discovery");
+    assert_eq!(b.hits(), 1, "`b` pinned by `http_client.services`");
+    assert_eq!(b_by_discovery.hits(), 0, "the pinned URLs take precedence");
+
+    let unknown = client.get("c", "/").send().await.unwrap_err();
+    assert_eq!(unknown.code(), "discovery.no_endpoints");
+}
+
+#[tokio::test]
 async fn load_is_balanced_across_endpoints() {
     let (one, two) = (
         Upstream::start(StatusCode::OK).await,
@@ -317,6 +417,7 @@ async fn load_is_balanced_across_endpoints() {
             breaker: BreakerConfig {
                 failure_threshold: 1,
                 open_for: Duration::from_secs(60),
+                ..BreakerConfig::default()
             },
             ..ClientConfig::default()
         },

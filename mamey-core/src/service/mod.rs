@@ -472,6 +472,27 @@ impl Slot {
     }
 }
 
+/// Drains plug-ins in reverse order, together within `timeout`; one that
+/// fails or overruns is reported and the next drains in the time left.
+async fn drain_all(slots: &mut [Slot], timeout: Duration) -> Vec<StopFailure> {
+    let deadline = Instant::now() + timeout;
+    let mut failures = Vec::new();
+    for slot in slots.iter_mut().rev() {
+        let plugin = slot.plugin.name();
+        let reason = match tokio::time::timeout_at(deadline, slot.plugin.drain()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(error)) => format!("draining failed: {error}"),
+            Err(_) => format!(
+                "did not drain within half of the shutdown deadline ({})",
+                crate::config::duration::format(timeout)
+            ),
+        };
+        tracing::error!(plugin, %reason, "plug-in did not drain cleanly");
+        failures.push(StopFailure { plugin, reason });
+    }
+    failures
+}
+
 /// Stops plug-ins in reverse order within one deadline. For each: cancel
 /// its token, call `stop`, await its tasks. A plug-in may use the time left
 /// minus a reserve of `timeout / (10 × plug-ins)` for each plug-in still to
@@ -612,6 +633,7 @@ impl Service {
         self.set(Lifecycle::Starting);
         let started = std::time::Instant::now();
         let mut failure = None;
+        let mut contexts = Vec::with_capacity(self.slots.len());
         for index in 0..self.slots.len() {
             failure = failure_rx.try_recv().ok();
             if failure.is_some() || self.shutdown.is_shutdown() {
@@ -640,10 +662,32 @@ impl Service {
                 return Err(ServiceError::PluginStart { plugin, source });
             }
             tracing::debug!(plugin, "started");
+            contexts.push(ctx);
         }
         drop(failure_tx);
 
+        // How many plug-ins, from the first, were told the service is ready.
+        let mut announced = 0;
         if failure.is_none() && !self.shutdown.is_shutdown() {
+            for (slot, ctx) in self.slots.iter_mut().zip(&contexts) {
+                let plugin = slot.plugin.name();
+                if let Err(source) = slot.plugin.ready(ctx).await {
+                    tracing::error!(plugin, error = %source, "failed when the service became ready; stopping every plug-in");
+                    self.set(Lifecycle::Failed);
+                    self.shutdown.shutdown();
+                    let deadline = Instant::now() + self.shutdown_timeout;
+                    drain_all(&mut self.slots[..announced], self.shutdown_timeout / 2).await;
+                    stop_all(
+                        &mut self.slots,
+                        deadline.saturating_duration_since(Instant::now()),
+                    )
+                    .await;
+                    watcher.inspect(tokio::task::JoinHandle::abort);
+                    return Err(ServiceError::PluginStart { plugin, source });
+                }
+                announced += 1;
+            }
+            drop(contexts);
             self.set(Lifecycle::Running);
             tracing::info!(
                 service = %self.app.name,
@@ -658,8 +702,16 @@ impl Service {
         }
         self.shutdown.shutdown();
         self.set(Lifecycle::Stopping);
-        let stopping = std::time::Instant::now();
-        let failures = stop_all(&mut self.slots, self.shutdown_timeout).await;
+        let stopping = Instant::now();
+        let deadline = stopping + self.shutdown_timeout;
+        let mut failures = drain_all(&mut self.slots[..announced], self.shutdown_timeout / 2).await;
+        failures.extend(
+            stop_all(
+                &mut self.slots,
+                deadline.saturating_duration_since(Instant::now()),
+            )
+            .await,
+        );
         watcher.inspect(tokio::task::JoinHandle::abort);
         tracing::info!(
             service = %self.app.name,

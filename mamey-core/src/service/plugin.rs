@@ -29,7 +29,13 @@ use crate::service::ShutdownHandle;
 /// 2. [`start`](Plugin::start) on every plug-in (bind, begin consuming,
 ///    [`spawn`](StartContext::spawn) background tasks) — in
 ///    [`Service::run`](crate::Service::run);
-/// 3. [`stop`](Plugin::stop) on every plug-in whose `init` succeeded, **in
+/// 3. [`ready`](Plugin::ready) on every plug-in, in order, once all have
+///    started and the service is ready: announce it (register in discovery);
+/// 4. [`drain`](Plugin::drain) on every plug-in that was told `ready`, **in
+///    reverse order**, as soon as shutdown begins and before anything
+///    stops: withdraw the announcement (deregister), so callers stop sending
+///    while every listener still serves;
+/// 5. [`stop`](Plugin::stop) on every plug-in whose `init` succeeded, **in
 ///    reverse order**, when the service shuts down or a later plug-in fails.
 ///
 /// Implement the methods as `async fn`:
@@ -87,6 +93,24 @@ pub trait Plugin: Send + 'static {
         async { Ok(()) }
     }
 
+    /// The service is ready: every plug-in has started. Announce it, e.g.
+    /// register the instance in discovery; work that may wait on another
+    /// system belongs in a [`StartContext::spawn`]ed task. An error stops
+    /// the service as a failed start does. Default: nothing.
+    fn ready(&mut self, ctx: &StartContext) -> impl Future<Output = Result<(), BoxError>> + Send {
+        let _ = ctx;
+        async { Ok(()) }
+    }
+
+    /// Shutdown has begun and no plug-in has stopped yet: withdraw what
+    /// [`ready`](Plugin::ready) announced, so that callers stop sending
+    /// before listeners close. Plug-ins drain in reverse order, together
+    /// within half of `shutdown.timeout`; one that overruns is reported and
+    /// the service goes on stopping. Default: nothing.
+    fn drain(&mut self) -> impl Future<Output = Result<(), BoxError>> + Send {
+        async { Ok(()) }
+    }
+
     /// Stops serving and releases what `init` acquired. By the time it is
     /// called, this plug-in's [`StartContext::shutdown_token`] is cancelled;
     /// its spawned tasks are awaited after it returns. Default: nothing.
@@ -101,6 +125,8 @@ pub(crate) trait DynPlugin: Send {
     fn requires(&self) -> Vec<Requirement>;
     fn init<'a>(&'a mut self, ctx: &'a mut InitContext<'_>) -> BoxFuture<'a, Result<(), BoxError>>;
     fn start<'a>(&'a mut self, ctx: &'a StartContext) -> BoxFuture<'a, Result<(), BoxError>>;
+    fn ready<'a>(&'a mut self, ctx: &'a StartContext) -> BoxFuture<'a, Result<(), BoxError>>;
+    fn drain(&mut self) -> BoxFuture<'_, Result<(), BoxError>>;
     fn stop(&mut self) -> BoxFuture<'_, Result<(), BoxError>>;
 }
 
@@ -116,6 +142,12 @@ impl<P: Plugin> DynPlugin for P {
     }
     fn start<'a>(&'a mut self, ctx: &'a StartContext) -> BoxFuture<'a, Result<(), BoxError>> {
         Plugin::start(self, ctx).boxed()
+    }
+    fn ready<'a>(&'a mut self, ctx: &'a StartContext) -> BoxFuture<'a, Result<(), BoxError>> {
+        Plugin::ready(self, ctx).boxed()
+    }
+    fn drain(&mut self) -> BoxFuture<'_, Result<(), BoxError>> {
+        Plugin::drain(self).boxed()
     }
     fn stop(&mut self) -> BoxFuture<'_, Result<(), BoxError>> {
         Plugin::stop(self).boxed()
