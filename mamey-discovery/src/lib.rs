@@ -1,6 +1,48 @@
-//! Service registration and lookup: Consul over its HTTP API and a static registry, feeding the core resolver with load-balanced endpoints.
+//! Service registration and lookup for mamey services.
 //!
-//! This crate is a placeholder in the mamey workspace: its contracts live in
-//! [`mamey-core`](https://docs.rs/mamey-core) and its implementation lands in
-//! a later release. See `docs/` in the repository for the plan.
+//! The [`Discovery`] plug-in provides mamey-core's
+//! [`ServiceResolver`](mamey_core::discovery::ServiceResolver) resource, so
+//! that `http://pricing/...` in mamey-http's service client (and gRPC
+//! channels) reaches the healthy instances of `pricing` now. Lookups answer
+//! from memory: the first lookup of a name opens a watch on the registry
+//! (a Consul blocking query, an etcd watch) that keeps the answer fresh.
+//! While the registry is unreachable, the last known instances are served
+//! and the `discovery` health check reports degraded.
+//!
+//! It also registers this instance once the service is ready, keeps the
+//! registration alive (etcd lease, Consul check), registers again when the
+//! registry lost it, and deregisters **first** on shutdown, before any
+//! listener closes.
+//!
+//! Backends, chosen by `discovery.backend`:
+//! - `static` (always built, the default): fixed endpoints from
+//!   `discovery.static.services`;
+//! - `consul` (feature `consul`): Consul's agent and health HTTP API;
+//! - `etcd` (feature `etcd`): etcd v3 keys under a prefix, bound to a lease.
+//!
+//! Implement [`Registry`] for another registry and pass it to
+//! [`Discovery::with_registry`].
 #![forbid(unsafe_code)]
+
+mod backoff;
+pub mod config;
+#[cfg(feature = "consul")]
+mod consul;
+#[cfg(feature = "etcd")]
+mod etcd;
+mod fixed;
+mod instance;
+mod plugin;
+mod registration;
+mod registry;
+mod resolver;
+
+pub use config::DiscoveryConfig;
+#[cfg(feature = "consul")]
+pub use consul::ConsulRegistry;
+#[cfg(feature = "etcd")]
+pub use etcd::EtcdRegistry;
+pub use fixed::StaticRegistry;
+pub use instance::Instance;
+pub use plugin::Discovery;
+pub use registry::{Presence, Registry};
