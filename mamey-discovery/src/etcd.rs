@@ -44,16 +44,27 @@ impl std::fmt::Debug for EtcdRegistry {
 
 impl EtcdRegistry {
     /// A registry on the cluster `config` names. Connections open lazily:
-    /// an etcd that is down now is not an error here.
+    /// an etcd that is down now is not an error here — except with a user
+    /// name and password, which are checked (and a token fetched) at once.
     ///
     /// # Errors
-    /// When an endpoint is not a valid URL, or etcd refuses the credentials.
+    /// When an endpoint is not a valid URL, only one of user name and
+    /// password is set, or etcd refuses the credentials.
     pub async fn connect(config: &EtcdConfig) -> Result<Self, Error> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-        if let (Some(user), Some(password)) = (&config.username, &config.password) {
-            options = options.with_user(user.clone(), password.expose().clone());
+        match (&config.username, &config.password) {
+            (Some(user), Some(password)) => {
+                options = options.with_user(user.clone(), password.expose().clone());
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::invalid_input(
+                    "discovery.config",
+                    "`discovery.etcd.username` and `discovery.etcd.password` go together: set both or neither",
+                ));
+            }
         }
         let client = Client::connect(&config.endpoints, Some(options))
             .await

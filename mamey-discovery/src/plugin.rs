@@ -122,7 +122,9 @@ impl Plugin for Discovery {
         let Some(running) = self.running.as_mut() else {
             return Ok(());
         };
-        if !running.config.register || running.registry.name() == "static" {
+        // The static backend has no one to tell.
+        let fixed = self.custom.is_none() && running.config.backend == Backend::Static;
+        if !running.config.register || fixed {
             return Ok(());
         }
         let bound = ctx
@@ -159,7 +161,7 @@ impl Plugin for Discovery {
             return Ok(());
         };
         let id = registration.instance().id.clone();
-        let timeout = request_timeout(&running.config);
+        let timeout = request_timeout(&running.config, self.custom.is_some());
         let outcome = registration.deregister(timeout).await;
         if !running.config.drain_delay.is_zero() {
             tracing::info!(
@@ -196,9 +198,11 @@ fn worst(a: HealthStatus, b: HealthStatus) -> HealthStatus {
     }
 }
 
-/// How long one non-watch call to the registry may take.
-fn request_timeout(config: &DiscoveryConfig) -> Duration {
+/// How long deregistering may take: the backend's request timeout, 5 s
+/// for a registry given in code.
+fn request_timeout(config: &DiscoveryConfig, custom: bool) -> Duration {
     match config.backend {
+        _ if custom => Duration::from_secs(5),
         Backend::Static => Duration::from_secs(1),
         Backend::Consul => config.consul.timeout,
         Backend::Etcd => config.etcd.timeout,
@@ -220,14 +224,14 @@ async fn build_registry(
         #[cfg(feature = "consul")]
         Backend::Consul => Ok(Arc::new(
             crate::consul::ConsulRegistry::new(&config.consul).map_err(|e| {
-                ctx.config().invalid("discovery.consul.address", e.to_string())
+                ctx.config().invalid("discovery.consul.address", e.message())
             })?,
         )),
         #[cfg(feature = "etcd")]
         Backend::Etcd => Ok(Arc::new(
             crate::etcd::EtcdRegistry::connect(&config.etcd)
                 .await
-                .map_err(|e| ctx.config().invalid("discovery.etcd.endpoints", e.to_string()))?,
+                .map_err(|e| ctx.config().invalid("discovery.etcd.endpoints", e.message()))?,
         )),
         #[allow(unreachable_patterns)]
         backend => Err(ctx

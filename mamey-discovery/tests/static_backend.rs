@@ -69,7 +69,16 @@ async fn an_unknown_backend_names_the_key_and_the_choices() {
         .await
         .unwrap_err();
     let text = error.to_string();
-    assert!(matches!(error, ServiceError::Config(_)), "{error:?}");
+    assert!(
+        matches!(
+            error,
+            ServiceError::PluginInit {
+                plugin: "discovery",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
     assert!(text.contains("discovery.backend"), "{text}");
     assert!(text.contains("MAMEY__DISCOVERY__BACKEND"), "{text}");
     assert!(text.contains("static"), "{text}");

@@ -88,7 +88,8 @@ pub enum ServiceError {
     /// a resource no plug-in provides.
     #[error(transparent)]
     Dispatcher(#[from] DispatcherError),
-    /// A plug-in's `start` failed; every initialised plug-in was stopped.
+    /// A plug-in's `start` (or `ready`) failed; every initialised plug-in
+    /// was stopped.
     #[error("plug-in `{plugin}` failed to start: {source}")]
     PluginStart {
         /// The plug-in.
@@ -361,7 +362,12 @@ impl ServiceBuilder {
             };
             if let Err(error) = result {
                 tracing::error!(plugin = name, %error, "initialisation failed; stopping the plug-ins before it");
-                stop_all(&mut slots, shutdown_timeout).await;
+                stop_all(
+                    &mut slots,
+                    Instant::now() + shutdown_timeout,
+                    shutdown_timeout,
+                )
+                .await;
                 return Err(error);
             }
             tracing::debug!(plugin = name, "initialised");
@@ -369,7 +375,12 @@ impl ServiceBuilder {
         }
 
         if let Err(error) = dispatcher.build_into(&shared_dispatcher, &resources) {
-            stop_all(&mut slots, shutdown_timeout).await;
+            stop_all(
+                &mut slots,
+                Instant::now() + shutdown_timeout,
+                shutdown_timeout,
+            )
+            .await;
             return Err(error.into());
         }
         let dispatcher = shared_dispatcher;
@@ -499,8 +510,7 @@ async fn drain_all(slots: &mut [Slot], timeout: Duration) -> Vec<StopFailure> {
 /// stop after it, so a hung one cannot take the time the last ones (telemetry
 /// flush) need. A plug-in that overruns its budget is abandoned, its tasks
 /// aborted, and reported.
-async fn stop_all(slots: &mut [Slot], timeout: Duration) -> Vec<StopFailure> {
-    let deadline = Instant::now() + timeout;
+async fn stop_all(slots: &mut [Slot], deadline: Instant, timeout: Duration) -> Vec<StopFailure> {
     let reserve = timeout / (10 * u32::try_from(slots.len()).unwrap_or(u32::MAX).max(1));
     let mut failures = Vec::new();
     for (later, slot) in slots.iter_mut().enumerate().rev() {
@@ -657,7 +667,12 @@ impl Service {
                 tracing::error!(plugin, error = %source, "start failed; stopping every plug-in");
                 self.set(Lifecycle::Failed);
                 self.shutdown.shutdown();
-                stop_all(&mut self.slots, self.shutdown_timeout).await;
+                stop_all(
+                    &mut self.slots,
+                    Instant::now() + self.shutdown_timeout,
+                    self.shutdown_timeout,
+                )
+                .await;
                 watcher.inspect(tokio::task::JoinHandle::abort);
                 return Err(ServiceError::PluginStart { plugin, source });
             }
@@ -677,11 +692,7 @@ impl Service {
                     self.shutdown.shutdown();
                     let deadline = Instant::now() + self.shutdown_timeout;
                     drain_all(&mut self.slots[..announced], self.shutdown_timeout / 2).await;
-                    stop_all(
-                        &mut self.slots,
-                        deadline.saturating_duration_since(Instant::now()),
-                    )
-                    .await;
+                    stop_all(&mut self.slots, deadline, self.shutdown_timeout).await;
                     watcher.inspect(tokio::task::JoinHandle::abort);
                     return Err(ServiceError::PluginStart { plugin, source });
                 }
@@ -705,13 +716,7 @@ impl Service {
         let stopping = Instant::now();
         let deadline = stopping + self.shutdown_timeout;
         let mut failures = drain_all(&mut self.slots[..announced], self.shutdown_timeout / 2).await;
-        failures.extend(
-            stop_all(
-                &mut self.slots,
-                deadline.saturating_duration_since(Instant::now()),
-            )
-            .await,
-        );
+        failures.extend(stop_all(&mut self.slots, deadline, self.shutdown_timeout).await);
         watcher.inspect(tokio::task::JoinHandle::abort);
         tracing::info!(
             service = %self.app.name,

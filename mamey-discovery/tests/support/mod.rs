@@ -3,8 +3,12 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
+#[cfg(feature = "etcd")]
+use std::net::TcpListener;
+#[cfg(feature = "etcd")]
 use std::path::PathBuf;
+#[cfg(feature = "etcd")]
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -13,6 +17,7 @@ use axum::routing::get;
 use mamey_core::discovery::HttpAddress;
 use mamey_core::{RunningService, Service, ServiceBuilder};
 use mamey_http::WebApi;
+#[cfg(feature = "etcd")]
 use tokio::process::{Child, Command};
 
 /// Polls `probe` every 20 ms until it returns `Some`, failing the test
