@@ -1,12 +1,11 @@
 //! The static backend: fixed endpoints from configuration.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use mamey_core::Error;
-use mamey_core::discovery::Endpoint;
+use mamey_core::discovery::{Endpoint, Resolver, StaticResolver};
 
 use crate::instance::Instance;
 use crate::registry::{Presence, Registry};
@@ -22,7 +21,7 @@ use crate::registry::{Presence, Registry};
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct StaticRegistry {
-    services: HashMap<String, Vec<Endpoint>>,
+    services: StaticResolver,
 }
 
 impl StaticRegistry {
@@ -39,10 +38,7 @@ impl StaticRegistry {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.services
-            .entry(service.into())
-            .or_default()
-            .extend(urls.into_iter().map(Endpoint::new));
+        self.services = self.services.service(service, urls);
         self
     }
 }
@@ -69,9 +65,9 @@ impl Registry for StaticRegistry {
     }
 
     fn watch(&self, service: &str) -> BoxStream<'static, Result<Vec<Endpoint>, Error>> {
-        let endpoints = self.services.get(service).cloned().unwrap_or_default();
+        let (services, service) = (self.services.clone(), service.to_owned());
         // One answer, then never a change.
-        stream::once(async move { Ok(endpoints) })
+        stream::once(async move { services.resolve(&service).await })
             .chain(stream::pending())
             .boxed()
     }
