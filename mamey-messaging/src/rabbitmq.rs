@@ -367,7 +367,11 @@ impl RabbitMqBroker {
         subscription: Arc<Subscription>,
         mut delivery: lapin::message::Delivery,
     ) {
-        let ours = from_amqp(&mut delivery);
+        let mut ours = from_amqp(&mut delivery);
+        // The header comes from outside: past the last retry means
+        // "exhausted" (dead-lettered on failure), never a retry queue that
+        // does not exist.
+        ours.attempt = ours.attempt.min(subscription.retry.max_retries + 1);
         let (attempt, message_id, body) = (
             ours.attempt,
             ours.properties.message_id.clone(),
@@ -419,10 +423,29 @@ impl RabbitMqBroker {
                 headers.insert(key.into(), value);
             }
             properties = properties.with_headers(headers);
-            if let Err(error) = self
+            let mut moved = self
                 .publish_raw("", &queue, true, body, || properties.clone())
-                .await
-            {
+                .await;
+            if let (Err(error), Disposition::Retry(_)) = (&moved, &disposition) {
+                // A retry queue that is gone (deleted by hand, say): the
+                // message goes to the dead-letter queue, not round a
+                // requeue loop.
+                tracing::error!(%queue, %error, message_id, "could not move the message to its retry queue; dead-lettering it");
+                let reason =
+                    format!("could not move the message to the retry queue `{queue}`: {error}");
+                let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+                headers.insert(
+                    DEATH_REASON_HEADER.into(),
+                    AMQPValue::LongString(reason.as_str().into()),
+                );
+                headers.insert(ATTEMPTS_HEADER.into(), AMQPValue::LongUInt(attempt));
+                let properties = delivery.properties.clone().with_headers(headers);
+                let dead_letters = dead_letter_queue(&subscription.queue);
+                moved = self
+                    .publish_raw("", &dead_letters, true, body, || properties.clone())
+                    .await;
+            }
+            if let Err(error) = moved {
                 // Not acked, so the broker delivers it again: nothing lost.
                 tracing::error!(%queue, %error, "could not move the message; requeueing it");
                 // Not at once: a broker refusing the copy would otherwise
@@ -552,10 +575,12 @@ fn from_amqp(delivery: &mut lapin::message::Delivery) -> Delivery {
             if key.as_str() == ATTEMPT_HEADER {
                 attempt = match value {
                     AMQPValue::LongUInt(n) => *n,
-                    AMQPValue::LongLongInt(n) => u32::try_from(*n).unwrap_or(1),
-                    AMQPValue::LongInt(n) => u32::try_from(*n).unwrap_or(1),
+                    AMQPValue::LongLongInt(n) => u32::try_from((*n).max(1)).unwrap_or(u32::MAX),
+                    AMQPValue::LongInt(n) => u32::try_from((*n).max(1)).unwrap_or(u32::MAX),
                     _ => 1,
-                };
+                }
+                // Attempts count from 1; a crafted 0 or negative is the first.
+                .max(1);
             } else if let Some(text) = text(value) {
                 headers.insert(key.as_str().to_owned(), text);
             }

@@ -11,11 +11,14 @@ mod suite;
 
 use std::time::Duration;
 
+use lapin::BasicProperties;
+use lapin::options::{BasicPublishOptions, QueueDeleteOptions};
 use lapin::options::{QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use mamey_messaging::rabbitmq::header_text;
+use mamey_messaging::rabbitmq::{ATTEMPT_HEADER, retry_queue};
 use rabbitmq_common::{Rabbit, get};
-use suite::{OrderPlaced, Seen, service, start};
+use suite::{Backend, MAX_RETRIES, OrderPlaced, Seen, eventually, service, start};
 
 /// Runs a shared case against a fresh RabbitMQ setup, then cleans up.
 macro_rules! suite_case {
@@ -187,5 +190,102 @@ async fn an_unroutable_publish_fails_and_publishing_goes_on() {
             lapin::options::ExchangeDeleteOptions::default(),
         )
         .await;
+    rabbit.clean().await;
+}
+
+/// A delivery whose `x-attempt` header was crafted (0, negative, huge) is
+/// retried within the configured range and then dead-lettered; before the
+/// fix, `x-attempt: 0` made a failing handler run about once a second for
+/// ever (its retry queue `Q.retry.0` does not exist).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crafted_attempt_header_cannot_loop_a_failing_message() {
+    let Some(rabbit) = Rabbit::new().await else {
+        return;
+    };
+    let seen = Seen::default();
+    let running = start(service(&rabbit, &seen, None, Duration::ZERO)).await;
+    let crafted = [
+        AMQPValue::LongUInt(0),
+        AMQPValue::LongInt(-5),
+        AMQPValue::LongLongInt(i64::MAX),
+    ];
+    for (id, attempt) in crafted.into_iter().enumerate() {
+        let mut headers = FieldTable::default();
+        headers.insert(ATTEMPT_HEADER.into(), attempt);
+        rabbit
+            .channel
+            .basic_publish(
+                rabbit.names.exchange.as_str().into(),
+                "order_placed".into(),
+                BasicPublishOptions::default(),
+                format!("{{\"id\":{id}}}").as_bytes(),
+                BasicProperties::default()
+                    .with_message_id(format!("crafted-{id}").into())
+                    .with_headers(headers),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    eventually("all three dead-lettered", || async {
+        rabbit.dead_letters().await.len() == 3
+    })
+    .await;
+    let attempts: Vec<u32> = rabbit
+        .dead_letters()
+        .await
+        .iter()
+        .map(|(_, n)| *n)
+        .collect();
+    assert!(
+        attempts.iter().all(|&n| (1..=MAX_RETRIES + 1).contains(&n)),
+        "{attempts:?}"
+    );
+    // 0 and -5 count as the first attempt: every retry is used; the huge
+    // one is past the last retry: dead-lettered at its first failure.
+    assert_eq!(
+        seen.calls(),
+        usize::try_from(2 * (MAX_RETRIES + 1) + 1).unwrap()
+    );
+    running.stop().await;
+    rabbit.clean().await;
+}
+
+/// A retry queue that is gone does not turn a retry into a requeue loop:
+/// the message goes to the dead-letter queue, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_retry_queue_dead_letters_instead_of_looping() {
+    let Some(rabbit) = Rabbit::new().await else {
+        return;
+    };
+    let seen = Seen::default();
+    let running = start(service(&rabbit, &seen, None, Duration::ZERO)).await;
+    rabbit
+        .channel
+        .queue_delete(
+            retry_queue(&rabbit.names.queue(), 1).as_str().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    running
+        .publisher
+        .publish(&OrderPlaced { id: 9 })
+        .await
+        .unwrap();
+    eventually("dead-lettered", || async {
+        !rabbit.dead_letters().await.is_empty()
+    })
+    .await;
+    let (reason, attempts) = rabbit.dead_letters().await.remove(0);
+    assert!(
+        reason.contains("could not move the message to the retry queue"),
+        "{reason}"
+    );
+    assert!(reason.contains(".retry.1"), "{reason}");
+    assert_eq!(attempts, 1);
+    assert_eq!(seen.calls(), 1);
+    running.stop().await;
     rabbit.clean().await;
 }
