@@ -59,6 +59,17 @@ impl Identity {
         self
     }
 
+    /// Adds a claim.
+    #[must_use]
+    pub fn with_claim(
+        mut self,
+        name: impl Into<String>,
+        value: impl Into<serde_json::Value>,
+    ) -> Self {
+        self.claims.insert(name.into(), value.into());
+        self
+    }
+
     /// Whether the identity has `role`.
     #[must_use]
     pub fn has_role(&self, role: &str) -> bool {
@@ -100,6 +111,12 @@ pub struct MessageContext {
     /// Headers selected for propagation (lower-case names).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Fields of an incoming correlation context that mamey does not map
+    /// (a Convey service's `resourceId`, `connectionId`, a saga's state),
+    /// written again into the context of the messages published while
+    /// handling it. See [`correlation`](crate::correlation).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub passthrough: BTreeMap<String, serde_json::Value>,
 }
 
 impl Default for MessageContext {
@@ -113,6 +130,7 @@ impl Default for MessageContext {
             identity: None,
             trace: None,
             headers: BTreeMap::new(),
+            passthrough: BTreeMap::new(),
         }
     }
 }
@@ -145,7 +163,8 @@ impl MessageContext {
     }
 
     /// The context for work caused by this one: a new message id, the same
-    /// correlation id, identity, trace and headers, and this message id as
+    /// correlation id, identity, trace, headers and passed-through fields,
+    /// and this message id as
     /// the causation id.
     ///
     /// ```
@@ -166,6 +185,7 @@ impl MessageContext {
             identity: self.identity.clone(),
             trace: self.trace.clone(),
             headers: self.headers.clone(),
+            passthrough: self.passthrough.clone(),
         }
     }
 

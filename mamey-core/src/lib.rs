@@ -69,6 +69,7 @@
 
 pub mod config;
 mod context;
+pub mod correlation;
 pub mod cqrs;
 pub mod discovery;
 mod error;

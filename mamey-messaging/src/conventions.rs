@@ -19,6 +19,12 @@ pub struct ConventionsConfig {
     /// Queue name template with `{service}`, `{exchange}` and
     /// `{routing_key}`. Default: `{service}/{exchange}.{routing_key}`.
     pub queue: String,
+    /// Also write the correlation and causation ids as `x-correlation-id`
+    /// and `x-causation-id` headers. They travel in the `message_context`
+    /// header and the `correlation_id` property anyway; turn this off for
+    /// systems that only talk Convey, and every message gets smaller.
+    /// Default: `true`.
+    pub id_headers: bool,
 }
 
 impl Default for ConventionsConfig {
@@ -26,6 +32,7 @@ impl Default for ConventionsConfig {
         Self {
             exchange: None,
             queue: "{service}/{exchange}.{routing_key}".into(),
+            id_headers: true,
         }
     }
 }
@@ -104,6 +111,13 @@ impl Conventions {
     #[must_use]
     pub fn service(&self) -> &str {
         &self.service
+    }
+
+    /// Whether messages carry `x-correlation-id` and `x-causation-id`
+    /// headers besides the `message_context` (`id_headers`).
+    #[must_use]
+    pub fn id_headers(&self) -> bool {
+        self.config.id_headers
     }
 
     /// Where `M` is published.

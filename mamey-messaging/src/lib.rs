@@ -2,7 +2,8 @@
 //! receive them in the core dispatcher's handlers, with Convey-compatible
 //! naming, retries with backoff and dead-lettering.
 //!
-//! - [`Message`] declares a type's namespace once; [`Conventions`] turns it
+//! - [`macro@message`] declares a message type: its namespace, and Convey's
+//!   camelCase field names on the wire; [`Conventions`] turns the namespace
 //!   into exchange, routing key and queue names the way Convey does.
 //! - [`Publisher`] (a resource of the [`Messaging`] plug-in) publishes with
 //!   message id, correlation and causation ids, the `message_context` header
@@ -27,6 +28,8 @@
 
 mod broker;
 mod conventions;
+#[cfg(feature = "rabbitmq")]
+mod dead_letters;
 mod memory;
 mod message;
 mod outbox;
@@ -49,4 +52,42 @@ pub use outbox::{
     RelayRound, StoreError,
 };
 pub use plugin::{Messaging, MessagingConfig};
+
+/// Declares a message type: derives `Serialize` and `Deserialize` with
+/// Convey's camelCase field names (`order_id` is `"orderId"` on the wire),
+/// and implements [`Message`] with its namespace — plus core's `Command` or
+/// `Event` when asked. Unknown fields in incoming messages are ignored.
+///
+/// ```
+/// use mamey_messaging::{Message, message};
+///
+/// #[message(namespace = "orders", event)]
+/// #[derive(Debug, Clone, PartialEq)]
+/// struct OrderPlaced {
+///     order_id: u64,
+///     customer_name: String,
+/// }
+///
+/// let json = serde_json::to_string(&OrderPlaced { order_id: 7, customer_name: "ada".into() })?;
+/// assert_eq!(json, r#"{"orderId":7,"customerName":"ada"}"#);
+/// // What a Convey service publishes, extra fields and all:
+/// let from_convey: OrderPlaced =
+///     serde_json::from_str(r#"{"orderId":7,"customerName":"ada","placedAt":"2026-12-04T10:00:00Z"}"#)?;
+/// assert_eq!(from_convey.order_id, 7);
+/// assert_eq!(OrderPlaced::NAMESPACE, "orders");
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+///
+/// Options: `namespace = "..."` (required); `command` or `event`;
+/// `casing = "snake_case"` to keep Rust's field names, for systems of mamey
+/// services only. Field attributes of serde (`#[serde(rename = "...")]`,
+/// `#[serde(default)]`) work as with a plain derive.
+pub use mamey_macros::message;
+
+/// What the [`macro@message`] macro's expansion names; not an API.
+#[doc(hidden)]
+pub mod __private {
+    pub use mamey_core;
+    pub use serde;
+}
 pub use publisher::{Codec, Json, PublishOptions, Publisher, context_of};

@@ -14,6 +14,11 @@ use serde::de::DeserializeOwned;
 /// (Convey's topic exchange per namespace). The name defaults to the type's
 /// name; its `snake_case` form is the routing key.
 ///
+/// Declare message types with the [`message`](macro@crate::message)
+/// attribute, which also gives them Convey's camelCase field names. A
+/// hand-written implementation, as below, keeps the field names serde's
+/// derive gives (Rust's `snake_case`):
+///
 /// ```
 /// use mamey_messaging::Message;
 ///

@@ -90,14 +90,13 @@ type Binder = Box<dyn Fn(&Conventions, Dispatcher, &MessagingConfig) -> Subscrip
 /// handlers publish with a `Res<Publisher>` argument.
 ///
 /// ```no_run
-/// use mamey_core::cqrs::{DispatcherBuilder, Event};
+/// use mamey_core::cqrs::DispatcherBuilder;
 /// use mamey_core::{Error, MessageContext};
-/// use mamey_messaging::{MemoryBroker, Message, Messaging};
+/// use mamey_messaging::{MemoryBroker, Messaging, message};
 ///
-/// #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// #[message(namespace = "orders", event)]
+/// #[derive(Clone)]
 /// struct OrderCreated { id: u64 }
-/// impl Message for OrderCreated { const NAMESPACE: &'static str = "orders"; }
-/// impl Event for OrderCreated {}
 ///
 /// async fn ship(event: OrderCreated, ctx: MessageContext) -> Result<(), Error> {
 ///     println!("ship order {} (correlation {})", event.id, ctx.correlation_id);

@@ -178,10 +178,7 @@ impl Publisher {
             None => MessageContext {
                 message_id: message_id.clone(),
                 correlation_id: correlation_id.clone(),
-                causation_id: None,
-                identity: None,
-                trace: None,
-                headers: BTreeMap::new(),
+                ..MessageContext::new()
             },
         };
 
@@ -194,17 +191,22 @@ impl Publisher {
             &mut headers,
         );
         match &context.causation_id {
-            Some(causation) => {
+            Some(causation) if self.conventions.id_headers() => {
                 headers.insert(CAUSATION_ID.to_owned(), causation.clone());
             }
-            None => {
+            _ => {
                 headers.remove(CAUSATION_ID);
             }
         }
-        // Convey's correlation context travels as JSON in one header.
-        if let Ok(json) = serde_json::to_string(&context) {
-            headers.insert(MESSAGE_CONTEXT_HEADER.to_owned(), json);
+        if !self.conventions.id_headers() {
+            headers.remove(CORRELATION_ID);
         }
+        let timestamp = SystemTime::now();
+        // The correlation context as Convey writes it, in one header.
+        headers.insert(
+            MESSAGE_CONTEXT_HEADER.to_owned(),
+            mamey_core::correlation::write(&context, M::name(), timestamp),
+        );
         Ok(OutgoingMessage {
             route: options
                 .route
@@ -213,7 +215,7 @@ impl Publisher {
                 message_id,
                 correlation_id,
                 message_type: M::name().to_owned(),
-                timestamp: SystemTime::now(),
+                timestamp,
                 content_type: Json.content_type().to_owned(),
                 persistent: true,
                 headers,
@@ -238,11 +240,17 @@ pub fn context_of(delivery: &Delivery) -> mamey_observability::propagation::Extr
     let headers = &delivery.properties.headers;
     let from_json = headers
         .get(MESSAGE_CONTEXT_HEADER)
-        .and_then(|json| serde_json::from_str::<MessageContext>(json).ok());
+        .and_then(|json| mamey_core::correlation::read(json).ok());
     let mut extracted = match from_json {
         Some(mut context) => {
             let (trace, otel, _) = mamey_observability::propagation::extract_trace(headers);
             context.trace = trace;
+            // A context without `correlationId`: the property's, if any.
+            if context.correlation_id.is_empty() {
+                context
+                    .correlation_id
+                    .clone_from(&delivery.properties.correlation_id);
+            }
             mamey_observability::propagation::Extracted { context, otel }
         }
         None => {

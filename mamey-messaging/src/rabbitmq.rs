@@ -9,7 +9,9 @@
 //!   exchange — so a message waiting for its retry is not held unacked, and
 //!   one delay per queue means no head-of-line blocking;
 //! - `Q.dlq`, where messages that cannot succeed go with headers
-//!   `x-death-reason` and `x-attempts`.
+//!   `x-death-reason`, `x-attempts`, `x-original-exchange` and
+//!   `x-original-routing-key`; [`DeadLetterQueue`] lists them and replays
+//!   chosen ones to their original route.
 //!
 //! Publishing uses a few channels in confirm mode, a bounded window of
 //! unconfirmed messages, `mandatory` (an unroutable message is an error)
@@ -55,6 +57,15 @@ pub const ATTEMPT_HEADER: &str = "x-attempt";
 pub const DEATH_REASON_HEADER: &str = "x-death-reason";
 /// Header with the number of attempts a dead-lettered message had.
 pub const ATTEMPTS_HEADER: &str = "x-attempts";
+/// Header with the exchange a message was published to, on its retry and
+/// dead-letter copies (which travel through the default exchange): where
+/// [`DeadLetterQueue::replay`] sends it back.
+pub const ORIGINAL_EXCHANGE_HEADER: &str = "x-original-exchange";
+/// Header with the routing key a message was published with, on its retry
+/// and dead-letter copies; see [`ORIGINAL_EXCHANGE_HEADER`].
+pub const ORIGINAL_ROUTING_KEY_HEADER: &str = "x-original-routing-key";
+
+pub use crate::dead_letters::{DeadLetterError, DeadLetterQueue, DeadLetterSummary};
 
 /// The `rabbitmq` section.
 ///
@@ -280,7 +291,23 @@ impl RabbitMqBroker {
                 .map_err(|_| PublishError::Unavailable("publish timed out".into()))?;
             match outcome {
                 Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => return Ok(()),
-                Ok(Confirmation::Ack(Some(_))) => {
+                Ok(Confirmation::Ack(Some(returned))) => {
+                    // lapin keeps its own record of the return (the whole
+                    // message, body and all) below the default log level;
+                    // this line names it without the payload.
+                    let message_id = returned
+                        .delivery
+                        .properties
+                        .message_id()
+                        .as_ref()
+                        .map_or("", ShortString::as_str);
+                    tracing::warn!(
+                        exchange,
+                        routing_key,
+                        message_id,
+                        body_bytes = body.len(),
+                        "the broker returned an unroutable message"
+                    );
                     return Err(PublishError::Unroutable(Route {
                         exchange: exchange.to_owned(),
                         routing_key: routing_key.to_owned(),
@@ -406,23 +433,16 @@ impl RabbitMqBroker {
                 tracing::warn!(queue = %subscription.queue, message_id, %reason, "message dead-lettered");
                 Some((
                     dead_letter_queue(&subscription.queue),
-                    vec![
-                        (
-                            DEATH_REASON_HEADER,
-                            AMQPValue::LongString(reason.as_str().into()),
-                        ),
-                        (ATTEMPTS_HEADER, AMQPValue::LongUInt(attempt)),
-                    ],
+                    death_headers(reason, attempt),
                 ))
             }
         };
         if let Some((queue, extra)) = copy {
-            let mut properties = delivery.properties.clone();
-            let mut headers = properties.headers().clone().unwrap_or_default();
-            for (key, value) in extra {
-                headers.insert(key.into(), value);
-            }
-            properties = properties.with_headers(headers);
+            let original = original_route(&delivery, &subscription.queue);
+            let properties = with_headers(
+                &delivery.properties,
+                extra.into_iter().chain(original.clone()),
+            );
             let mut moved = self
                 .publish_raw("", &queue, true, body, || properties.clone())
                 .await;
@@ -433,13 +453,10 @@ impl RabbitMqBroker {
                 tracing::error!(%queue, %error, message_id, "could not move the message to its retry queue; dead-lettering it");
                 let reason =
                     format!("could not move the message to the retry queue `{queue}`: {error}");
-                let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-                headers.insert(
-                    DEATH_REASON_HEADER.into(),
-                    AMQPValue::LongString(reason.as_str().into()),
+                let properties = with_headers(
+                    &delivery.properties,
+                    death_headers(&reason, attempt).into_iter().chain(original),
                 );
-                headers.insert(ATTEMPTS_HEADER.into(), AMQPValue::LongUInt(attempt));
-                let properties = delivery.properties.clone().with_headers(headers);
                 let dead_letters = dead_letter_queue(&subscription.queue);
                 moved = self
                     .publish_raw("", &dead_letters, true, body, || properties.clone())
@@ -468,6 +485,65 @@ impl RabbitMqBroker {
     }
 }
 
+/// The headers a dead-letter copy gets besides its original route.
+fn death_headers(reason: &str, attempt: u32) -> Vec<(&'static str, AMQPValue)> {
+    vec![
+        (DEATH_REASON_HEADER, AMQPValue::LongString(reason.into())),
+        (ATTEMPTS_HEADER, AMQPValue::LongUInt(attempt)),
+    ]
+}
+
+/// `properties` with `extra` headers added (replacing ones of the same name).
+fn with_headers(
+    properties: &BasicProperties,
+    extra: impl IntoIterator<Item = (&'static str, AMQPValue)>,
+) -> BasicProperties {
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    for (key, value) in extra {
+        headers.insert(key.into(), value);
+    }
+    properties.clone().with_headers(headers)
+}
+
+/// The route a delivery was first published to, as the original-route
+/// headers of its copies: its own route, unless it is back from a retry
+/// queue (delivered through the default exchange with the queue's name as
+/// routing key), whose copy carries the route of the first delivery.
+fn original_route(
+    delivery: &lapin::message::Delivery,
+    queue: &str,
+) -> [(&'static str, AMQPValue); 2] {
+    let carried = |key| {
+        delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|headers| header_text(headers, key))
+    };
+    let from_retry =
+        delivery.exchange.as_str().is_empty() && delivery.routing_key.as_str() == queue;
+    let (exchange, routing_key) = match (
+        carried(ORIGINAL_EXCHANGE_HEADER),
+        carried(ORIGINAL_ROUTING_KEY_HEADER),
+    ) {
+        (Some(exchange), Some(routing_key)) if from_retry => (exchange, routing_key),
+        _ => (
+            delivery.exchange.as_str().to_owned(),
+            delivery.routing_key.as_str().to_owned(),
+        ),
+    };
+    [
+        (
+            ORIGINAL_EXCHANGE_HEADER,
+            AMQPValue::LongString(exchange.into()),
+        ),
+        (
+            ORIGINAL_ROUTING_KEY_HEADER,
+            AMQPValue::LongString(routing_key.into()),
+        ),
+    ]
+}
+
 fn read<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -478,7 +554,7 @@ fn write<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-async fn confirm_channel(connection: &Connection) -> lapin::Result<Channel> {
+pub(crate) async fn confirm_channel(connection: &Connection) -> lapin::Result<Channel> {
     let channel = connection.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())

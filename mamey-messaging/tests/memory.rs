@@ -165,9 +165,12 @@ async fn the_wire_message_carries_every_property_and_header() {
     assert_eq!(&wire.body[..], br#"{"id":9}"#);
     let context: serde_json::Value =
         serde_json::from_str(&p.headers[MESSAGE_CONTEXT_HEADER]).unwrap();
-    assert_eq!(context["correlation_id"], "corr-1");
-    assert_eq!(context["message_id"], p.message_id.as_str());
-    assert_eq!(context["causation_id"], caller.message_id.as_str());
+    // Convey's shape: camelCase, with the message's name and creation time.
+    assert_eq!(context["correlationId"], "corr-1");
+    assert_eq!(context["messageId"], p.message_id.as_str());
+    assert_eq!(context["causationId"], caller.message_id.as_str());
+    assert_eq!(context["name"], "OrderPlaced");
+    assert!(context["createdAt"].as_str().unwrap().ends_with('Z'));
     assert_eq!(p.headers["x-correlation-id"], "corr-1");
     assert_eq!(p.headers["x-causation-id"], caller.message_id.as_str());
 }

@@ -26,12 +26,25 @@ pub enum LogFormat {
 /// format = "auto"                    # auto | human | json
 /// targets = { "sqlx" = "warn" }      # per-target overrides
 /// ```
+///
+/// mamey adds `lapin::returned_messages=error` to the filter — built from
+/// `level` and `targets`, from `RUST_LOG`, or set at runtime with
+/// [`LogLevel`](crate::LogLevel) — unless it names that target (or one
+/// under it). Under that target lapin, the RabbitMQ client, logs every
+/// message the broker returns (an unroutable publish) whole at WARN: each
+/// header, and the body as decimal bytes — a 1 MB body makes a 5 MB line,
+/// and the payload ends up in the logs. mamey-messaging logs the return
+/// itself without the payload (exchange, routing key, message id, size).
+/// To see lapin's record anyway, name the target:
+/// `targets = { "lapin::returned_messages" = "warn" }`. `lapin=debug` alone
+/// does not: the more specific directive wins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoggingConfig {
     /// Whether the plug-in installs logging at all. Default: `true`.
     pub enabled: bool,
-    /// Default level or a full filter (`"info,my_crate=debug"`). Default: `"info"`.
+    /// Default level or a full filter (`"info,my_crate=debug"`). Default:
+    /// `"info"` (with `lapin::returned_messages=error` added; see above).
     pub level: String,
     /// Per-target levels added to `level`. Default: none.
     pub targets: BTreeMap<String, String>,

@@ -93,23 +93,67 @@ impl LogLevel {
         self.handle.reload(filter).map_err(|_| LogLevelError::Gone)
     }
 
-    /// The filter in force.
+    /// The filter in force, without the `lapin::returned_messages=error`
+    /// mamey adds to a filter that does not name that target (see
+    /// [`LoggingConfig`](crate::LoggingConfig)): what [`LogLevel::set`] was
+    /// given, so that setting it again gives the same filter.
     #[must_use]
     pub fn current(&self) -> String {
         self.handle
-            .with_current(ToString::to_string)
+            .with_current(|filter| {
+                let shown = filter.to_string();
+                // Statics (no commas inside) come first in the display, so
+                // an item equal to the directive is that static.
+                shown
+                    .split(',')
+                    .filter(|item| *item != QUIET_LAPIN_RETURNS)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
             .unwrap_or_default()
     }
 }
 
+/// The target under which lapin (the RabbitMQ client) records a message the
+/// broker returned (an unroutable `mandatory` publish) at WARN — the whole
+/// message: every header, and the body as decimal bytes (a 1 MB body makes a
+/// 5 MB line). mamey-messaging logs a return itself, without the payload.
+const LAPIN_RETURNS: &str = "lapin::returned_messages";
+/// Added to every filter that does not name [`LAPIN_RETURNS`].
+const QUIET_LAPIN_RETURNS: &str = "lapin::returned_messages=error";
+
+/// Parses a `RUST_LOG`-style filter, adding [`QUIET_LAPIN_RETURNS`] unless it
+/// names [`LAPIN_RETURNS`] (or a target under it). Every filter mamey
+/// installs comes through here: `logging.level` and `logging.targets`,
+/// `RUST_LOG`, and [`LogLevel::set`].
 pub(crate) fn parse_filter(directive: &str) -> Result<EnvFilter, LogLevelError> {
-    EnvFilter::builder()
+    let invalid = |directive: &str, e: &dyn std::fmt::Display| LogLevelError::Invalid {
+        directive: directive.to_owned(),
+        reason: e.to_string(),
+    };
+    let filter = EnvFilter::builder()
         .with_regex(false)
         .parse(directive)
-        .map_err(|e| LogLevelError::Invalid {
-            directive: directive.to_owned(),
-            reason: e.to_string(),
-        })
+        .map_err(|e| invalid(directive, &e))?;
+    if names_target(directive, LAPIN_RETURNS) {
+        return Ok(filter);
+    }
+    let quiet = QUIET_LAPIN_RETURNS
+        .parse()
+        .map_err(|e| invalid(QUIET_LAPIN_RETURNS, &e))?;
+    Ok(filter.add_directive(quiet))
+}
+
+/// Whether a directive of `filter` is for `target` or a target under it
+/// (`lapin=debug` is not: it is about all of lapin).
+fn names_target(filter: &str, target: &str) -> bool {
+    filter.split(',').any(|item| {
+        let named = item.split(['[', '=']).next().unwrap_or_default().trim();
+        named == target
+            || named
+                .strip_prefix(target)
+                .is_some_and(|rest| rest.starts_with("::"))
+    })
 }
 
 /// How lines are written, decided once per subscriber.
@@ -537,5 +581,90 @@ impl<W: fmt::Write> fmt::Write for ControlEscaped<'_, W> {
             start = i + c.len_utf8();
         }
         self.0.write_str(&text[start..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// What `filter` lets through of a WARN from lapin's returned-messages
+    /// target and one from another lapin target.
+    fn shown(filter: &str) -> String {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = {
+            let buffer = Arc::clone(&buffer);
+            move || Sink(Arc::clone(&buffer))
+        };
+        let (subscriber, _) = build_subscriber(
+            parse_filter(filter).unwrap(),
+            None,
+            false,
+            Lines::Human { ansi: false },
+            ServiceFields::default(),
+            writer,
+            Vec::new(),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(target: "lapin::returned_messages", "returned payload");
+            tracing::warn!(target: "lapin::channels", "channel note");
+        });
+        String::from_utf8(buffer.lock().unwrap().clone()).unwrap()
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lapins_record_of_returns_stays_below_error_unless_named() {
+        for filter in [
+            "info",
+            "debug",
+            "trace,lapin=trace",
+            "warn,lapin::returned=warn",
+        ] {
+            let lines = shown(filter);
+            assert!(!lines.contains("returned payload"), "{filter}: {lines}");
+            assert!(lines.contains("channel note"), "{filter}: {lines}");
+        }
+        for filter in [
+            "info,lapin::returned_messages=warn",
+            "info,lapin::returned_messages",
+            "lapin::returned_messages::inner=off,info",
+        ] {
+            assert!(names_target(filter, LAPIN_RETURNS), "{filter}");
+        }
+        assert!(shown("info,lapin::returned_messages=warn").contains("returned payload"));
+    }
+
+    #[test]
+    fn the_current_filter_is_the_one_given() {
+        let (_subscriber, level) = build_subscriber(
+            parse_filter("info").unwrap(),
+            None,
+            false,
+            Lines::Off,
+            ServiceFields::default(),
+            std::io::sink,
+            Vec::new(),
+        );
+        assert_eq!(level.current(), "info");
+        level.set("warn,noisy=error").unwrap();
+        assert_eq!(level.current(), "noisy=error,warn");
+        level.set("info,lapin::returned_messages=warn").unwrap();
+        assert_eq!(level.current(), "lapin::returned_messages=warn,info");
     }
 }

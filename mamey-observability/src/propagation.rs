@@ -38,6 +38,12 @@ pub use opentelemetry::Context as OtelContext;
 pub const CORRELATION_ID: &str = "x-correlation-id";
 /// Header carrying the id of this request or message.
 pub const REQUEST_ID: &str = "x-request-id";
+/// Header in which Convey's API gateway sends its correlation context as
+/// JSON (see [`mamey_core::correlation`]).
+pub const CORRELATION_CONTEXT: &str = "correlation-context";
+/// The largest `correlation-context` header read, in bytes; a larger one
+/// is ignored.
+pub const MAX_CORRELATION_CONTEXT: usize = 8 * 1024;
 /// Header carrying the id of the message that caused this one.
 pub const CAUSATION_ID: &str = "x-causation-id";
 
@@ -245,10 +251,24 @@ pub fn extract<C: Carrier + ?Sized>(carrier: &C) -> Extracted {
         .map(Cow::into_owned)
         .filter(|id| valid_id(id))
         .unwrap_or_else(mamey_core::new_id);
+    // Convey's gateway sends its correlation context as JSON: its
+    // correlation id and unmapped fields are taken (the ids' own headers
+    // win); its `user` never is — a header anyone can send proves no
+    // identity, the caller's token does.
+    let convey = carrier
+        .get(CORRELATION_CONTEXT)
+        .filter(|json| json.len() <= MAX_CORRELATION_CONTEXT)
+        .and_then(|json| mamey_core::correlation::read(&json).ok());
     let correlation_id = carrier
         .get(CORRELATION_ID)
         .map(Cow::into_owned)
         .filter(|id| valid_id(id))
+        .or_else(|| {
+            convey
+                .as_ref()
+                .map(|c| c.correlation_id.clone())
+                .filter(|id| valid_id(id))
+        })
         .unwrap_or_else(|| message_id.clone());
     let causation_id = carrier
         .get(CAUSATION_ID)
@@ -265,6 +285,7 @@ pub fn extract<C: Carrier + ?Sized>(carrier: &C) -> Extracted {
         identity: None,
         trace,
         headers,
+        passthrough: convey.map(|c| c.passthrough).unwrap_or_default(),
     };
     Extracted { context, otel }
 }
@@ -324,6 +345,35 @@ fn valid_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_convey_correlation_context_header_gives_ids_and_fields_but_no_identity() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            CORRELATION_CONTEXT,
+            http::HeaderValue::from_static(
+                r#"{"correlationId":"c-7","resourceId":"r-1","user":{"id":"admin","isAuthenticated":true,"role":"admin"}}"#,
+            ),
+        );
+        let extracted = extract(&headers);
+        assert_eq!(extracted.context.correlation_id, "c-7");
+        assert_eq!(extracted.context.passthrough["resourceId"], "r-1");
+        assert_eq!(extracted.context.identity, None);
+        // The id's own header wins; junk is ignored.
+        headers.insert(CORRELATION_ID, http::HeaderValue::from_static("c-8"));
+        assert_eq!(extract(&headers).context.correlation_id, "c-8");
+        let mut junk = http::HeaderMap::new();
+        junk.insert(
+            CORRELATION_CONTEXT,
+            http::HeaderValue::from_static("{not json"),
+        );
+        let extracted = extract(&junk);
+        assert_eq!(
+            extracted.context.correlation_id,
+            extracted.context.message_id
+        );
+        assert!(extracted.context.passthrough.is_empty());
+    }
 
     #[test]
     fn ids_round_trip_through_a_header_map() {

@@ -340,15 +340,15 @@ fn seconds(duration: Duration) -> f64 {
 /// ```no_run
 /// use mamey_core::cqrs::{Command, Res};
 /// use mamey_core::Error;
-/// use mamey_messaging::{Message, OutboxStore, PublishOptions, Publisher};
+/// use mamey_messaging::{OutboxStore, PublishOptions, Publisher, message};
 /// use mamey_persistence::postgres::{PgOutbox, PgPool, error};
 ///
 /// struct PlaceOrder { id: i64 }
 /// impl Command for PlaceOrder {}
 ///
-/// #[derive(serde::Serialize, serde::Deserialize)]
+/// #[message(namespace = "orders", event)]
+/// #[derive(Clone)]
 /// struct OrderPlaced { id: i64 }
-/// impl Message for OrderPlaced { const NAMESPACE: &'static str = "orders"; }
 ///
 /// async fn place_order(
 ///     cmd: PlaceOrder,

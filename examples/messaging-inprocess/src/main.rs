@@ -13,33 +13,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use mamey_core::cqrs::{Event, Res};
+use mamey_core::cqrs::Res;
 use mamey_core::{BoxError, Error, MessageContext, Service};
-use mamey_messaging::{MemoryBroker, Message, Messaging, Publisher};
-use serde::{Deserialize, Serialize};
+use mamey_messaging::{MemoryBroker, Messaging, Publisher, message};
 
 /// Published by orders.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[message(namespace = "orders", event)]
+#[derive(Debug, Clone)]
 struct OrderPlaced {
     id: u64,
     quantity: i32,
 }
 
-impl Message for OrderPlaced {
-    const NAMESPACE: &'static str = "orders";
-}
-impl Event for OrderPlaced {}
-
 /// Published by shipping.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[message(namespace = "shipping", event)]
+#[derive(Debug, Clone)]
 struct OrderShipped {
     id: u64,
 }
-
-impl Message for OrderShipped {
-    const NAMESPACE: &'static str = "shipping";
-}
-impl Event for OrderShipped {}
 
 /// Retry quickly in the example (default is 1 s, 2 s, 4 s).
 const FAST_RETRIES: [(&str, &str); 1] = [("MAMEY__MESSAGING__RETRY__INITIAL_DELAY", "100ms")];

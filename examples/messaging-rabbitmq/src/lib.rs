@@ -1,24 +1,17 @@
 //! The messages the example's two services exchange.
 
-use mamey_core::cqrs::Event;
-use mamey_messaging::Message;
-use serde::{Deserialize, Serialize};
+use mamey_messaging::message;
 
 /// Published by `publisher`, consumed by `consumer` from queue
 /// `consumer/orders.order_placed` (Convey's naming).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[message(namespace = "orders", event)]
+#[derive(Debug, Clone)]
 pub struct OrderPlaced {
     /// Order number.
     pub id: u64,
     /// Items ordered; zero or less is invalid and dead-lettered.
     pub quantity: i32,
 }
-
-impl Message for OrderPlaced {
-    const NAMESPACE: &'static str = "orders";
-}
-
-impl Event for OrderPlaced {}
 
 /// Logs to stdout with `RUST_LOG` (default `info`).
 pub fn init_logging() {

@@ -28,40 +28,36 @@ use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use mamey_core::cqrs::{Command, Event, FromResources, Query, Res};
+use mamey_core::cqrs::{Command, FromResources, Query, Res};
 use mamey_core::{
     BoxError, Error, MessageContext, MissingResource, Resources, Service, ServiceBuilder,
     ServiceGroup,
 };
 use mamey_http::{Endpoints, HttpAddress, WebApi};
-use mamey_messaging::{InboxStore, Message, Messaging, OutboxStore, PublishOptions, Publisher};
+use mamey_messaging::{InboxStore, Messaging, OutboxStore, PublishOptions, Publisher, message};
 use mamey_observability::Observability;
 use mamey_persistence::postgres::{PgInbox, PgOutbox, PgPool, Postgres, error};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Published by `orders` when an order is placed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Published by `orders` when an order is placed. On the wire (and in the
+/// outbox) its fields are camelCase, as Convey's: `totalCents`.
+#[message(namespace = "orders", event)]
+#[derive(Debug, Clone)]
 struct OrderPlaced {
     id: i64,
     customer: String,
     total_cents: i64,
 }
-impl Message for OrderPlaced {
-    const NAMESPACE: &'static str = "orders";
-}
-impl Event for OrderPlaced {}
 
-/// Published by `billing` once the order is charged.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Published by `billing` once the order is charged: `amountCents` on the
+/// wire.
+#[message(namespace = "billing", event)]
+#[derive(Debug, Clone)]
 struct OrderCharged {
     id: i64,
     amount_cents: i64,
 }
-impl Message for OrderCharged {
-    const NAMESPACE: &'static str = "billing";
-}
-impl Event for OrderCharged {}
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 struct PlaceOrder {
@@ -483,6 +479,8 @@ async fn walk_through(
     ))
     .fetch_one(&db)
     .await?;
+    // The body as staged: camelCase field names, as Convey's.
+    println!("staged OrderPlaced: {}", String::from_utf8_lossy(&body));
     let event: OrderPlaced = serde_json::from_slice(&body)?;
     publisher
         .publish_with(

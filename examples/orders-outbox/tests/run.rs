@@ -47,6 +47,12 @@ async fn orders_are_charged_once_each_even_when_an_event_is_redelivered() {
             "billing's OrderCharged came back to orders: {stdout}"
         );
     }
+    // Messages carry Convey's camelCase field names; the HTTP body keeps
+    // its own (`total_cents`).
+    assert_eq!(
+        line("staged OrderPlaced:"),
+        r#"staged OrderPlaced: {"id":1,"customer":"ada","totalCents":1250}"#
+    );
     let again = line("place order 1 again:");
     assert!(
         again.contains("409") && again.contains("db.conflict"),
