@@ -37,6 +37,7 @@ mod plugin;
 mod publisher;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
+pub mod unit_of_work;
 
 pub use broker::{
     Broker, DeliveryHandler, Disposition, Failure, PublishError, RetryPolicy, SubscribeError,

@@ -5,7 +5,10 @@
 //!   its own database transaction; the [`OutboxRelay`] publishes them after
 //!   commit, with broker confirms, and marks them sent. Rows are *claimed*
 //!   with a lease before publishing, so several relays (one per service
-//!   instance) never send the same row at once.
+//!   instance) never send the same row at once; each claim has a token, and
+//!   only the claim that holds a row now can settle it (mark it sent, give
+//!   it back, schedule its retry), so a relay whose lease ran out cannot
+//!   touch a row another relay has claimed since.
 //! - A handler records the message id with [`InboxStore::record`] in its
 //!   transaction; a redelivered message finds its id there and is skipped.
 //!
@@ -115,9 +118,29 @@ pub struct OutboxEntry {
     pub message: OutgoingMessage,
     /// Publish attempts so far.
     pub attempts: u32,
+    /// The token of the claim that returned the entry: random, the same for
+    /// every entry of one [`OutboxStore::claim`], and written with the lease.
+    /// [`mark_sent`](OutboxStore::mark_sent),
+    /// [`release`](OutboxStore::release) and
+    /// [`retry_later`](OutboxStore::retry_later) act only while the row
+    /// still carries it.
+    pub claim: String,
 }
 
 /// Where outgoing messages wait until they are published.
+///
+/// A relay *claims* due messages for a lease, publishes them, and then
+/// *settles* each one under its claim: marks it sent, gives it back untried,
+/// or schedules a retry. A claim holds its rows until another claim takes
+/// them — which happens only once its lease has run out. From then on the
+/// first claim's settlements change nothing and report the rows as lost: a
+/// relay whose publish outlasted its lease cannot mark, release or
+/// reschedule a row another relay is sending. A row is marked sent once, by
+/// the claim that holds it; settling clears the claim, so a second
+/// settlement under the same token finds the row lost too.
+///
+/// The in-memory stores are the reference: what they do, every store does
+/// (mamey-persistence runs one behaviour suite against each).
 pub trait OutboxStore: Send + Sync + 'static {
     /// The caller's transaction (e.g. a `sqlx::Transaction`); staging joins it.
     type Transaction<'t>: Send
@@ -125,7 +148,7 @@ pub trait OutboxStore: Send + Sync + 'static {
         Self: 't;
 
     /// Stages `message` in `tx`: it becomes visible to the relay only if the
-    /// transaction commits.
+    /// transaction commits. A message id already staged is an error.
     fn stage(
         &self,
         tx: &mut Self::Transaction<'_>,
@@ -133,33 +156,44 @@ pub trait OutboxStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Claims up to `batch` unsent messages that are due, oldest first, for
-    /// `lease`: no other claim returns them until the lease expires.
+    /// `lease`: no other claim returns them until the lease expires. Each
+    /// claim counts an attempt, and writes a new random token on its rows
+    /// ([`OutboxEntry::claim`]).
     fn claim(
         &self,
         batch: usize,
         lease: Duration,
     ) -> impl Future<Output = Result<Vec<OutboxEntry>, StoreError>> + Send;
 
-    /// Marks claimed messages as sent.
+    /// Marks the messages `claim` holds among `message_ids` as sent. Returns
+    /// the ids it did not mark because `claim` no longer holds them (another
+    /// claim took them after the lease ran out, or they were settled
+    /// already): empty when all were marked.
     fn mark_sent(
         &self,
+        claim: &str,
         message_ids: &[String],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
-    /// Gives claimed messages back untried: due at once, as if the claim had
-    /// not counted an attempt, with their last error kept.
+    /// Gives the messages `claim` holds among `message_ids` back untried:
+    /// due at once, as if the claim had not counted an attempt, with their
+    /// last error kept. Returns the ids `claim` no longer held, untouched.
     fn release(
         &self,
+        claim: &str,
         message_ids: &[String],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
-    /// Releases a claimed message to be tried again at `not_before`.
+    /// Releases a message `claim` holds, to be tried again at `not_before`,
+    /// keeping `error`. Returns `false`, changing nothing, when `claim` no
+    /// longer holds it.
     fn retry_later(
         &self,
+        claim: &str,
         message_id: &str,
         error: &str,
         not_before: SystemTime,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Deletes messages sent before `before`; returns how many.
     fn purge_sent(
@@ -181,7 +215,9 @@ pub trait InboxStore: Send + Sync + 'static {
         Self: 't;
 
     /// Records that `consumer` processed `message_id`. Returns `false` when it
-    /// already had: the handler must then skip the message.
+    /// already had: the handler must then skip the message. An empty
+    /// `message_id` is an error: every id-less message would otherwise count
+    /// as the first one's duplicate.
     fn record(
         &self,
         tx: &mut Self::Transaction<'_>,
@@ -190,14 +226,28 @@ pub trait InboxStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
+/// A staged message in the [`MemoryOutbox`].
 #[derive(Debug)]
 struct Row {
-    entry: OutboxEntry,
+    message: OutgoingMessage,
+    attempts: u32,
     staged: SystemTime,
     due: SystemTime,
     leased_until: Option<SystemTime>,
+    /// The token of the claim holding the row, until it is settled.
+    claim: Option<String>,
     sent: Option<SystemTime>,
     last_error: Option<String>,
+}
+
+impl Row {
+    fn id(&self) -> &str {
+        &self.message.properties.message_id
+    }
+
+    fn held_by(&self, claim: &str) -> bool {
+        self.claim.as_deref() == Some(claim)
+    }
 }
 
 /// The in-memory outbox: the embedded default and the reference behaviour.
@@ -238,6 +288,29 @@ impl MemoryOutbox {
             Err(poisoned) => poisoned.into_inner(),
         }
     }
+
+    /// Applies `settle` to each row of `message_ids` that `claim` holds, and
+    /// clears the claim; returns the ids it did not hold.
+    fn settle(
+        &self,
+        claim: &str,
+        message_ids: &[String],
+        mut settle: impl FnMut(&mut Row),
+    ) -> Vec<String> {
+        let mut wanted: HashSet<&str> = message_ids.iter().map(String::as_str).collect();
+        for row in self.rows().iter_mut() {
+            if row.held_by(claim) && wanted.remove(row.id()) {
+                settle(row);
+                row.claim = None;
+                row.leased_until = None;
+            }
+        }
+        message_ids
+            .iter()
+            .filter(|id| wanted.contains(id.as_str()))
+            .cloned()
+            .collect()
+    }
 }
 
 impl OutboxStore for MemoryOutbox {
@@ -249,23 +322,32 @@ impl OutboxStore for MemoryOutbox {
         message: OutgoingMessage,
     ) -> Result<(), StoreError> {
         let now = SystemTime::now();
-        self.rows().push(Row {
-            entry: OutboxEntry {
+        {
+            let mut rows = self.rows();
+            if rows.iter().any(|r| r.id() == message.properties.message_id) {
+                return Err(StoreError::new(format!(
+                    "message id `{}` is staged already",
+                    message.properties.message_id
+                )));
+            }
+            rows.push(Row {
                 message,
                 attempts: 0,
-            },
-            staged: now,
-            due: now,
-            leased_until: None,
-            sent: None,
-            last_error: None,
-        });
+                staged: now,
+                due: now,
+                leased_until: None,
+                claim: None,
+                sent: None,
+                last_error: None,
+            });
+        }
         self.staged.notify_one();
         Ok(())
     }
 
     async fn claim(&self, batch: usize, lease: Duration) -> Result<Vec<OutboxEntry>, StoreError> {
         let now = SystemTime::now();
+        let claim = mamey_core::new_id();
         let mut rows = self.rows();
         let mut due: Vec<&mut Row> = rows
             .iter_mut()
@@ -277,49 +359,48 @@ impl OutboxStore for MemoryOutbox {
             .take(batch)
             .map(|row| {
                 row.leased_until = Some(now + lease);
-                row.entry.attempts += 1;
-                row.entry.clone()
+                row.claim = Some(claim.clone());
+                row.attempts += 1;
+                OutboxEntry {
+                    message: row.message.clone(),
+                    attempts: row.attempts,
+                    claim: claim.clone(),
+                }
             })
             .collect())
     }
 
-    async fn mark_sent(&self, message_ids: &[String]) -> Result<(), StoreError> {
-        let ids: HashSet<&str> = message_ids.iter().map(String::as_str).collect();
+    async fn mark_sent(
+        &self,
+        claim: &str,
+        message_ids: &[String],
+    ) -> Result<Vec<String>, StoreError> {
         let now = SystemTime::now();
-        for row in self.rows().iter_mut() {
-            if ids.contains(row.entry.message.properties.message_id.as_str()) {
-                row.sent = Some(now);
-                row.leased_until = None;
-            }
-        }
-        Ok(())
+        Ok(self.settle(claim, message_ids, |row| row.sent = Some(now)))
     }
 
-    async fn release(&self, message_ids: &[String]) -> Result<(), StoreError> {
-        let ids: HashSet<&str> = message_ids.iter().map(String::as_str).collect();
-        for row in self.rows().iter_mut() {
-            if ids.contains(row.entry.message.properties.message_id.as_str()) {
-                row.leased_until = None;
-                row.entry.attempts = row.entry.attempts.saturating_sub(1);
-            }
-        }
-        Ok(())
+    async fn release(
+        &self,
+        claim: &str,
+        message_ids: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(self.settle(claim, message_ids, |row| {
+            row.attempts = row.attempts.saturating_sub(1);
+        }))
     }
 
     async fn retry_later(
         &self,
+        claim: &str,
         message_id: &str,
         error: &str,
         not_before: SystemTime,
-    ) -> Result<(), StoreError> {
-        for row in self.rows().iter_mut() {
-            if row.entry.message.properties.message_id == message_id {
-                row.due = not_before;
-                row.leased_until = None;
-                row.last_error = Some(error.to_owned());
-            }
-        }
-        Ok(())
+    ) -> Result<bool, StoreError> {
+        let lost = self.settle(claim, &[message_id.to_owned()], |row| {
+            row.due = not_before;
+            row.last_error = Some(error.to_owned());
+        });
+        Ok(lost.is_empty())
     }
 
     async fn purge_sent(&self, before: SystemTime) -> Result<u64, StoreError> {
@@ -328,6 +409,7 @@ impl OutboxStore for MemoryOutbox {
         rows.retain(|r| r.sent.is_none_or(|sent| sent >= before));
         Ok(u64::try_from(len - rows.len()).unwrap_or(u64::MAX))
     }
+
     fn staged(&self) -> Arc<Notify> {
         Arc::clone(&self.staged)
     }
@@ -356,6 +438,11 @@ impl InboxStore for MemoryInbox {
         consumer: &str,
         message_id: &str,
     ) -> Result<bool, StoreError> {
+        if message_id.is_empty() {
+            return Err(StoreError::new(
+                "an empty message id cannot be recorded in the inbox",
+            ));
+        }
         let mut processed = self
             .processed
             .lock()
@@ -378,8 +465,11 @@ pub struct RelayConfig {
     #[serde(with = "mamey_core::config::duration")]
     pub interval: std::time::Duration,
     /// How long a claim holds a message; a relay that dies mid-batch frees
-    /// its messages after this. Keep it well above `batch` × the publish
-    /// timeout, or a slow round may outlive its claim. Default: `5m`.
+    /// its messages after this. A round stops once half of it has passed;
+    /// keep it well above twice the publish timeout, or a publish may
+    /// outlast the claim: another relay then claims and sends the message
+    /// too, and this relay's settlement of it is refused and logged as a
+    /// lost claim. Default: `5m`.
     #[serde(with = "mamey_core::config::duration")]
     pub lease: std::time::Duration,
     /// Delay between publish attempts of one message.
@@ -428,6 +518,11 @@ pub struct RelayRound {
     /// Messages claimed but not tried, released when the round ended early
     /// (broker unavailable or closed, or half the lease gone).
     pub released: usize,
+    /// Messages whose claim was lost before the relay could settle them: its
+    /// lease ran out and another relay claimed them (see
+    /// [`OutboxStore::mark_sent`]). Published or not, they are that relay's
+    /// to mark now, and not counted as sent, failed or released here.
+    pub lost: usize,
 }
 
 impl<S: OutboxStore> OutboxRelay<S> {
@@ -450,6 +545,11 @@ impl<S: OutboxStore> OutboxRelay<S> {
     /// passed (so that the claim never runs out while its messages are being
     /// sent, and no other relay sends them too).
     ///
+    /// Every settlement is made under the round's claim. When a publish
+    /// outlasted the lease and another relay claimed the message meanwhile,
+    /// the store refuses it: the message is logged as a lost claim and
+    /// counted in [`RelayRound::lost`], not as sent — the other relay marks it.
+    ///
     /// # Errors
     /// The store failed. The messages the broker had confirmed are marked
     /// sent first, if the store lets them be.
@@ -460,26 +560,33 @@ impl<S: OutboxStore> OutboxRelay<S> {
             .claim(self.config.batch, self.config.lease)
             .await?;
         let mut round = RelayRound::default();
-        let mut sent = Vec::with_capacity(entries.len());
+        let mut sent = Claimed::default();
         let mut entries = entries.into_iter();
         let mut store_failure = None;
         for entry in entries.by_ref() {
-            let id = entry.message.properties.message_id.clone();
-            match self.broker.publish(entry.message).await {
-                Ok(()) => {
-                    sent.push(id);
-                    round.sent += 1;
-                }
+            let OutboxEntry {
+                message,
+                attempts,
+                claim,
+            } = entry;
+            let id = message.properties.message_id.clone();
+            match self.broker.publish(message).await {
+                Ok(()) => sent.push(claim, id),
                 Err(error) => {
-                    round.failed += 1;
-                    let delay = self.config.retry.delay(entry.attempts);
-                    tracing::warn!(message_id = %id, attempts = entry.attempts, %error, ?delay, "outbox publish failed; will retry");
+                    let delay = self.config.retry.delay(attempts);
+                    tracing::warn!(message_id = %id, attempts, %error, ?delay, "outbox publish failed; will retry");
                     let later = SystemTime::now() + delay;
-                    if let Err(failure) =
-                        self.store.retry_later(&id, &error.to_string(), later).await
+                    match self
+                        .store
+                        .retry_later(&claim, &id, &error.to_string(), later)
+                        .await
                     {
-                        store_failure = Some(failure);
-                        break;
+                        Ok(true) => round.failed += 1,
+                        Ok(false) => round.lost += lost_claim("retry", &[id]),
+                        Err(failure) => {
+                            store_failure = Some(failure);
+                            break;
+                        }
                     }
                     if matches!(error, PublishError::Closed | PublishError::Unavailable(_)) {
                         break;
@@ -491,16 +598,22 @@ impl<S: OutboxStore> OutboxRelay<S> {
             }
         }
         // What the broker confirmed is marked first, whatever failed since.
-        if !sent.is_empty() {
-            self.store.mark_sent(&sent).await?;
+        for (claim, ids) in sent.0 {
+            let lost = self.store.mark_sent(&claim, &ids).await?;
+            round.sent += ids.len() - lost.len();
+            round.lost += lost_claim("mark sent", &lost);
         }
         if let Some(failure) = store_failure {
             return Err(failure);
         }
-        let untried: Vec<String> = entries.map(|e| e.message.properties.message_id).collect();
-        if !untried.is_empty() {
-            self.store.release(&untried).await?;
-            round.released = untried.len();
+        let mut untried = Claimed::default();
+        for entry in entries {
+            untried.push(entry.claim, entry.message.properties.message_id);
+        }
+        for (claim, ids) in untried.0 {
+            let lost = self.store.release(&claim, &ids).await?;
+            round.released += ids.len() - lost.len();
+            round.lost += lost_claim("release", &lost);
         }
         mamey_observability::metrics::record_outbox_round(round.sent, round.failed, round.released);
         Ok(round)
@@ -516,7 +629,9 @@ impl<S: OutboxStore> OutboxRelay<S> {
                 return;
             }
             match self.round().await {
-                Ok(round) if round.sent + round.failed >= self.config.batch => continue,
+                Ok(round) if round.sent + round.failed + round.lost >= self.config.batch => {
+                    continue;
+                }
                 Ok(_) => {}
                 Err(error) => tracing::error!(%error, "outbox relay round failed"),
             }
@@ -536,6 +651,36 @@ impl<S: OutboxStore> OutboxRelay<S> {
             }
         }
     }
+}
+
+/// Message ids by the claim that holds them, in the order first seen. A
+/// claim returns one token for all its entries, so a round has one group;
+/// the relay does not rely on it.
+#[derive(Default)]
+struct Claimed(Vec<(String, Vec<String>)>);
+
+impl Claimed {
+    fn push(&mut self, claim: String, message_id: String) {
+        match self.0.iter_mut().find(|(c, _)| *c == claim) {
+            Some((_, ids)) => ids.push(message_id),
+            None => self.0.push((claim, vec![message_id])),
+        }
+    }
+}
+
+/// Logs the messages a settlement (`what`) found under another claim;
+/// returns how many.
+fn lost_claim(what: &str, message_ids: &[String]) -> usize {
+    if !message_ids.is_empty() {
+        tracing::warn!(
+            settlement = what,
+            message_ids = ?message_ids,
+            "outbox claim lost: its lease ran out and another relay claimed these messages, \
+             which now settles them (a message published by both reaches consumers twice; \
+             the inbox absorbs it); raise messaging.outbox.lease above the longest publish"
+        );
+    }
+    message_ids.len()
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use crate::broker::{Broker, DeliveryHandler, Failure, RetryPolicy, Subscription}
 use crate::conventions::{Conventions, ConventionsConfig};
 use crate::message::{Delivery, Message};
 use crate::publisher::{Codec, Json, Publisher, context_of};
+use crate::unit_of_work::{Consumed, consuming};
 
 /// The `messaging` section.
 ///
@@ -192,9 +193,10 @@ impl Messaging {
     pub fn subscribe_event<E: Message + Event>(mut self) -> Self {
         self.binders
             .push(Box::new(|conventions, dispatcher, config| {
+                let service = conventions.service().to_owned();
                 let handler: DeliveryHandler = Arc::new(move |delivery| {
                     let dispatcher = dispatcher.clone();
-                    handle::<E, _, _>(delivery, move |event| async move {
+                    handle::<E, _, _>(service.clone(), delivery, move |event| async move {
                         dispatcher.publish(event).await
                     })
                     .boxed()
@@ -210,9 +212,10 @@ impl Messaging {
     pub fn subscribe_command<C: Message + Command>(mut self) -> Self {
         self.binders
             .push(Box::new(|conventions, dispatcher, config| {
+                let service = conventions.service().to_owned();
                 let handler: DeliveryHandler = Arc::new(move |delivery| {
                     let dispatcher = dispatcher.clone();
-                    handle::<C, _, _>(delivery, move |command| async move {
+                    handle::<C, _, _>(service.clone(), delivery, move |command| async move {
                         dispatcher.send(command).await
                     })
                     .boxed()
@@ -242,7 +245,7 @@ fn subscription<M: Message>(
 
 /// Decodes a delivery and runs `dispatch` in the delivery's message context,
 /// inside a `consume` span continuing the publisher's trace.
-async fn handle<M, F, Fut>(delivery: Delivery, dispatch: F) -> Result<(), Failure>
+async fn handle<M, F, Fut>(service: String, delivery: Delivery, dispatch: F) -> Result<(), Failure>
 where
     M: Message,
     F: FnOnce(M) -> Fut,
@@ -251,6 +254,10 @@ where
     let message: M = Json.decode(&delivery.body).map_err(Failure::Decode)?;
     let mamey_observability::propagation::Extracted { context, otel } = context_of(&delivery);
     let message_id = context.message_id.clone();
+    let consumed = Consumed {
+        service,
+        message_id: message_id.clone(),
+    };
     let attempt = delivery.attempt;
     // The span is created inside the context, where the head sampler sees
     // the publisher's sampling decision.
@@ -263,7 +270,7 @@ where
                 attempt,
             );
             mamey_observability::propagation::continue_trace(&span, &otel);
-            dispatch(message).instrument(span).await
+            consuming(consumed, dispatch(message).instrument(span)).await
         })
         .await
         .map_err(Failure::Handler)

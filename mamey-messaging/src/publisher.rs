@@ -116,7 +116,10 @@ impl Publisher {
         }
     }
 
-    /// Publishes `message` and waits for the broker to take it.
+    /// Publishes `message` and waits for the broker to take it — or, inside
+    /// a handler that takes a unit of work (mamey-persistence's `Tx`),
+    /// keeps it to be staged in the transaction's outbox when the handler
+    /// returns `Ok` (see [`unit_of_work`](crate::unit_of_work)).
     ///
     /// # Errors
     /// [`PublishError`]: unroutable, unencodable, or the broker unavailable.
@@ -134,6 +137,12 @@ impl Publisher {
         options: PublishOptions,
     ) -> Result<(), PublishError> {
         let outgoing = self.prepare(message, options)?;
+        // In a unit of work, the message is staged in its transaction's
+        // outbox when it commits.
+        let Some(outgoing) = crate::unit_of_work::keep(outgoing) else {
+            mamey_observability::metrics::record_message_published(M::name(), "staged");
+            return Ok(());
+        };
         let result = self.broker.publish(outgoing).await;
         let outcome = match &result {
             Ok(()) => "confirmed",

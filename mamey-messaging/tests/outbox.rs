@@ -139,9 +139,17 @@ async fn a_failed_publish_is_kept_and_retried_later() {
     );
 
     let received = record_deliveries(&broker).await;
-    tokio::time::sleep(Duration::from_millis(60)).await;
-    let round = relay.round().await.unwrap();
-    assert_eq!((round.sent, round.failed), (1, 0));
+    // Due again once the delay has passed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let round = relay.round().await.unwrap();
+        assert_eq!(round.failed, 0);
+        if round.sent == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never retried");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert_eq!(outbox.pending(), 0);
     eventually("the delivery", || received.lock().unwrap().len() == 1).await;
 }
@@ -302,4 +310,144 @@ async fn a_missing_outbox_store_fails_the_build_naming_it() {
         .to_string();
     assert!(error.contains("MemoryOutbox"), "{error}");
     assert!(error.contains("ServiceBuilder::resource"), "{error}");
+}
+
+/// A broker whose publish lasts until another relay has claimed the message:
+/// each publish outlasts the claim that is sending it. With `fail`, the
+/// publish then fails.
+struct Overtaken {
+    outbox: MemoryOutbox,
+    inner: MemoryBroker,
+    fail: bool,
+    /// What the other relay's claim returned.
+    taken: Mutex<Vec<mamey_messaging::OutboxEntry>>,
+}
+
+impl Broker for Overtaken {
+    fn publish(
+        &self,
+        message: mamey_messaging::OutgoingMessage,
+    ) -> futures_util::future::BoxFuture<'_, Result<(), mamey_messaging::PublishError>> {
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            // Claimable again once this relay's lease has run out.
+            loop {
+                let claimed = self
+                    .outbox
+                    .claim(10, Duration::from_secs(60))
+                    .await
+                    .unwrap();
+                if !claimed.is_empty() {
+                    self.taken.lock().unwrap().extend(claimed);
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "never overtaken");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            if self.fail {
+                return Err(mamey_messaging::PublishError::Unavailable(
+                    "overtaken".into(),
+                ));
+            }
+            self.inner.publish(message).await
+        }
+        .boxed()
+    }
+
+    fn subscribe(
+        &self,
+        subscription: Subscription,
+    ) -> futures_util::future::BoxFuture<'_, Result<(), mamey_messaging::SubscribeError>> {
+        self.inner.subscribe(subscription)
+    }
+
+    fn close(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        self.inner.close()
+    }
+}
+
+/// A relay on `outbox` whose lease (20 ms) every publish outlasts, and its
+/// broker, which keeps what the overtaking claim took. A failed publish
+/// would be retried in an hour.
+fn overtaken_relay(
+    outbox: &Arc<MemoryOutbox>,
+    broker: &MemoryBroker,
+    fail: bool,
+) -> (OutboxRelay<MemoryOutbox>, Arc<Overtaken>) {
+    let overtaken = Arc::new(Overtaken {
+        outbox: (**outbox).clone(),
+        inner: broker.clone(),
+        fail,
+        taken: Mutex::new(Vec::new()),
+    });
+    let relay = OutboxRelay::new(
+        Arc::clone(outbox),
+        Arc::clone(&overtaken) as Arc<dyn Broker>,
+        RelayConfig {
+            lease: Duration::from_millis(20),
+            retry: RetryPolicy {
+                initial_delay: Duration::from_secs(3600),
+                max_delay: Duration::from_secs(3600),
+                ..RetryPolicy::default()
+            },
+            ..RelayConfig::default()
+        },
+    );
+    (relay, overtaken)
+}
+
+#[tokio::test]
+async fn a_relay_overtaken_by_another_claim_counts_its_messages_lost_not_sent() {
+    let broker = MemoryBroker::new();
+    let received = record_deliveries(&broker).await;
+    let outbox = Arc::new(MemoryOutbox::new());
+    let staged = stage(&outbox, &publisher(&broker), 3).await;
+    let (relay, overtaken) = overtaken_relay(&outbox, &broker, false);
+    // The first publish outlasts the lease: the round stops after it, and
+    // neither marks it nor gives back the two it did not try — the other
+    // claim holds all three.
+    let round = relay.round().await.unwrap();
+    assert_eq!(
+        (round.sent, round.failed, round.released, round.lost),
+        (0, 0, 0, 3)
+    );
+    eventually("the overtaken publish", || {
+        received.lock().unwrap().len() == 1
+    })
+    .await;
+    // The other claim settles them, each once.
+    let taken = std::mem::take(&mut *overtaken.taken.lock().unwrap());
+    let ids: Vec<String> = taken
+        .iter()
+        .map(|e| e.message.properties.message_id.clone())
+        .collect();
+    assert_eq!(ids, staged);
+    assert_eq!(
+        outbox.mark_sent(&taken[0].claim, &ids).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(outbox.pending(), 0);
+    assert_eq!(
+        outbox.mark_sent(&taken[0].claim, &ids).await.unwrap(),
+        ids,
+        "settled once: the claim is spent"
+    );
+}
+
+#[tokio::test]
+async fn an_overtaken_relay_does_not_reschedule_a_message_another_claim_holds() {
+    let broker = MemoryBroker::new();
+    let outbox = Arc::new(MemoryOutbox::new());
+    let staged = stage(&outbox, &publisher(&broker), 1).await;
+    let (relay, overtaken) = overtaken_relay(&outbox, &broker, true);
+    let round = relay.round().await.unwrap();
+    assert_eq!((round.sent, round.failed, round.lost), (0, 0, 1));
+    // Not pushed an hour away: the other claim still holds it, and can
+    // mark it sent.
+    let taken = std::mem::take(&mut *overtaken.taken.lock().unwrap());
+    assert_eq!(
+        outbox.mark_sent(&taken[0].claim, &staged).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(outbox.pending(), 0);
 }

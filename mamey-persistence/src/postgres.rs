@@ -8,7 +8,8 @@
 //! — after the plug-ins added later, so handlers and the outbox relay finish
 //! first.
 //!
-//! [`Postgres::outbox`] adds a [`PgOutbox`] resource for
+//! With the `outbox` feature (on by default), [`Postgres::outbox`] adds a
+//! [`PgOutbox`] resource for
 //! [`Messaging::outbox`](mamey_messaging::Messaging::outbox), and
 //! [`Postgres::inbox`] a [`PgInbox`]. Their tables are created at init when
 //! missing. Staging a message runs `pg_notify` in the caller's transaction,
@@ -34,24 +35,17 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use mamey_core::config::{ConfigSection, Secret};
-use mamey_core::{BoxError, InitContext, Plugin, StartContext};
-use mamey_messaging::{InboxStore, OutboxEntry, OutboxStore, OutgoingMessage, StoreError};
+use mamey_core::{BoxError, InitContext, Plugin};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+#[cfg(feature = "outbox")]
+use {mamey_core::StartContext, tokio_util::sync::CancellationToken};
 
 pub use crate::sql::error;
-use crate::sql::{
-    Migrations, entry, is_table_name, is_transient, outbox_columns, quoted, register_readiness,
-    store_error, unix_millis, unqualified,
-};
-use serde::{Deserialize, Serialize};
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{PgConnection, Row};
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-
+use crate::sql::{Migrations, SqlPlugin, is_transient};
 pub use sqlx::PgPool;
 
 /// The `postgres` section.
@@ -121,24 +115,21 @@ impl ConfigSection for PostgresConfig {
     const KEY: &'static str = "postgres";
 }
 
-/// The Postgres plug-in (section `postgres`). Provides a [`PgPool`], and a
-/// [`PgOutbox`] / [`PgInbox`] when asked for.
+/// The Postgres plug-in (section `postgres`). Provides a [`PgPool`], and
+/// with the `outbox` feature a [`PgOutbox`] / [`PgInbox`] when asked for.
 #[derive(Default)]
 pub struct Postgres {
-    outbox: bool,
-    inbox: bool,
-    pool: Option<PgPool>,
+    sql: SqlPlugin<sqlx::Postgres>,
+    #[cfg(feature = "outbox")]
     outbox_store: Option<PgOutbox>,
     /// Stops the outbox listener before the pool closes.
+    #[cfg(feature = "outbox")]
     listener: CancellationToken,
 }
 
 impl fmt::Debug for Postgres {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Postgres")
-            .field("outbox", &self.outbox)
-            .field("inbox", &self.inbox)
-            .finish_non_exhaustive()
+        self.sql.debug(f, "Postgres")
     }
 }
 
@@ -152,17 +143,19 @@ impl Postgres {
     /// Also provides a [`PgOutbox`] on `postgres.outbox_table`, creating the
     /// table if missing, and listens for its notifications while the service
     /// runs.
+    #[cfg(feature = "outbox")]
     #[must_use]
     pub fn outbox(mut self) -> Self {
-        self.outbox = true;
+        self.sql.outbox = true;
         self
     }
 
     /// Also provides a [`PgInbox`] on `postgres.inbox_table`, creating the
     /// table if missing.
+    #[cfg(feature = "outbox")]
     #[must_use]
     pub fn inbox(mut self) -> Self {
-        self.inbox = true;
+        self.sql.inbox = true;
         self
     }
 }
@@ -186,22 +179,15 @@ impl Plugin for Postgres {
                 format!("expected a URL like postgres://user@host:5432/db ({e})"),
             )
         })?;
-        for (key, table) in [
-            ("postgres.outbox_table", &config.outbox_table),
-            ("postgres.inbox_table", &config.inbox_table),
-        ] {
-            if !is_table_name(table) {
-                return Err(ctx
-                    .config()
-                    .invalid(
-                        key,
-                        "expected a table name: `name` or `schema.name`, each of lower-case \
-                         letters, digits and `_`, not starting with a digit, at most 48 bytes",
-                    )
-                    .into());
-            }
-        }
-        if self.outbox && config.max_connections < 2 {
+        SqlPlugin::<sqlx::Postgres>::check_tables(
+            ctx.config(),
+            [
+                ("postgres.outbox_table", &config.outbox_table),
+                ("postgres.inbox_table", &config.inbox_table),
+            ],
+            true,
+        )?;
+        if self.sql.outbox && config.max_connections < 2 {
             return Err(ctx
                 .config()
                 .invalid(
@@ -240,26 +226,15 @@ impl Plugin for Postgres {
             .acquire_timeout(config.acquire_timeout)
             .idle_timeout(Some(config.idle_timeout))
             .connect_lazy_with(options);
-        if let Some(migrations) = &migrations {
-            migrations.run(&pool, &target).await?;
-        }
-        if self.outbox {
-            let outbox = PgOutbox::new(pool.clone(), &config.outbox_table);
-            outbox.create_table().await?;
-            ctx.provide(outbox.clone())?;
-            self.outbox_store = Some(outbox);
-        }
-        if self.inbox {
-            let inbox = PgInbox::new(pool.clone(), &config.inbox_table);
-            inbox.create_table().await?;
-            ctx.provide(inbox)?;
-        }
-        ctx.provide(pool.clone())?;
-        register_readiness(ctx, "postgres", pool.clone());
-        self.pool = Some(pool);
+        self.sql
+            .open(ctx, "postgres", pool.clone(), migrations.as_ref(), &target)
+            .await?;
+        #[cfg(feature = "outbox")]
+        self.provide_stores(ctx, &pool, &config).await?;
         Ok(())
     }
 
+    #[cfg(feature = "outbox")]
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
         if let Some(outbox) = self.outbox_store.clone() {
             let stop = ctx.shutdown_token().child_token();
@@ -273,10 +248,9 @@ impl Plugin for Postgres {
     }
 
     async fn stop(&mut self) -> Result<(), BoxError> {
+        #[cfg(feature = "outbox")]
         self.listener.cancel();
-        if let Some(pool) = self.pool.take() {
-            pool.close().await;
-        }
+        self.sql.close().await;
         Ok(())
     }
 }
@@ -322,570 +296,619 @@ async fn connect(options: &PgConnectOptions, timeout: Duration) -> Result<(), St
     }
 }
 
-/// Seconds, as SQL's `make_interval(secs => …)` takes them.
-fn seconds(duration: Duration) -> f64 {
-    duration.as_secs_f64()
-}
+/// The outbox and inbox stores (feature `outbox`).
+#[cfg(feature = "outbox")]
+mod stores {
+    use std::fmt;
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
 
-/// The transactional outbox on Postgres (see
-/// [`mamey_messaging::OutboxStore`]). Cheap to clone.
-///
-/// Stage in the transaction that changes the state; the relay claims rows
-/// with `FOR UPDATE SKIP LOCKED` and a lease, so relays in several instances
-/// never send the same row at once, and a relay that dies mid-batch frees
-/// its rows when the lease ends.
-///
-/// A handler takes the pool, the outbox and the publisher as arguments:
-///
-/// ```no_run
-/// use mamey_core::cqrs::{Command, Res};
-/// use mamey_core::Error;
-/// use mamey_messaging::{OutboxStore, PublishOptions, Publisher, message};
-/// use mamey_persistence::postgres::{PgOutbox, PgPool, error};
-///
-/// struct PlaceOrder { id: i64 }
-/// impl Command for PlaceOrder {}
-///
-/// #[message(namespace = "orders", event)]
-/// #[derive(Clone)]
-/// struct OrderPlaced { id: i64 }
-///
-/// async fn place_order(
-///     cmd: PlaceOrder,
-///     Res(pool): Res<PgPool>,
-///     Res(outbox): Res<PgOutbox>,
-///     Res(events): Res<Publisher>,
-/// ) -> Result<(), Error> {
-///     let mut tx = pool.begin().await.map_err(error)?;
-///     sqlx::query("INSERT INTO orders (id) VALUES ($1)")
-///         .bind(cmd.id)
-///         .execute(&mut *tx)
-///         .await
-///         .map_err(error)?;
-///     let event = events.prepare(&OrderPlaced { id: cmd.id }, PublishOptions::default())?;
-///     outbox.stage(&mut *tx, event).await?;
-///     tx.commit().await.map_err(error)?; // the relay wakes and publishes the event
-///     Ok(())
-/// }
-/// ```
-#[derive(Clone)]
-pub struct PgOutbox {
-    pool: PgPool,
-    table: Arc<str>,
-    sql: Arc<OutboxSql>,
-    staged: Arc<Notify>,
-}
+    use mamey_core::{BoxError, InitContext};
+    use mamey_messaging::{InboxStore, OutboxEntry, OutboxStore, OutgoingMessage, StoreError};
+    use sqlx::PgConnection;
+    use sqlx::postgres::PgListener;
+    use tokio::sync::Notify;
+    use tokio_util::sync::CancellationToken;
 
-/// The outbox statements, with the table name in them.
-struct OutboxSql {
-    create: String,
-    stage: String,
-    claim: String,
-    park: String,
-    release: String,
-    mark_sent: String,
-    retry_later: String,
-    purge_sent: String,
-    pending: String,
-}
+    use super::{PgPool, Postgres, PostgresConfig};
+    use crate::sql::outbox::{
+        OutboxSql, bind_message, check_message_id, claimed, lost, outbox_columns, quoted,
+        store_error, unqualified,
+    };
 
-impl fmt::Debug for PgOutbox {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PgOutbox")
-            .field("table", &self.table)
-            .finish_non_exhaustive()
-    }
-}
-
-impl PgOutbox {
-    /// The outbox in `table` (`name` or `schema.name`; the caller checks it
-    /// is a plain identifier). Its `NOTIFY` channel is `table`, as given.
-    #[must_use]
-    pub fn new(pool: PgPool, name: &str) -> Self {
-        let table = quoted(name);
-        let index = unqualified(name);
-        let columns = outbox_columns("o.", "o.headers::text");
-        let sql = OutboxSql {
-            create: format!(
-                "CREATE TABLE IF NOT EXISTS {table} (
-                    seq bigint GENERATED ALWAYS AS IDENTITY,
-                    message_id text PRIMARY KEY,
-                    exchange text NOT NULL,
-                    routing_key text NOT NULL,
-                    correlation_id text NOT NULL,
-                    message_type text NOT NULL,
-                    content_type text NOT NULL,
-                    persistent boolean NOT NULL,
-                    timestamp_ms bigint NOT NULL,
-                    headers jsonb NOT NULL,
-                    body bytea NOT NULL,
-                    staged_at timestamptz NOT NULL DEFAULT now(),
-                    due_at timestamptz NOT NULL DEFAULT now(),
-                    leased_until timestamptz,
-                    sent_at timestamptz,
-                    attempts integer NOT NULL DEFAULT 0,
-                    last_error text
-                );
-                CREATE INDEX IF NOT EXISTS \"{index}_unsent\" ON {table} (seq) WHERE sent_at IS NULL;
-                CREATE INDEX IF NOT EXISTS \"{index}_sent\" ON {table} (sent_at) WHERE sent_at IS NOT NULL;"
-            ),
-            // One round trip: the row, and a notification delivered when
-            // (and only if) the transaction commits.
-            stage: format!(
-                "WITH staged AS (
-                    INSERT INTO {table} (message_id, exchange, routing_key, correlation_id,
-                        message_type, content_type, persistent, timestamp_ms, headers, body)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10)
-                    RETURNING 1
-                 )
-                 SELECT pg_notify($11, '') FROM staged"
-            ),
-            // The rows are picked once, in a CTE: an `IN (SELECT … LIMIT)`
-            // may be evaluated again by the planner and lease more than
-            // `batch` rows.
-            claim: format!(
-                "WITH picked AS (
-                     SELECT message_id FROM {table}
-                     WHERE sent_at IS NULL AND due_at <= now()
-                       AND (leased_until IS NULL OR leased_until <= now())
-                     ORDER BY seq
-                     LIMIT $1
-                     FOR UPDATE SKIP LOCKED)
-                 UPDATE {table} AS o
-                 SET leased_until = now() + make_interval(secs => $2), attempts = o.attempts + 1
-                 FROM picked
-                 WHERE o.message_id = picked.message_id
-                 RETURNING {columns}"
-            ),
-            park: format!(
-                "UPDATE {table} SET due_at = 'infinity', leased_until = NULL, last_error = $2
-                 WHERE message_id = ANY($1)"
-            ),
-            mark_sent: format!(
-                "UPDATE {table} SET sent_at = now(), leased_until = NULL
-                 WHERE message_id = ANY($1)"
-            ),
-            release: format!(
-                "UPDATE {table} SET leased_until = NULL, attempts = GREATEST(attempts - 1, 0)
-                 WHERE message_id = ANY($1)"
-            ),
-            retry_later: format!(
-                "UPDATE {table}
-                 SET due_at = now() + make_interval(secs => $2), leased_until = NULL,
-                     last_error = $3
-                 WHERE message_id = $1"
-            ),
-            purge_sent: format!(
-                "DELETE FROM {table}
-                 WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval(secs => $1)"
-            ),
-            pending: format!("SELECT count(*) FROM {table} WHERE sent_at IS NULL"),
-        };
-        Self {
-            pool,
-            table: name.into(),
-            sql: Arc::new(sql),
-            staged: Arc::new(Notify::new()),
+    impl Postgres {
+        /// Creates the tables of the stores asked for, if missing, and provides
+        /// the stores; keeps the outbox for its listener.
+        pub(super) async fn provide_stores(
+            &mut self,
+            ctx: &mut InitContext<'_>,
+            pool: &PgPool,
+            config: &PostgresConfig,
+        ) -> Result<(), BoxError> {
+            if self.sql.outbox {
+                let outbox = PgOutbox::new(pool.clone(), &config.outbox_table);
+                outbox.create_table().await?;
+                ctx.provide(outbox.clone())?;
+                self.outbox_store = Some(outbox);
+            }
+            if self.sql.inbox {
+                let inbox = PgInbox::new(pool.clone(), &config.inbox_table);
+                inbox.create_table().await?;
+                ctx.provide(inbox)?;
+            }
+            Ok(())
         }
     }
 
-    /// The table.
-    #[must_use]
-    pub fn table(&self) -> &str {
-        &self.table
+    /// Seconds, as SQL's `make_interval(secs => …)` takes them.
+    fn seconds(duration: Duration) -> f64 {
+        duration.as_secs_f64()
     }
 
-    /// The `CREATE TABLE` and `CREATE INDEX` statements of the table, for a
-    /// migration tool when the service's role may not create tables.
-    #[must_use]
-    pub fn schema(&self) -> &str {
-        &self.sql.create
-    }
-
-    /// Creates the table and its indexes if missing. Instances starting at
-    /// once take turns (an advisory lock), so the creation never races.
+    /// The transactional outbox on Postgres (see
+    /// [`mamey_messaging::OutboxStore`]). Cheap to clone.
     ///
-    /// # Errors
-    /// The database refused, e.g. no `CREATE` privilege.
-    pub async fn create_table(&self) -> Result<(), StoreError> {
-        create_unless_present(&self.pool, &self.table, &self.sql.create).await
+    /// Stage in the transaction that changes the state; the relay claims
+    /// rows with `FOR UPDATE SKIP LOCKED` and a lease, so relays in several
+    /// instances never send the same row at once, and a relay that dies
+    /// mid-batch frees its rows when the lease ends. Each claim writes its
+    /// token in `claim_id`, and rows are settled only under it: a relay whose
+    /// lease ran out cannot mark, free or reschedule a row another relay has
+    /// claimed since.
+    ///
+    /// A handler takes the pool, the outbox and the publisher as arguments:
+    ///
+    /// ```no_run
+    /// use mamey_core::cqrs::{Command, Res};
+    /// use mamey_core::Error;
+    /// use mamey_messaging::{OutboxStore, PublishOptions, Publisher, message};
+    /// use mamey_persistence::postgres::{PgOutbox, PgPool, error};
+    ///
+    /// struct PlaceOrder { id: i64 }
+    /// impl Command for PlaceOrder {}
+    ///
+    /// #[message(namespace = "orders", event)]
+    /// #[derive(Clone)]
+    /// struct OrderPlaced { id: i64 }
+    ///
+    /// async fn place_order(
+    ///     cmd: PlaceOrder,
+    ///     Res(pool): Res<PgPool>,
+    ///     Res(outbox): Res<PgOutbox>,
+    ///     Res(events): Res<Publisher>,
+    /// ) -> Result<(), Error> {
+    ///     let mut tx = pool.begin().await.map_err(error)?;
+    ///     sqlx::query("INSERT INTO orders (id) VALUES ($1)")
+    ///         .bind(cmd.id)
+    ///         .execute(&mut *tx)
+    ///         .await
+    ///         .map_err(error)?;
+    ///     let event = events.prepare(&OrderPlaced { id: cmd.id }, PublishOptions::default())?;
+    ///     outbox.stage(&mut *tx, event).await?;
+    ///     tx.commit().await.map_err(error)?; // the relay wakes and publishes the event
+    ///     Ok(())
+    /// }
+    /// ```
+    #[derive(Clone)]
+    pub struct PgOutbox {
+        pool: PgPool,
+        table: Arc<str>,
+        sql: Arc<OutboxSql>,
+        staged: Arc<Notify>,
     }
 
-    /// Wakes the relay on each `NOTIFY` of the table's channel, until `stop`;
-    /// reconnects with backoff when the connection is lost, and wakes the
-    /// relay after each (re)connection for what was staged meanwhile. The
-    /// listener holds one connection of the pool.
-    pub async fn listen(&self, stop: CancellationToken) {
-        let channel = self.table.to_string();
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let connected = async {
-                let mut listener = PgListener::connect_with(&self.pool).await?;
-                listener.listen(&channel).await?;
-                Ok::<_, sqlx::Error>(listener)
+    impl fmt::Debug for PgOutbox {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("PgOutbox")
+                .field("table", &self.table)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl PgOutbox {
+        /// The outbox in `table` (`name` or `schema.name`; the caller checks it
+        /// is a plain identifier). Its `NOTIFY` channel is `table`, as given.
+        #[must_use]
+        pub fn new(pool: PgPool, name: &str) -> Self {
+            let table = quoted(name);
+            let index = unqualified(name);
+            let columns = outbox_columns("o.", "o.headers::text");
+            let sql = OutboxSql {
+                create: format!(
+                    "CREATE TABLE IF NOT EXISTS {table} (
+                        seq bigint GENERATED ALWAYS AS IDENTITY,
+                        message_id text PRIMARY KEY,
+                        exchange text NOT NULL,
+                        routing_key text NOT NULL,
+                        correlation_id text NOT NULL,
+                        message_type text NOT NULL,
+                        content_type text NOT NULL,
+                        persistent boolean NOT NULL,
+                        timestamp_ms bigint NOT NULL,
+                        headers jsonb NOT NULL,
+                        body bytea NOT NULL,
+                        staged_at timestamptz NOT NULL DEFAULT now(),
+                        due_at timestamptz NOT NULL DEFAULT now(),
+                        leased_until timestamptz,
+                        claim_id text,
+                        sent_at timestamptz,
+                        attempts integer NOT NULL DEFAULT 0,
+                        last_error text
+                    );
+                    CREATE INDEX IF NOT EXISTS \"{index}_unsent\" ON {table} (seq) WHERE sent_at IS NULL;
+                    CREATE INDEX IF NOT EXISTS \"{index}_sent\" ON {table} (sent_at) WHERE sent_at IS NOT NULL;"
+                ),
+                add_claim_column: format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS claim_id text"),
+                // One round trip: the row, and a notification delivered when
+                // (and only if) the transaction commits.
+                stage: format!(
+                    "WITH staged AS (
+                        INSERT INTO {table} (message_id, exchange, routing_key, correlation_id,
+                            message_type, content_type, persistent, timestamp_ms, headers, body)
+                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10)
+                        RETURNING 1
+                     )
+                     SELECT pg_notify($11, '') FROM staged"
+                ),
+                // The rows are picked once, in a CTE: an `IN (SELECT … LIMIT)`
+                // may be evaluated again by the planner and lease more than
+                // `batch` rows.
+                // The claim's token goes with the lease: settling a row below
+                // needs it, so a claim whose lease ran out cannot touch a row
+                // another claim has taken since. Settling clears it.
+                claim: format!(
+                    "WITH picked AS (
+                         SELECT message_id FROM {table}
+                         WHERE sent_at IS NULL AND due_at <= now()
+                           AND (leased_until IS NULL OR leased_until <= now())
+                         ORDER BY seq
+                         LIMIT $1
+                         FOR UPDATE SKIP LOCKED)
+                     UPDATE {table} AS o
+                     SET leased_until = now() + make_interval(secs => $2), attempts = o.attempts + 1,
+                         claim_id = $3
+                     FROM picked
+                     WHERE o.message_id = picked.message_id
+                     RETURNING {columns}"
+                ),
+                park: format!(
+                    "UPDATE {table}
+                     SET due_at = 'infinity', leased_until = NULL, claim_id = NULL, last_error = $2
+                     WHERE message_id = $1 AND claim_id = $3"
+                ),
+                mark_sent: format!(
+                    "UPDATE {table} SET sent_at = now(), leased_until = NULL, claim_id = NULL
+                     WHERE message_id = ANY($1) AND claim_id = $2
+                     RETURNING message_id"
+                ),
+                release: format!(
+                    "UPDATE {table}
+                     SET leased_until = NULL, claim_id = NULL, attempts = GREATEST(attempts - 1, 0)
+                     WHERE message_id = ANY($1) AND claim_id = $2
+                     RETURNING message_id"
+                ),
+                retry_later: format!(
+                    "UPDATE {table}
+                     SET due_at = now() + make_interval(secs => $2), leased_until = NULL,
+                         claim_id = NULL, last_error = $3
+                     WHERE message_id = $1 AND claim_id = $4"
+                ),
+                purge_sent: format!(
+                    "DELETE FROM {table}
+                     WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval(secs => $1)"
+                ),
+                pending: format!("SELECT count(*) FROM {table} WHERE sent_at IS NULL"),
             };
-            let listener = tokio::select! {
-                biased;
-                () = stop.cancelled() => return,
-                connected = connected => connected,
-            };
-            match listener {
-                Ok(mut listener) => {
-                    backoff = Duration::from_millis(100);
-                    self.staged.notify_one();
-                    loop {
-                        let next = tokio::select! {
-                            biased;
-                            () = stop.cancelled() => return,
-                            next = listener.try_recv() => next,
-                        };
-                        match next {
-                            Ok(Some(_)) => self.staged.notify_one(),
-                            // The connection was lost; the next call
-                            // reconnects. Notifications may have been missed.
-                            Ok(None) => {
-                                tracing::warn!(%channel, "outbox listener reconnecting");
-                                self.staged.notify_one();
-                            }
-                            Err(error) => {
-                                tracing::warn!(%channel, %error, "outbox listener failed");
-                                break;
+            Self {
+                pool,
+                table: name.into(),
+                sql: Arc::new(sql),
+                staged: Arc::new(Notify::new()),
+            }
+        }
+
+        /// The table.
+        #[must_use]
+        pub fn table(&self) -> &str {
+            &self.table
+        }
+
+        /// The `CREATE TABLE` and `CREATE INDEX` statements of the table, for a
+        /// migration tool when the service's role may not create tables.
+        #[must_use]
+        pub fn schema(&self) -> &str {
+            &self.sql.create
+        }
+
+        /// Creates the table and its indexes if missing. Instances starting at
+        /// once take turns (an advisory lock), so the creation never races. A
+        /// table made before claims carried a token gets its `claim_id` column.
+        ///
+        /// # Errors
+        /// The database refused, e.g. no `CREATE` privilege, or no right to
+        /// add the missing column (the error says the statement to run).
+        pub async fn create_table(&self) -> Result<(), StoreError> {
+            create_unless_present(&self.pool, &self.table, &self.sql.create).await?;
+            let table = &self.table;
+            let present: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_attribute
+                 WHERE attrelid = to_regclass($1) AND attname = 'claim_id' AND NOT attisdropped)",
+            )
+            .bind(quoted(table))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error(format!("looking up `{table}`")))?;
+            if !present {
+                let add = &self.sql.add_claim_column;
+                sqlx::query(add)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(store_error(format!(
+                        "adding the claim token column to `{table}` (as its owner: `{add}`)"
+                    )))?;
+                tracing::info!(%table, "outbox table upgraded: column `claim_id` added");
+            }
+            Ok(())
+        }
+
+        /// Wakes the relay on each `NOTIFY` of the table's channel, until `stop`;
+        /// reconnects with backoff when the connection is lost, and wakes the
+        /// relay after each (re)connection for what was staged meanwhile. The
+        /// listener holds one connection of the pool.
+        pub async fn listen(&self, stop: CancellationToken) {
+            let channel = self.table.to_string();
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let connected = async {
+                    let mut listener = PgListener::connect_with(&self.pool).await?;
+                    listener.listen(&channel).await?;
+                    Ok::<_, sqlx::Error>(listener)
+                };
+                let listener = tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return,
+                    connected = connected => connected,
+                };
+                match listener {
+                    Ok(mut listener) => {
+                        backoff = Duration::from_millis(100);
+                        self.staged.notify_one();
+                        loop {
+                            let next = tokio::select! {
+                                biased;
+                                () = stop.cancelled() => return,
+                                next = listener.try_recv() => next,
+                            };
+                            match next {
+                                Ok(Some(_)) => self.staged.notify_one(),
+                                // The connection was lost; the next call
+                                // reconnects. Notifications may have been missed.
+                                Ok(None) => {
+                                    tracing::warn!(%channel, "outbox listener reconnecting");
+                                    self.staged.notify_one();
+                                }
+                                Err(error) => {
+                                    tracing::warn!(%channel, %error, "outbox listener failed");
+                                    break;
+                                }
                             }
                         }
                     }
+                    Err(error) => {
+                        tracing::warn!(%channel, %error, ?backoff, "outbox listener cannot connect");
+                    }
                 }
-                Err(error) => {
-                    tracing::warn!(%channel, %error, ?backoff, "outbox listener cannot connect");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
                 }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+
+        /// Messages staged and not yet sent (for tests and dashboards).
+        ///
+        /// # Errors
+        /// The database failed.
+        pub async fn pending(&self) -> Result<u64, StoreError> {
+            let count: i64 = sqlx::query_scalar(&self.sql.pending)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(store_error("counting pending messages"))?;
+            Ok(u64::try_from(count).unwrap_or(0))
         }
     }
 
-    /// Messages staged and not yet sent (for tests and dashboards).
-    ///
-    /// # Errors
-    /// The database failed.
-    pub async fn pending(&self) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar(&self.sql.pending)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(store_error("counting pending messages"))?;
-        Ok(u64::try_from(count).unwrap_or(0))
-    }
-}
+    impl OutboxStore for PgOutbox {
+        /// A connection in the caller's transaction: `&mut *tx` of a
+        /// `sqlx::Transaction<'_, Postgres>`.
+        type Transaction<'t> = PgConnection;
 
-impl OutboxStore for PgOutbox {
-    /// A connection in the caller's transaction: `&mut *tx` of a
-    /// `sqlx::Transaction<'_, Postgres>`.
-    type Transaction<'t> = PgConnection;
-
-    async fn stage(
-        &self,
-        tx: &mut Self::Transaction<'_>,
-        message: OutgoingMessage,
-    ) -> Result<(), StoreError> {
-        let OutgoingMessage {
-            route,
-            properties,
-            body,
-        } = message;
-        let headers = serde_json::to_string(&properties.headers)
-            .map_err(|e| StoreError::with_source("encoding headers", e))?;
-        let timestamp_ms = unix_millis(properties.timestamp);
-        sqlx::query(&self.sql.stage)
-            .bind(properties.message_id)
-            .bind(route.exchange)
-            .bind(route.routing_key)
-            .bind(properties.correlation_id)
-            .bind(properties.message_type)
-            .bind(properties.content_type)
-            .bind(properties.persistent)
-            .bind(timestamp_ms)
-            .bind(headers)
-            .bind(body.as_ref())
-            .bind(&*self.table)
-            .execute(tx)
-            .await
-            .map_err(store_error("staging a message"))?;
-        Ok(())
-    }
-
-    async fn claim(&self, batch: usize, lease: Duration) -> Result<Vec<OutboxEntry>, StoreError> {
-        let rows = sqlx::query(&self.sql.claim)
-            .bind(i64::try_from(batch).unwrap_or(i64::MAX))
-            .bind(seconds(lease))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error("claiming messages"))?;
-        let (mut entries, mut unreadable) = (Vec::with_capacity(rows.len()), Vec::new());
-        for row in &rows {
-            match entry(row) {
-                Ok(entry) => entries.push(entry),
-                Err(error) => {
-                    let id: Option<String> = row.try_get(0).ok();
-                    tracing::error!(table = %self.table, message_id = ?id, %error, "outbox row cannot be read; parked");
-                    unreadable.extend(id.map(|id| (id, error.to_string())));
-                }
-            }
+        async fn stage(
+            &self,
+            tx: &mut Self::Transaction<'_>,
+            message: OutgoingMessage,
+        ) -> Result<(), StoreError> {
+            bind_message(sqlx::query(&self.sql.stage), &message)?
+                .bind(&*self.table)
+                .execute(tx)
+                .await
+                .map_err(store_error("staging a message"))?;
+            Ok(())
         }
-        // A row that cannot be read is parked (due never, with the error),
-        // so that it does not hold back the rows claimed with it, round
-        // after round.
-        for (id, error) in unreadable {
-            // Not parked now: it comes back after the lease.
-            if let Err(failure) = sqlx::query(&self.sql.park)
-                .bind(vec![id])
-                .bind(format!("cannot read the row: {error}"))
+
+        async fn claim(
+            &self,
+            batch: usize,
+            lease: Duration,
+        ) -> Result<Vec<OutboxEntry>, StoreError> {
+            let claim = mamey_core::new_id();
+            let rows = sqlx::query(&self.sql.claim)
+                .bind(i64::try_from(batch).unwrap_or(i64::MAX))
+                .bind(seconds(lease))
+                .bind(&claim)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error("claiming messages"))?;
+            let (park, pool, token) = (self.sql.park.as_str(), &self.pool, claim.as_str());
+            Ok(claimed(&self.table, &claim, &rows, move |id, reason| {
+                sqlx::query(park)
+                    .bind(id)
+                    .bind(reason)
+                    .bind(token)
+                    .execute(pool)
+            })
+            .await)
+        }
+
+        async fn mark_sent(
+            &self,
+            claim: &str,
+            message_ids: &[String],
+        ) -> Result<Vec<String>, StoreError> {
+            let marked: Vec<String> = sqlx::query_scalar(&self.sql.mark_sent)
+                .bind(message_ids)
+                .bind(claim)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error("marking messages sent"))?;
+            Ok(lost(message_ids, &marked))
+        }
+
+        async fn release(
+            &self,
+            claim: &str,
+            message_ids: &[String],
+        ) -> Result<Vec<String>, StoreError> {
+            let released: Vec<String> = sqlx::query_scalar(&self.sql.release)
+                .bind(message_ids)
+                .bind(claim)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error("releasing messages"))?;
+            Ok(lost(message_ids, &released))
+        }
+
+        async fn retry_later(
+            &self,
+            claim: &str,
+            message_id: &str,
+            error: &str,
+            not_before: SystemTime,
+        ) -> Result<bool, StoreError> {
+            // Relative to the database's clock, so clock skew between this host
+            // and the database moves nothing.
+            let delay = not_before
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            let done = sqlx::query(&self.sql.retry_later)
+                .bind(message_id)
+                .bind(seconds(delay))
+                .bind(error)
+                .bind(claim)
                 .execute(&self.pool)
                 .await
-            {
-                tracing::error!(table = %self.table, %failure, "parking an outbox row failed");
+                .map_err(store_error("scheduling a retry"))?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        async fn purge_sent(&self, before: SystemTime) -> Result<u64, StoreError> {
+            let age = SystemTime::now().duration_since(before).unwrap_or_default();
+            let done = sqlx::query(&self.sql.purge_sent)
+                .bind(seconds(age))
+                .execute(&self.pool)
+                .await
+                .map_err(store_error("purging sent messages"))?;
+            Ok(done.rows_affected())
+        }
+
+        fn staged(&self) -> Arc<Notify> {
+            Arc::clone(&self.staged)
+        }
+    }
+
+    /// The inbox on Postgres (see
+    /// [`mamey_messaging::InboxStore`]): a row per consumer
+    /// and message id, inserted in the handler's transaction. A duplicate
+    /// delivery finds the row and is skipped; if the handler's transaction rolls
+    /// back, so does the row, and the redelivery is applied. Cheap to clone.
+    ///
+    /// A subscribed handler records the consumed message's id, from its
+    /// [`MessageContext`](mamey_core::MessageContext) argument:
+    ///
+    /// ```no_run
+    /// use mamey_core::cqrs::{Event, Res};
+    /// use mamey_core::{Error, MessageContext};
+    /// use mamey_messaging::InboxStore;
+    /// use mamey_persistence::postgres::{PgInbox, PgPool, error};
+    ///
+    /// #[derive(Clone)]
+    /// struct OrderPaid { account: i64, amount: i64 }
+    /// impl Event for OrderPaid {}
+    ///
+    /// async fn charge(
+    ///     paid: OrderPaid,
+    ///     Res(pool): Res<PgPool>,
+    ///     Res(inbox): Res<PgInbox>,
+    ///     ctx: MessageContext,
+    /// ) -> Result<(), Error> {
+    ///     let mut tx = pool.begin().await.map_err(error)?;
+    ///     if !inbox.record(&mut *tx, "billing", &ctx.message_id).await? {
+    ///         return Ok(()); // applied before: skip
+    ///     }
+    ///     sqlx::query("UPDATE accounts SET balance = balance - $1 WHERE id = $2")
+    ///         .bind(paid.amount)
+    ///         .bind(paid.account)
+    ///         .execute(&mut *tx)
+    ///         .await
+    ///         .map_err(error)?;
+    ///     tx.commit().await.map_err(error)?;
+    ///     Ok(())
+    /// }
+    /// ```
+    #[derive(Clone)]
+    pub struct PgInbox {
+        pool: PgPool,
+        table: Arc<str>,
+        create: Arc<str>,
+        record: Arc<str>,
+        purge: Arc<str>,
+    }
+
+    impl fmt::Debug for PgInbox {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("PgInbox")
+                .field("table", &self.table)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl PgInbox {
+        /// The inbox in `table` (`name` or `schema.name`; the caller checks it
+        /// is a plain identifier).
+        #[must_use]
+        pub fn new(pool: PgPool, name: &str) -> Self {
+            let table = quoted(name);
+            let index = unqualified(name);
+            Self {
+                pool,
+                table: name.into(),
+                create: format!(
+                    "CREATE TABLE IF NOT EXISTS {table} (
+                        consumer text NOT NULL,
+                        message_id text NOT NULL,
+                        processed_at timestamptz NOT NULL DEFAULT now(),
+                        PRIMARY KEY (consumer, message_id)
+                    );
+                    CREATE INDEX IF NOT EXISTS \"{index}_processed\" ON {table} (processed_at);"
+                )
+                .into(),
+                record: format!(
+                    "INSERT INTO {table} (consumer, message_id) VALUES ($1, $2)
+                     ON CONFLICT DO NOTHING"
+                )
+                .into(),
+                purge: format!(
+                    "DELETE FROM {table} WHERE processed_at < now() - make_interval(secs => $1)"
+                )
+                .into(),
             }
         }
-        // RETURNING keeps no order; staging order is the publishing order.
-        entries.sort_by_key(|(seq, _)| *seq);
-        Ok(entries.into_iter().map(|(_, entry)| entry).collect())
+
+        /// The table.
+        #[must_use]
+        pub fn table(&self) -> &str {
+            &self.table
+        }
+
+        /// The `CREATE TABLE` and `CREATE INDEX` statements of the table (see
+        /// [`PgOutbox::schema`]).
+        #[must_use]
+        pub fn schema(&self) -> &str {
+            &self.create
+        }
+
+        /// Creates the table if missing (see [`PgOutbox::create_table`]).
+        ///
+        /// # Errors
+        /// The database refused.
+        pub async fn create_table(&self) -> Result<(), StoreError> {
+            create_unless_present(&self.pool, &self.table, &self.create).await
+        }
+
+        /// Forgets message ids processed more than `older_than` ago; returns how
+        /// many. Keep `older_than` well beyond the longest time a duplicate can
+        /// arrive (the broker's redelivery and the publishers' retries).
+        ///
+        /// # Errors
+        /// The database failed.
+        pub async fn purge(&self, older_than: Duration) -> Result<u64, StoreError> {
+            let done = sqlx::query(&self.purge)
+                .bind(seconds(older_than))
+                .execute(&self.pool)
+                .await
+                .map_err(store_error("purging the inbox"))?;
+            Ok(done.rows_affected())
+        }
     }
 
-    async fn mark_sent(&self, message_ids: &[String]) -> Result<(), StoreError> {
-        sqlx::query(&self.sql.mark_sent)
-            .bind(message_ids)
-            .execute(&self.pool)
-            .await
-            .map_err(store_error("marking messages sent"))?;
-        Ok(())
+    impl InboxStore for PgInbox {
+        /// A connection in the handler's transaction: `&mut *tx`.
+        type Transaction<'t> = PgConnection;
+
+        async fn record(
+            &self,
+            tx: &mut Self::Transaction<'_>,
+            consumer: &str,
+            message_id: &str,
+        ) -> Result<bool, StoreError> {
+            check_message_id(message_id)?;
+            // A concurrent transaction inserting the same id makes this one wait
+            // for its outcome: committed → a duplicate, rolled back → ours.
+            let done = sqlx::query(&self.record)
+                .bind(consumer)
+                .bind(message_id)
+                .execute(tx)
+                .await
+                .map_err(store_error("recording a message id"))?;
+            Ok(done.rows_affected() == 1)
+        }
     }
 
-    async fn release(&self, message_ids: &[String]) -> Result<(), StoreError> {
-        sqlx::query(&self.sql.release)
-            .bind(message_ids)
-            .execute(&self.pool)
-            .await
-            .map_err(store_error("releasing messages"))?;
-        Ok(())
-    }
-
-    async fn retry_later(
-        &self,
-        message_id: &str,
-        error: &str,
-        not_before: SystemTime,
+    /// Runs `ddl` in a transaction holding an advisory lock named after `table`,
+    /// unless the table exists: a role without `CREATE` on the schema (the
+    /// tables made by a migration) then starts too — Postgres checks that right
+    /// before it looks at `IF NOT EXISTS`.
+    async fn create_unless_present(
+        pool: &PgPool,
+        table: &str,
+        ddl: &str,
     ) -> Result<(), StoreError> {
-        // Relative to the database's clock, so clock skew between this host
-        // and the database moves nothing.
-        let delay = not_before
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
-        sqlx::query(&self.sql.retry_later)
-            .bind(message_id)
-            .bind(seconds(delay))
-            .bind(error)
-            .execute(&self.pool)
+        let creating = || store_error(format!("creating `{table}`"));
+        let present: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(quoted(table))
+            .fetch_one(pool)
             .await
-            .map_err(store_error("scheduling a retry"))?;
-        Ok(())
-    }
-
-    async fn purge_sent(&self, before: SystemTime) -> Result<u64, StoreError> {
-        let age = SystemTime::now().duration_since(before).unwrap_or_default();
-        let done = sqlx::query(&self.sql.purge_sent)
-            .bind(seconds(age))
-            .execute(&self.pool)
-            .await
-            .map_err(store_error("purging sent messages"))?;
-        Ok(done.rows_affected())
-    }
-
-    fn staged(&self) -> Arc<Notify> {
-        Arc::clone(&self.staged)
-    }
-}
-
-/// The inbox on Postgres (see
-/// [`mamey_messaging::InboxStore`]): a row per consumer
-/// and message id, inserted in the handler's transaction. A duplicate
-/// delivery finds the row and is skipped; if the handler's transaction rolls
-/// back, so does the row, and the redelivery is applied. Cheap to clone.
-///
-/// A subscribed handler records the consumed message's id, from its
-/// [`MessageContext`](mamey_core::MessageContext) argument:
-///
-/// ```no_run
-/// use mamey_core::cqrs::{Event, Res};
-/// use mamey_core::{Error, MessageContext};
-/// use mamey_messaging::InboxStore;
-/// use mamey_persistence::postgres::{PgInbox, PgPool, error};
-///
-/// #[derive(Clone)]
-/// struct OrderPaid { account: i64, amount: i64 }
-/// impl Event for OrderPaid {}
-///
-/// async fn charge(
-///     paid: OrderPaid,
-///     Res(pool): Res<PgPool>,
-///     Res(inbox): Res<PgInbox>,
-///     ctx: MessageContext,
-/// ) -> Result<(), Error> {
-///     let mut tx = pool.begin().await.map_err(error)?;
-///     if !inbox.record(&mut *tx, "billing", &ctx.message_id).await? {
-///         return Ok(()); // applied before: skip
-///     }
-///     sqlx::query("UPDATE accounts SET balance = balance - $1 WHERE id = $2")
-///         .bind(paid.amount)
-///         .bind(paid.account)
-///         .execute(&mut *tx)
-///         .await
-///         .map_err(error)?;
-///     tx.commit().await.map_err(error)?;
-///     Ok(())
-/// }
-/// ```
-#[derive(Clone)]
-pub struct PgInbox {
-    pool: PgPool,
-    table: Arc<str>,
-    create: Arc<str>,
-    record: Arc<str>,
-    purge: Arc<str>,
-}
-
-impl fmt::Debug for PgInbox {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PgInbox")
-            .field("table", &self.table)
-            .finish_non_exhaustive()
-    }
-}
-
-impl PgInbox {
-    /// The inbox in `table` (`name` or `schema.name`; the caller checks it
-    /// is a plain identifier).
-    #[must_use]
-    pub fn new(pool: PgPool, name: &str) -> Self {
-        let table = quoted(name);
-        let index = unqualified(name);
-        Self {
-            pool,
-            table: name.into(),
-            create: format!(
-                "CREATE TABLE IF NOT EXISTS {table} (
-                    consumer text NOT NULL,
-                    message_id text NOT NULL,
-                    processed_at timestamptz NOT NULL DEFAULT now(),
-                    PRIMARY KEY (consumer, message_id)
-                );
-                CREATE INDEX IF NOT EXISTS \"{index}_processed\" ON {table} (processed_at);"
-            )
-            .into(),
-            record: format!(
-                "INSERT INTO {table} (consumer, message_id) VALUES ($1, $2)
-                 ON CONFLICT DO NOTHING"
-            )
-            .into(),
-            purge: format!(
-                "DELETE FROM {table} WHERE processed_at < now() - make_interval(secs => $1)"
-            )
-            .into(),
+            .map_err(store_error(format!("looking up `{table}`")))?;
+        if present {
+            return Ok(());
         }
-    }
-
-    /// The table.
-    #[must_use]
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
-    /// The `CREATE TABLE` and `CREATE INDEX` statements of the table (see
-    /// [`PgOutbox::schema`]).
-    #[must_use]
-    pub fn schema(&self) -> &str {
-        &self.create
-    }
-
-    /// Creates the table if missing (see [`PgOutbox::create_table`]).
-    ///
-    /// # Errors
-    /// The database refused.
-    pub async fn create_table(&self) -> Result<(), StoreError> {
-        create_unless_present(&self.pool, &self.table, &self.create).await
-    }
-
-    /// Forgets message ids processed more than `older_than` ago; returns how
-    /// many. Keep `older_than` well beyond the longest time a duplicate can
-    /// arrive (the broker's redelivery and the publishers' retries).
-    ///
-    /// # Errors
-    /// The database failed.
-    pub async fn purge(&self, older_than: Duration) -> Result<u64, StoreError> {
-        let done = sqlx::query(&self.purge)
-            .bind(seconds(older_than))
-            .execute(&self.pool)
-            .await
-            .map_err(store_error("purging the inbox"))?;
-        Ok(done.rows_affected())
-    }
-}
-
-impl InboxStore for PgInbox {
-    /// A connection in the handler's transaction: `&mut *tx`.
-    type Transaction<'t> = PgConnection;
-
-    async fn record(
-        &self,
-        tx: &mut Self::Transaction<'_>,
-        consumer: &str,
-        message_id: &str,
-    ) -> Result<bool, StoreError> {
-        if message_id.is_empty() {
-            // Every id-less message would otherwise count as one: the first
-            // applied, all later ones skipped.
-            return Err(StoreError::new(
-                "an empty message id cannot be recorded in the inbox",
-            ));
-        }
-        // A concurrent transaction inserting the same id makes this one wait
-        // for its outcome: committed → a duplicate, rolled back → ours.
-        let done = sqlx::query(&self.record)
-            .bind(consumer)
-            .bind(message_id)
-            .execute(tx)
-            .await
-            .map_err(store_error("recording a message id"))?;
-        Ok(done.rows_affected() == 1)
-    }
-}
-
-/// Runs `ddl` in a transaction holding an advisory lock named after `table`,
-/// unless the table exists: a role without `CREATE` on the schema (the
-/// tables made by a migration) then starts too — Postgres checks that right
-/// before it looks at `IF NOT EXISTS`.
-async fn create_unless_present(pool: &PgPool, table: &str, ddl: &str) -> Result<(), StoreError> {
-    let creating = || store_error(format!("creating `{table}`"));
-    let present: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-        .bind(quoted(table))
-        .fetch_one(pool)
-        .await
-        .map_err(store_error(format!("looking up `{table}`")))?;
-    if present {
-        return Ok(());
-    }
-    let mut tx = pool.begin().await.map_err(creating())?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-        .bind(format!("mamey:{table}"))
-        .execute(&mut *tx)
-        .await
-        .map_err(creating())?;
-    // One statement at a time: prepared statements hold one each.
-    for statement in ddl.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-        sqlx::query(statement)
+        let mut tx = pool.begin().await.map_err(creating())?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(format!("mamey:{table}"))
             .execute(&mut *tx)
             .await
             .map_err(creating())?;
+        // One statement at a time: prepared statements hold one each.
+        for statement in ddl.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            sqlx::query(statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(creating())?;
+        }
+        tx.commit().await.map_err(creating())
     }
-    tx.commit().await.map_err(creating())
 }
+
+#[cfg(feature = "outbox")]
+pub use stores::{PgInbox, PgOutbox};

@@ -8,7 +8,8 @@
 //! resource, registers a `sqlite` readiness check, and closes the pool when
 //! the service stops.
 //!
-//! [`Sqlite::outbox`] adds a [`SqliteOutbox`] resource for
+//! With the `outbox` feature (on by default), [`Sqlite::outbox`] adds a
+//! [`SqliteOutbox`] resource for
 //! [`Messaging::outbox`](mamey_messaging::Messaging::outbox), and
 //! [`Sqlite::inbox`] a [`SqliteInbox`]. A commit that staged a message on
 //! one of the pool's connections wakes the relay; what other processes
@@ -33,22 +34,15 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use mamey_core::config::ConfigSection;
 use mamey_core::{BoxError, InitContext, Plugin};
-use mamey_messaging::{InboxStore, OutboxEntry, OutboxStore, OutgoingMessage, StoreError};
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqliteConnection};
-use tokio::sync::Notify;
 
 pub use crate::sql::error;
-use crate::sql::{
-    Migrations, entry, is_table_name, outbox_columns, quoted, register_readiness, store_error,
-    unix_millis,
-};
+use crate::sql::{Migrations, SqlPlugin};
 pub use sqlx::SqlitePool;
 
 /// The `sqlite` section.
@@ -101,21 +95,17 @@ impl ConfigSection for SqliteConfig {
     const KEY: &'static str = "sqlite";
 }
 
-/// The SQLite plug-in (section `sqlite`). Provides a [`SqlitePool`], and a
-/// [`SqliteOutbox`] / [`SqliteInbox`] when asked for.
+/// The SQLite plug-in (section `sqlite`). Provides a [`SqlitePool`], and
+/// with the `outbox` feature a [`SqliteOutbox`] / [`SqliteInbox`] when
+/// asked for.
 #[derive(Default)]
 pub struct Sqlite {
-    outbox: bool,
-    inbox: bool,
-    pool: Option<SqlitePool>,
+    sql: SqlPlugin<sqlx::Sqlite>,
 }
 
 impl fmt::Debug for Sqlite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sqlite")
-            .field("outbox", &self.outbox)
-            .field("inbox", &self.inbox)
-            .finish_non_exhaustive()
+        self.sql.debug(f, "Sqlite")
     }
 }
 
@@ -128,17 +118,19 @@ impl Sqlite {
 
     /// Also provides a [`SqliteOutbox`] on `sqlite.outbox_table`, creating
     /// the table if missing.
+    #[cfg(feature = "outbox")]
     #[must_use]
     pub fn outbox(mut self) -> Self {
-        self.outbox = true;
+        self.sql.outbox = true;
         self
     }
 
     /// Also provides a [`SqliteInbox`] on `sqlite.inbox_table`, creating the
     /// table if missing.
+    #[cfg(feature = "outbox")]
     #[must_use]
     pub fn inbox(mut self) -> Self {
-        self.inbox = true;
+        self.sql.inbox = true;
         self
     }
 }
@@ -173,21 +165,14 @@ impl Plugin for Sqlite {
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
         .busy_timeout(config.busy_timeout);
-        for (key, table) in [
-            ("sqlite.outbox_table", &config.outbox_table),
-            ("sqlite.inbox_table", &config.inbox_table),
-        ] {
-            if !is_table_name(table) || table.contains('.') {
-                return Err(ctx
-                    .config()
-                    .invalid(
-                        key,
-                        "expected a table name: lower-case letters, digits and `_`, not \
-                         starting with a digit, at most 48 bytes",
-                    )
-                    .into());
-            }
-        }
+        SqlPlugin::<sqlx::Sqlite>::check_tables(
+            ctx.config(),
+            [
+                ("sqlite.outbox_table", &config.outbox_table),
+                ("sqlite.inbox_table", &config.inbox_table),
+            ],
+            false,
+        )?;
         if config.max_connections == 0 {
             return Err(ctx
                 .config()
@@ -210,486 +195,549 @@ impl Plugin for Sqlite {
                 )
                 .into());
         }
-        let staged = Arc::new(Notify::new());
-        let mut pool = SqlitePoolOptions::new().max_connections(config.max_connections);
-        if self.outbox {
+        let pool = SqlitePoolOptions::new().max_connections(config.max_connections);
+        #[cfg(feature = "outbox")]
+        let (pool, staged) = self.wake_on_staging(pool, &config);
+        let pool = pool
+            .connect_with(options)
+            .await
+            .map_err(|e| format!("cannot open SQLite database `{file}`: {e}"))?;
+        self.sql
+            .open(
+                ctx,
+                "sqlite",
+                pool.clone(),
+                migrations.as_ref(),
+                &format!("`{file}`"),
+            )
+            .await?;
+        #[cfg(feature = "outbox")]
+        self.provide_stores(ctx, &pool, &config, staged).await?;
+        Ok(())
+    }
+
+    async fn stop(&mut self) -> Result<(), BoxError> {
+        self.sql.close().await;
+        Ok(())
+    }
+}
+
+/// The outbox and inbox stores (feature `outbox`).
+#[cfg(feature = "outbox")]
+mod stores {
+    use std::fmt;
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use mamey_core::{BoxError, InitContext};
+    use mamey_messaging::{InboxStore, OutboxEntry, OutboxStore, OutgoingMessage, StoreError};
+    use sqlx::SqliteConnection;
+    use sqlx::sqlite::SqlitePoolOptions;
+    use tokio::sync::Notify;
+
+    use super::{Sqlite, SqliteConfig, SqlitePool};
+    use crate::sql::outbox::{
+        OutboxSql, bind_message, check_message_id, claimed, lost, outbox_columns, quoted,
+        store_error, unix_millis,
+    };
+
+    impl Sqlite {
+        /// With the outbox, has each connection of `pool` wake the relay on the
+        /// commits that staged a message (see [`wake_on_staging_commits`]);
+        /// returns the options and what the store's relay waits on.
+        pub(super) fn wake_on_staging(
+            &self,
+            pool: SqlitePoolOptions,
+            config: &SqliteConfig,
+        ) -> (SqlitePoolOptions, Arc<Notify>) {
+            let staged = Arc::new(Notify::new());
+            if !self.sql.outbox {
+                return (pool, staged);
+            }
             let (wake, table) = (
                 Arc::clone(&staged),
                 Arc::<str>::from(config.outbox_table.as_str()),
             );
-            pool = pool.after_connect(move |connection, _| {
+            let pool = pool.after_connect(move |connection, _| {
                 let (wake, table) = (Arc::clone(&wake), Arc::clone(&table));
                 Box::pin(async move {
                     wake_on_staging_commits(&mut connection.lock_handle().await?, wake, table);
                     Ok(())
                 })
             });
+            (pool, staged)
         }
-        let pool = pool
-            .connect_with(options)
-            .await
-            .map_err(|e| format!("cannot open SQLite database `{file}`: {e}"))?;
-        if let Some(migrations) = &migrations {
-            migrations.run(&pool, &format!("`{file}`")).await?;
-        }
-        if self.outbox {
-            let outbox = SqliteOutbox::with_wake(pool.clone(), &config.outbox_table, staged);
-            outbox.create_table().await?;
-            ctx.provide(outbox)?;
-        }
-        if self.inbox {
-            let inbox = SqliteInbox::new(pool.clone(), &config.inbox_table);
-            inbox.create_table().await?;
-            ctx.provide(inbox)?;
-        }
-        ctx.provide(pool.clone())?;
-        register_readiness(ctx, "sqlite", pool.clone());
-        self.pool = Some(pool);
-        Ok(())
-    }
 
-    async fn stop(&mut self) -> Result<(), BoxError> {
-        if let Some(pool) = self.pool.take() {
-            pool.close().await;
-        }
-        Ok(())
-    }
-}
-
-/// Makes each commit on `connection` that inserted into the outbox `table`
-/// wake the relay: the store cannot otherwise tell when the caller's
-/// transaction commits, and waking on every commit would have the relay's
-/// own claims wake it again and again.
-fn wake_on_staging_commits(
-    connection: &mut sqlx::sqlite::LockedSqliteHandle<'_>,
-    wake: Arc<Notify>,
-    table: Arc<str>,
-) {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let staged = Arc::new(AtomicBool::new(false));
-    let (inserted, committed, rolled_back) = (Arc::clone(&staged), Arc::clone(&staged), staged);
-    connection.set_update_hook(move |change| {
-        if matches!(change.operation, sqlx::sqlite::SqliteOperation::Insert)
-            && change.database == "main"
-            && change.table.eq_ignore_ascii_case(&table)
-        {
-            inserted.store(true, Ordering::Relaxed);
-        }
-    });
-    // Called as the transaction commits; a relay's claim, a write, waits for
-    // the commit to finish and then sees the rows.
-    connection.set_commit_hook(move || {
-        if committed.swap(false, Ordering::Relaxed) {
-            wake.notify_one();
-        }
-        true
-    });
-    connection.set_rollback_hook(move || rolled_back.store(false, Ordering::Relaxed));
-}
-
-/// The transactional outbox on SQLite (see
-/// [`mamey_messaging::OutboxStore`]). Cheap to clone.
-///
-/// Stage with `outbox.stage(&mut *tx, message)` in the transaction that
-/// changes the state. SQLite has one writer at a time, so a claim (one
-/// `UPDATE … RETURNING`) never overlaps another: relays in several
-/// processes on one file never send the same row at once.
-#[derive(Clone)]
-pub struct SqliteOutbox {
-    pool: SqlitePool,
-    table: Arc<str>,
-    sql: Arc<OutboxSql>,
-    staged: Arc<Notify>,
-}
-
-/// The outbox statements, with the table name in them.
-struct OutboxSql {
-    create: String,
-    stage: String,
-    claim: String,
-    park: String,
-    release: String,
-    mark_sent: String,
-    retry_later: String,
-    purge_sent: String,
-    pending: String,
-}
-
-impl fmt::Debug for SqliteOutbox {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqliteOutbox")
-            .field("table", &self.table)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SqliteOutbox {
-    /// The outbox in `table` (the caller checks it is a plain identifier).
-    /// Nothing wakes a relay on this store: it polls on its interval. The
-    /// plug-in's store is woken by each commit that staged a message.
-    #[must_use]
-    pub fn new(pool: SqlitePool, table: &str) -> Self {
-        Self::with_wake(pool, table, Arc::new(Notify::new()))
-    }
-
-    fn with_wake(pool: SqlitePool, name: &str, staged: Arc<Notify>) -> Self {
-        let table = quoted(name);
-        let columns = outbox_columns("", "headers");
-        let sql = OutboxSql {
-            create: format!(
-                "CREATE TABLE IF NOT EXISTS {table} (
-                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                    message_id TEXT NOT NULL UNIQUE,
-                    exchange TEXT NOT NULL,
-                    routing_key TEXT NOT NULL,
-                    correlation_id TEXT NOT NULL,
-                    message_type TEXT NOT NULL,
-                    content_type TEXT NOT NULL,
-                    persistent INTEGER NOT NULL,
-                    timestamp_ms INTEGER NOT NULL,
-                    headers TEXT NOT NULL,
-                    body BLOB NOT NULL,
-                    staged_ms INTEGER NOT NULL,
-                    due_ms INTEGER NOT NULL,
-                    leased_until_ms INTEGER,
-                    sent_ms INTEGER,
-                    attempts INTEGER NOT NULL DEFAULT 0,
-                    last_error TEXT
-                );
-                CREATE INDEX IF NOT EXISTS \"{name}_unsent\" ON {table} (seq) WHERE sent_ms IS NULL;
-                CREATE INDEX IF NOT EXISTS \"{name}_sent\" ON {table} (sent_ms) WHERE sent_ms IS NOT NULL;"
-            ),
-            stage: format!(
-                "INSERT INTO {table} (message_id, exchange, routing_key, correlation_id,
-                    message_type, content_type, persistent, timestamp_ms, headers, body,
-                    staged_ms, due_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)"
-            ),
-            // One statement: with one writer at a time, nothing can claim
-            // between the choice of the rows and their lease.
-            claim: format!(
-                "UPDATE {table} SET leased_until_ms = ?1 + ?2, attempts = attempts + 1
-                 WHERE seq IN (
-                     SELECT seq FROM {table}
-                     WHERE sent_ms IS NULL AND due_ms <= ?1
-                       AND (leased_until_ms IS NULL OR leased_until_ms <= ?1)
-                     ORDER BY seq
-                     LIMIT ?3)
-                 RETURNING {columns}"
-            ),
-            park: format!(
-                "UPDATE {table} SET due_ms = 9223372036854775807, leased_until_ms = NULL,
-                     last_error = ?2
-                 WHERE message_id = ?1"
-            ),
-            mark_sent: format!(
-                "UPDATE {table} SET sent_ms = ?1, leased_until_ms = NULL
-                 WHERE message_id IN (SELECT value FROM json_each(?2))"
-            ),
-            release: format!(
-                "UPDATE {table} SET leased_until_ms = NULL, attempts = max(attempts - 1, 0)
-                 WHERE message_id IN (SELECT value FROM json_each(?1))"
-            ),
-            retry_later: format!(
-                "UPDATE {table} SET due_ms = ?2, leased_until_ms = NULL, last_error = ?3
-                 WHERE message_id = ?1"
-            ),
-            purge_sent: format!(
-                "DELETE FROM {table} WHERE sent_ms IS NOT NULL AND sent_ms < ?1"
-            ),
-            pending: format!("SELECT count(*) FROM {table} WHERE sent_ms IS NULL"),
-        };
-        Self {
-            pool,
-            table: name.into(),
-            sql: Arc::new(sql),
-            staged,
+        /// Creates the tables of the stores asked for, if missing, and provides
+        /// the stores; the outbox's relay waits on `staged`.
+        pub(super) async fn provide_stores(
+            &mut self,
+            ctx: &mut InitContext<'_>,
+            pool: &SqlitePool,
+            config: &SqliteConfig,
+            staged: Arc<Notify>,
+        ) -> Result<(), BoxError> {
+            if self.sql.outbox {
+                let outbox = SqliteOutbox::with_wake(pool.clone(), &config.outbox_table, staged);
+                outbox.create_table().await?;
+                ctx.provide(outbox)?;
+            }
+            if self.sql.inbox {
+                let inbox = SqliteInbox::new(pool.clone(), &config.inbox_table);
+                inbox.create_table().await?;
+                ctx.provide(inbox)?;
+            }
+            Ok(())
         }
     }
 
-    /// The table.
-    #[must_use]
-    pub fn table(&self) -> &str {
-        &self.table
+    /// Makes each commit on `connection` that inserted into the outbox `table`
+    /// wake the relay: the store cannot otherwise tell when the caller's
+    /// transaction commits, and waking on every commit would have the relay's
+    /// own claims wake it again and again.
+    fn wake_on_staging_commits(
+        connection: &mut sqlx::sqlite::LockedSqliteHandle<'_>,
+        wake: Arc<Notify>,
+        table: Arc<str>,
+    ) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let staged = Arc::new(AtomicBool::new(false));
+        let (inserted, committed, rolled_back) = (Arc::clone(&staged), Arc::clone(&staged), staged);
+        connection.set_update_hook(move |change| {
+            if matches!(change.operation, sqlx::sqlite::SqliteOperation::Insert)
+                && change.database == "main"
+                && change.table.eq_ignore_ascii_case(&table)
+            {
+                inserted.store(true, Ordering::Relaxed);
+            }
+        });
+        // Called as the transaction commits; a relay's claim, a write, waits for
+        // the commit to finish and then sees the rows.
+        connection.set_commit_hook(move || {
+            if committed.swap(false, Ordering::Relaxed) {
+                wake.notify_one();
+            }
+            true
+        });
+        connection.set_rollback_hook(move || rolled_back.store(false, Ordering::Relaxed));
     }
 
-    /// The `CREATE TABLE` and `CREATE INDEX` statements of the table.
-    #[must_use]
-    pub fn schema(&self) -> &str {
-        &self.sql.create
-    }
-
-    /// Creates the table and its indexes if missing.
+    /// The transactional outbox on SQLite (see
+    /// [`mamey_messaging::OutboxStore`]). Cheap to clone.
     ///
-    /// # Errors
-    /// The database refused, e.g. a read-only file.
-    pub async fn create_table(&self) -> Result<(), StoreError> {
-        create(&self.pool, &self.table, &self.sql.create).await
+    /// Stage with `outbox.stage(&mut *tx, message)` in the transaction that
+    /// changes the state. SQLite has one writer at a time, so a claim (one
+    /// `UPDATE … RETURNING`) never overlaps another: relays in several
+    /// processes on one file never send the same row at once. Each claim
+    /// writes its token in `claim_id`, and rows are settled only under it,
+    /// as on Postgres.
+    #[derive(Clone)]
+    pub struct SqliteOutbox {
+        pool: SqlitePool,
+        table: Arc<str>,
+        sql: Arc<OutboxSql>,
+        staged: Arc<Notify>,
     }
 
-    /// Messages staged and not yet sent (for tests and dashboards).
-    ///
-    /// # Errors
-    /// The database failed.
-    pub async fn pending(&self) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar(&self.sql.pending)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(store_error("counting pending messages"))?;
-        Ok(u64::try_from(count).unwrap_or(0))
-    }
-}
-
-impl OutboxStore for SqliteOutbox {
-    /// A connection in the caller's transaction: `&mut *tx` of a
-    /// `sqlx::Transaction<'_, Sqlite>`.
-    type Transaction<'t> = SqliteConnection;
-
-    async fn stage(
-        &self,
-        tx: &mut Self::Transaction<'_>,
-        message: OutgoingMessage,
-    ) -> Result<(), StoreError> {
-        let OutgoingMessage {
-            route,
-            properties,
-            body,
-        } = message;
-        let headers = serde_json::to_string(&properties.headers)
-            .map_err(|e| StoreError::with_source("encoding headers", e))?;
-        sqlx::query(&self.sql.stage)
-            .bind(properties.message_id)
-            .bind(route.exchange)
-            .bind(route.routing_key)
-            .bind(properties.correlation_id)
-            .bind(properties.message_type)
-            .bind(properties.content_type)
-            .bind(properties.persistent)
-            .bind(unix_millis(properties.timestamp))
-            .bind(headers)
-            .bind(body.as_ref())
-            .bind(unix_millis(SystemTime::now()))
-            .execute(tx)
-            .await
-            .map_err(store_error("staging a message"))?;
-        Ok(())
+    impl fmt::Debug for SqliteOutbox {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("SqliteOutbox")
+                .field("table", &self.table)
+                .finish_non_exhaustive()
+        }
     }
 
-    async fn claim(&self, batch: usize, lease: Duration) -> Result<Vec<OutboxEntry>, StoreError> {
-        let rows = sqlx::query(&self.sql.claim)
-            .bind(unix_millis(SystemTime::now()))
-            .bind(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
-            .bind(i64::try_from(batch).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error("claiming messages"))?;
-        let mut entries = Vec::with_capacity(rows.len());
-        for row in &rows {
-            match entry(row) {
-                Ok(entry) => entries.push(entry),
-                Err(error) => {
-                    // As with Postgres: parked, so that it does not hold
-                    // back the rows claimed with it.
-                    let id: Option<String> = row.try_get(0).ok();
-                    tracing::error!(table = %self.table, message_id = ?id, %error, "outbox row cannot be read; parked");
-                    if let Some(id) = id {
-                        // Not parked now: it comes back after the lease.
-                        if let Err(failure) = sqlx::query(&self.sql.park)
-                            .bind(id)
-                            .bind(format!("cannot read the row: {error}"))
-                            .execute(&self.pool)
-                            .await
-                        {
-                            tracing::error!(table = %self.table, %failure, "parking an outbox row failed");
-                        }
-                    }
-                }
+    impl SqliteOutbox {
+        /// The outbox in `table` (the caller checks it is a plain identifier).
+        /// Nothing wakes a relay on this store: it polls on its interval. The
+        /// plug-in's store is woken by each commit that staged a message.
+        #[must_use]
+        pub fn new(pool: SqlitePool, table: &str) -> Self {
+            Self::with_wake(pool, table, Arc::new(Notify::new()))
+        }
+
+        fn with_wake(pool: SqlitePool, name: &str, staged: Arc<Notify>) -> Self {
+            let table = quoted(name);
+            let columns = outbox_columns("", "headers");
+            let sql = OutboxSql {
+                create: format!(
+                    "CREATE TABLE IF NOT EXISTS {table} (
+                        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                        message_id TEXT NOT NULL UNIQUE,
+                        exchange TEXT NOT NULL,
+                        routing_key TEXT NOT NULL,
+                        correlation_id TEXT NOT NULL,
+                        message_type TEXT NOT NULL,
+                        content_type TEXT NOT NULL,
+                        persistent INTEGER NOT NULL,
+                        timestamp_ms INTEGER NOT NULL,
+                        headers TEXT NOT NULL,
+                        body BLOB NOT NULL,
+                        staged_ms INTEGER NOT NULL,
+                        due_ms INTEGER NOT NULL,
+                        leased_until_ms INTEGER,
+                        claim_id TEXT,
+                        sent_ms INTEGER,
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        last_error TEXT
+                    );
+                    CREATE INDEX IF NOT EXISTS \"{name}_unsent\" ON {table} (seq) WHERE sent_ms IS NULL;
+                    CREATE INDEX IF NOT EXISTS \"{name}_sent\" ON {table} (sent_ms) WHERE sent_ms IS NOT NULL;"
+                ),
+                add_claim_column: format!("ALTER TABLE {table} ADD COLUMN claim_id TEXT"),
+                stage: format!(
+                    "INSERT INTO {table} (message_id, exchange, routing_key, correlation_id,
+                        message_type, content_type, persistent, timestamp_ms, headers, body,
+                        staged_ms, due_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)"
+                ),
+                // One statement: with one writer at a time, nothing can claim
+                // between the choice of the rows and their lease. The claim's
+                // token goes with the lease: settling a row below needs it, so a
+                // claim whose lease ran out cannot touch a row another claim has
+                // taken since. Settling clears it.
+                claim: format!(
+                    "UPDATE {table}
+                     SET leased_until_ms = ?1 + ?2, attempts = attempts + 1, claim_id = ?4
+                     WHERE seq IN (
+                         SELECT seq FROM {table}
+                         WHERE sent_ms IS NULL AND due_ms <= ?1
+                           AND (leased_until_ms IS NULL OR leased_until_ms <= ?1)
+                         ORDER BY seq
+                         LIMIT ?3)
+                     RETURNING {columns}"
+                ),
+                park: format!(
+                    "UPDATE {table} SET due_ms = 9223372036854775807, leased_until_ms = NULL,
+                         claim_id = NULL, last_error = ?2
+                     WHERE message_id = ?1 AND claim_id = ?3"
+                ),
+                mark_sent: format!(
+                    "UPDATE {table} SET sent_ms = ?1, leased_until_ms = NULL, claim_id = NULL
+                     WHERE message_id IN (SELECT value FROM json_each(?2)) AND claim_id = ?3
+                     RETURNING message_id"
+                ),
+                release: format!(
+                    "UPDATE {table}
+                     SET leased_until_ms = NULL, claim_id = NULL, attempts = max(attempts - 1, 0)
+                     WHERE message_id IN (SELECT value FROM json_each(?1)) AND claim_id = ?2
+                     RETURNING message_id"
+                ),
+                retry_later: format!(
+                    "UPDATE {table}
+                     SET due_ms = ?2, leased_until_ms = NULL, claim_id = NULL, last_error = ?3
+                     WHERE message_id = ?1 AND claim_id = ?4"
+                ),
+                purge_sent: format!(
+                    "DELETE FROM {table} WHERE sent_ms IS NOT NULL AND sent_ms < ?1"
+                ),
+                pending: format!("SELECT count(*) FROM {table} WHERE sent_ms IS NULL"),
+            };
+            Self {
+                pool,
+                table: name.into(),
+                sql: Arc::new(sql),
+                staged,
             }
         }
-        // RETURNING keeps no order; staging order is the publishing order.
-        entries.sort_by_key(|(seq, _)| *seq);
-        Ok(entries.into_iter().map(|(_, entry)| entry).collect())
-    }
 
-    async fn mark_sent(&self, message_ids: &[String]) -> Result<(), StoreError> {
-        let ids = serde_json::to_string(message_ids)
-            .map_err(|e| StoreError::with_source("encoding ids", e))?;
-        sqlx::query(&self.sql.mark_sent)
-            .bind(unix_millis(SystemTime::now()))
-            .bind(ids)
-            .execute(&self.pool)
+        /// The table.
+        #[must_use]
+        pub fn table(&self) -> &str {
+            &self.table
+        }
+
+        /// The `CREATE TABLE` and `CREATE INDEX` statements of the table.
+        #[must_use]
+        pub fn schema(&self) -> &str {
+            &self.sql.create
+        }
+
+        /// Creates the table and its indexes if missing. A table made before
+        /// claims carried a token gets its `claim_id` column.
+        ///
+        /// # Errors
+        /// The database refused, e.g. a read-only file.
+        pub async fn create_table(&self) -> Result<(), StoreError> {
+            create(
+                &self.pool,
+                &self.table,
+                &self.sql.create,
+                Some(&self.sql.add_claim_column),
+            )
             .await
-            .map_err(store_error("marking messages sent"))?;
-        Ok(())
+        }
+
+        /// Messages staged and not yet sent (for tests and dashboards).
+        ///
+        /// # Errors
+        /// The database failed.
+        pub async fn pending(&self) -> Result<u64, StoreError> {
+            let count: i64 = sqlx::query_scalar(&self.sql.pending)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(store_error("counting pending messages"))?;
+            Ok(u64::try_from(count).unwrap_or(0))
+        }
     }
 
-    async fn release(&self, message_ids: &[String]) -> Result<(), StoreError> {
-        let ids = serde_json::to_string(message_ids)
-            .map_err(|e| StoreError::with_source("encoding ids", e))?;
-        sqlx::query(&self.sql.release)
-            .bind(ids)
-            .execute(&self.pool)
-            .await
-            .map_err(store_error("releasing messages"))?;
-        Ok(())
+    impl OutboxStore for SqliteOutbox {
+        /// A connection in the caller's transaction: `&mut *tx` of a
+        /// `sqlx::Transaction<'_, Sqlite>`.
+        type Transaction<'t> = SqliteConnection;
+
+        async fn stage(
+            &self,
+            tx: &mut Self::Transaction<'_>,
+            message: OutgoingMessage,
+        ) -> Result<(), StoreError> {
+            bind_message(sqlx::query(&self.sql.stage), &message)?
+                .bind(unix_millis(SystemTime::now()))
+                .execute(tx)
+                .await
+                .map_err(store_error("staging a message"))?;
+            Ok(())
+        }
+
+        async fn claim(
+            &self,
+            batch: usize,
+            lease: Duration,
+        ) -> Result<Vec<OutboxEntry>, StoreError> {
+            let claim = mamey_core::new_id();
+            let rows = sqlx::query(&self.sql.claim)
+                .bind(unix_millis(SystemTime::now()))
+                .bind(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
+                .bind(i64::try_from(batch).unwrap_or(i64::MAX))
+                .bind(&claim)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error("claiming messages"))?;
+            let (park, pool, token) = (self.sql.park.as_str(), &self.pool, claim.as_str());
+            Ok(claimed(&self.table, &claim, &rows, move |id, reason| {
+                sqlx::query(park)
+                    .bind(id)
+                    .bind(reason)
+                    .bind(token)
+                    .execute(pool)
+            })
+            .await)
+        }
+
+        async fn mark_sent(
+            &self,
+            claim: &str,
+            message_ids: &[String],
+        ) -> Result<Vec<String>, StoreError> {
+            let marked: Vec<String> = sqlx::query_scalar(&self.sql.mark_sent)
+                .bind(unix_millis(SystemTime::now()))
+                .bind(json_ids(message_ids)?)
+                .bind(claim)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error("marking messages sent"))?;
+            Ok(lost(message_ids, &marked))
+        }
+
+        async fn release(
+            &self,
+            claim: &str,
+            message_ids: &[String],
+        ) -> Result<Vec<String>, StoreError> {
+            let released: Vec<String> = sqlx::query_scalar(&self.sql.release)
+                .bind(json_ids(message_ids)?)
+                .bind(claim)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error("releasing messages"))?;
+            Ok(lost(message_ids, &released))
+        }
+
+        async fn retry_later(
+            &self,
+            claim: &str,
+            message_id: &str,
+            error: &str,
+            not_before: SystemTime,
+        ) -> Result<bool, StoreError> {
+            let done = sqlx::query(&self.sql.retry_later)
+                .bind(message_id)
+                .bind(unix_millis(not_before))
+                .bind(error)
+                .bind(claim)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error("scheduling a retry"))?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        async fn purge_sent(&self, before: SystemTime) -> Result<u64, StoreError> {
+            let done = sqlx::query(&self.sql.purge_sent)
+                .bind(unix_millis(before))
+                .execute(&self.pool)
+                .await
+                .map_err(store_error("purging sent messages"))?;
+            Ok(done.rows_affected())
+        }
+
+        fn staged(&self) -> Arc<Notify> {
+            Arc::clone(&self.staged)
+        }
     }
 
-    async fn retry_later(
-        &self,
-        message_id: &str,
-        error: &str,
-        not_before: SystemTime,
+    /// The inbox on SQLite (see [`mamey_messaging::InboxStore`]): a row per
+    /// consumer and message id, inserted in the handler's transaction. Cheap to
+    /// clone.
+    #[derive(Clone)]
+    pub struct SqliteInbox {
+        pool: SqlitePool,
+        table: Arc<str>,
+        create: Arc<str>,
+        record: Arc<str>,
+        purge: Arc<str>,
+    }
+
+    impl fmt::Debug for SqliteInbox {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("SqliteInbox")
+                .field("table", &self.table)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl SqliteInbox {
+        /// The inbox in `table` (the caller checks it is a plain identifier).
+        #[must_use]
+        pub fn new(pool: SqlitePool, name: &str) -> Self {
+            let table = quoted(name);
+            Self {
+                pool,
+                table: name.into(),
+                create: format!(
+                    "CREATE TABLE IF NOT EXISTS {table} (
+                        consumer TEXT NOT NULL,
+                        message_id TEXT NOT NULL,
+                        processed_ms INTEGER NOT NULL,
+                        PRIMARY KEY (consumer, message_id)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX IF NOT EXISTS \"{name}_processed\" ON {table} (processed_ms);"
+                )
+                .into(),
+                record: format!(
+                    "INSERT INTO {table} (consumer, message_id, processed_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT DO NOTHING"
+                )
+                .into(),
+                purge: format!("DELETE FROM {table} WHERE processed_ms < ?1").into(),
+            }
+        }
+
+        /// The table.
+        #[must_use]
+        pub fn table(&self) -> &str {
+            &self.table
+        }
+
+        /// The `CREATE TABLE` and `CREATE INDEX` statements of the table.
+        #[must_use]
+        pub fn schema(&self) -> &str {
+            &self.create
+        }
+
+        /// Creates the table if missing.
+        ///
+        /// # Errors
+        /// The database refused.
+        pub async fn create_table(&self) -> Result<(), StoreError> {
+            create(&self.pool, &self.table, &self.create, None).await
+        }
+
+        /// Forgets message ids processed more than `older_than` ago; returns how
+        /// many.
+        ///
+        /// # Errors
+        /// The database failed.
+        pub async fn purge(&self, older_than: Duration) -> Result<u64, StoreError> {
+            let before = SystemTime::now()
+                .checked_sub(older_than)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            let done = sqlx::query(&self.purge)
+                .bind(unix_millis(before))
+                .execute(&self.pool)
+                .await
+                .map_err(store_error("purging the inbox"))?;
+            Ok(done.rows_affected())
+        }
+    }
+
+    impl InboxStore for SqliteInbox {
+        /// A connection in the handler's transaction: `&mut *tx`.
+        type Transaction<'t> = SqliteConnection;
+
+        async fn record(
+            &self,
+            tx: &mut Self::Transaction<'_>,
+            consumer: &str,
+            message_id: &str,
+        ) -> Result<bool, StoreError> {
+            check_message_id(message_id)?;
+            let done = sqlx::query(&self.record)
+                .bind(consumer)
+                .bind(message_id)
+                .bind(unix_millis(SystemTime::now()))
+                .execute(tx)
+                .await
+                .map_err(store_error("recording a message id"))?;
+            Ok(done.rows_affected() == 1)
+        }
+    }
+
+    /// Message ids as a JSON array, for `json_each`.
+    fn json_ids(message_ids: &[String]) -> Result<String, StoreError> {
+        serde_json::to_string(message_ids).map_err(|e| StoreError::with_source("encoding ids", e))
+    }
+
+    /// Runs `ddl` in one transaction (SQLite has one writer at a time, so
+    /// instances starting together take turns), then `add_claim_column` if the
+    /// table has no `claim_id` (made before claims carried a token).
+    async fn create(
+        pool: &SqlitePool,
+        table: &str,
+        ddl: &str,
+        add_claim_column: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query(&self.sql.retry_later)
-            .bind(message_id)
-            .bind(unix_millis(not_before))
-            .bind(error)
-            .execute(&self.pool)
-            .await
-            .map_err(store_error("scheduling a retry"))?;
-        Ok(())
-    }
-
-    async fn purge_sent(&self, before: SystemTime) -> Result<u64, StoreError> {
-        let done = sqlx::query(&self.sql.purge_sent)
-            .bind(unix_millis(before))
-            .execute(&self.pool)
-            .await
-            .map_err(store_error("purging sent messages"))?;
-        Ok(done.rows_affected())
-    }
-
-    fn staged(&self) -> Arc<Notify> {
-        Arc::clone(&self.staged)
-    }
-}
-
-/// The inbox on SQLite (see [`mamey_messaging::InboxStore`]): a row per
-/// consumer and message id, inserted in the handler's transaction. Cheap to
-/// clone.
-#[derive(Clone)]
-pub struct SqliteInbox {
-    pool: SqlitePool,
-    table: Arc<str>,
-    create: Arc<str>,
-    record: Arc<str>,
-    purge: Arc<str>,
-}
-
-impl fmt::Debug for SqliteInbox {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqliteInbox")
-            .field("table", &self.table)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SqliteInbox {
-    /// The inbox in `table` (the caller checks it is a plain identifier).
-    #[must_use]
-    pub fn new(pool: SqlitePool, name: &str) -> Self {
-        let table = quoted(name);
-        Self {
-            pool,
-            table: name.into(),
-            create: format!(
-                "CREATE TABLE IF NOT EXISTS {table} (
-                    consumer TEXT NOT NULL,
-                    message_id TEXT NOT NULL,
-                    processed_ms INTEGER NOT NULL,
-                    PRIMARY KEY (consumer, message_id)
-                ) WITHOUT ROWID;
-                CREATE INDEX IF NOT EXISTS \"{name}_processed\" ON {table} (processed_ms);"
-            )
-            .into(),
-            record: format!(
-                "INSERT INTO {table} (consumer, message_id, processed_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT DO NOTHING"
-            )
-            .into(),
-            purge: format!("DELETE FROM {table} WHERE processed_ms < ?1").into(),
-        }
-    }
-
-    /// The table.
-    #[must_use]
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
-    /// The `CREATE TABLE` and `CREATE INDEX` statements of the table.
-    #[must_use]
-    pub fn schema(&self) -> &str {
-        &self.create
-    }
-
-    /// Creates the table if missing.
-    ///
-    /// # Errors
-    /// The database refused.
-    pub async fn create_table(&self) -> Result<(), StoreError> {
-        create(&self.pool, &self.table, &self.create).await
-    }
-
-    /// Forgets message ids processed more than `older_than` ago; returns how
-    /// many.
-    ///
-    /// # Errors
-    /// The database failed.
-    pub async fn purge(&self, older_than: Duration) -> Result<u64, StoreError> {
-        let before = SystemTime::now()
-            .checked_sub(older_than)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        let done = sqlx::query(&self.purge)
-            .bind(unix_millis(before))
-            .execute(&self.pool)
-            .await
-            .map_err(store_error("purging the inbox"))?;
-        Ok(done.rows_affected())
-    }
-}
-
-impl InboxStore for SqliteInbox {
-    /// A connection in the handler's transaction: `&mut *tx`.
-    type Transaction<'t> = SqliteConnection;
-
-    async fn record(
-        &self,
-        tx: &mut Self::Transaction<'_>,
-        consumer: &str,
-        message_id: &str,
-    ) -> Result<bool, StoreError> {
-        if message_id.is_empty() {
-            return Err(StoreError::new(
-                "an empty message id cannot be recorded in the inbox",
-            ));
-        }
-        let done = sqlx::query(&self.record)
-            .bind(consumer)
-            .bind(message_id)
-            .bind(unix_millis(SystemTime::now()))
-            .execute(tx)
-            .await
-            .map_err(store_error("recording a message id"))?;
-        Ok(done.rows_affected() == 1)
-    }
-}
-
-/// Runs `ddl` in one transaction (SQLite has one writer at a time, so
-/// instances starting together take turns).
-async fn create(pool: &SqlitePool, table: &str, ddl: &str) -> Result<(), StoreError> {
-    let creating = || store_error(format!("creating `{table}`"));
-    // IMMEDIATE: the write lock from the start, so a busy database is
-    // waited for (busy_timeout) rather than failing the upgrade.
-    let mut tx = pool
-        .begin_with("BEGIN IMMEDIATE")
-        .await
-        .map_err(creating())?;
-    for statement in ddl.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-        sqlx::query(statement)
-            .execute(&mut *tx)
+        let creating = || store_error(format!("creating `{table}`"));
+        // IMMEDIATE: the write lock from the start, so a busy database is
+        // waited for (busy_timeout) rather than failing the upgrade.
+        let mut tx = pool
+            .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(creating())?;
+        for statement in ddl.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            sqlx::query(statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(creating())?;
+        }
+        if let Some(add) = add_claim_column {
+            let present: bool = sqlx::query_scalar(
+                "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = 'claim_id'",
+            )
+            .bind(table)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(creating())?;
+            if !present {
+                sqlx::query(add)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(creating())?;
+                tracing::info!(%table, "outbox table upgraded: column `claim_id` added");
+            }
+        }
+        tx.commit().await.map_err(creating())
     }
-    tx.commit().await.map_err(creating())
 }
+
+#[cfg(feature = "outbox")]
+pub use stores::{SqliteInbox, SqliteOutbox};

@@ -28,15 +28,16 @@ use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use mamey_core::cqrs::{Command, FromResources, Query, Res};
+use mamey_core::cqrs::middleware::from_fn;
+use mamey_core::cqrs::{Command, Envelope, FromResources, Next, Query, Res};
 use mamey_core::{
-    BoxError, Error, MessageContext, MissingResource, Resources, Service, ServiceBuilder,
-    ServiceGroup,
+    BoxError, Error, MissingResource, Resources, Service, ServiceBuilder, ServiceGroup,
 };
 use mamey_http::{Endpoints, HttpAddress, WebApi};
-use mamey_messaging::{InboxStore, Messaging, OutboxStore, PublishOptions, Publisher, message};
+use mamey_messaging::{Messaging, PublishOptions, Publisher, message};
 use mamey_observability::Observability;
-use mamey_persistence::postgres::{PgInbox, PgOutbox, PgPool, Postgres, error};
+use mamey_persistence::Tx;
+use mamey_persistence::postgres::{PgOutbox, PgPool, Postgres, error};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -168,15 +169,15 @@ async fn create_tables(schemas: &Schemas) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Writes the order and stages `OrderPlaced` in one transaction: both, or
-/// neither. The relay publishes the event after the commit.
+/// Writes the order and publishes `OrderPlaced` in one unit of work: the
+/// event is staged in the outbox in the order's transaction (both, or
+/// neither), and the relay publishes it after the commit.
 async fn place_order(
     c: PlaceOrder,
     db: Db,
-    Res(outbox): Res<PgOutbox>,
+    mut tx: Tx<Postgres>,
     Res(events): Res<Publisher>,
 ) -> Result<(), Error> {
-    let mut tx = db.pool.begin().await.map_err(error)?;
     sqlx::query(&format!(
         "INSERT INTO {}.orders (id, customer, total_cents, status) VALUES ($1, $2, $3, 'placed')",
         db.schema
@@ -187,14 +188,14 @@ async fn place_order(
     .execute(&mut *tx)
     .await
     .map_err(error)?; // a duplicate id is a 409
-    let placed = OrderPlaced {
-        id: c.id,
-        customer: c.customer,
-        total_cents: c.total_cents,
-    };
-    let message = events.prepare(&placed, PublishOptions::default())?;
-    outbox.stage(&mut *tx, message).await?;
-    tx.commit().await.map_err(error)
+    events
+        .publish(&OrderPlaced {
+            id: c.id,
+            customer: c.customer,
+            total_cents: c.total_cents,
+        })
+        .await?;
+    Ok(())
 }
 
 async fn get_order(q: GetOrder, db: Db) -> Result<Option<Order>, Error> {
@@ -215,49 +216,28 @@ async fn get_order(q: GetOrder, db: Db) -> Result<Option<Order>, Error> {
 }
 
 /// Marks the order charged, once per `OrderCharged` message however often
-/// it is delivered.
-async fn mark_charged(
-    charged: OrderCharged,
-    db: Db,
-    Res(inbox): Res<PgInbox>,
-    ctx: MessageContext,
-) -> Result<(), Error> {
-    let mut tx = db.pool.begin().await.map_err(error)?;
-    if inbox
-        .record(&mut *tx, "orders.mark-charged", &ctx.message_id)
-        .await?
-    {
-        sqlx::query(&format!(
-            "UPDATE {}.orders SET status = 'charged' WHERE id = $1",
-            db.schema
-        ))
-        .bind(charged.id)
-        .execute(&mut *tx)
-        .await
-        .map_err(error)?;
-    }
-    tx.commit().await.map_err(error)
+/// it is delivered: the inbox records it in the same transaction.
+async fn mark_charged(charged: OrderCharged, db: Db, mut tx: Tx<Postgres>) -> Result<(), Error> {
+    sqlx::query(&format!(
+        "UPDATE {}.orders SET status = 'charged' WHERE id = $1",
+        db.schema
+    ))
+    .bind(charged.id)
+    .execute(&mut *tx)
+    .await
+    .map_err(error)?;
+    Ok(())
 }
 
-/// Billing: charges the order and stages `OrderCharged`, in one transaction
-/// with the inbox record, so a redelivered `OrderPlaced` is skipped.
+/// Billing: charges the order and publishes `OrderCharged`, in one
+/// transaction with the inbox record, so a redelivered `OrderPlaced` is
+/// skipped.
 async fn charge(
     placed: OrderPlaced,
     db: Db,
-    Res(inbox): Res<PgInbox>,
-    Res(outbox): Res<PgOutbox>,
+    mut tx: Tx<Postgres>,
     Res(events): Res<Publisher>,
-    Res(Deliveries(deliveries)): Res<Deliveries>,
-    ctx: MessageContext,
 ) -> Result<(), Error> {
-    let mut tx = db.pool.begin().await.map_err(error)?;
-    if !inbox
-        .record(&mut *tx, "billing.charge", &ctx.message_id)
-        .await?
-    {
-        deliveries.fetch_add(1, Ordering::SeqCst);
-        return Ok(()); // charged before: a redelivery
-    }
     sqlx::query(&format!(
         "INSERT INTO {}.charges (order_id, amount_cents) VALUES ($1, $2)",
         db.schema
@@ -267,14 +247,12 @@ async fn charge(
     .execute(&mut *tx)
     .await
     .map_err(error)?;
-    let charged = OrderCharged {
-        id: placed.id,
-        amount_cents: placed.total_cents,
-    };
-    let message = events.prepare(&charged, PublishOptions::default())?;
-    outbox.stage(&mut *tx, message).await?;
-    tx.commit().await.map_err(error)?;
-    deliveries.fetch_add(1, Ordering::SeqCst);
+    events
+        .publish(&OrderCharged {
+            id: placed.id,
+            amount_cents: placed.total_cents,
+        })
+        .await?;
     Ok(())
 }
 
@@ -315,6 +293,7 @@ fn billing_service(
     extra: &[(&str, String)],
     deliveries: &Deliveries,
 ) -> ServiceBuilder {
+    let deliveries = deliveries.clone();
     let mut vars = vec![
         ("MAMEY__POSTGRES__OUTBOX_TABLE", format!("{schema}.outbox")),
         ("MAMEY__POSTGRES__INBOX_TABLE", format!("{schema}.inbox")),
@@ -323,7 +302,6 @@ fn billing_service(
     Service::builder("billing")
         .env_vars(env(&vars))
         .resource(Schema(schema.into()))
-        .resource(deliveries.clone())
         .plugin(Observability::new())
         .plugin(Postgres::new().outbox().inbox())
         .plugin(
@@ -331,8 +309,19 @@ fn billing_service(
                 .subscribe_event::<OrderPlaced>()
                 .outbox::<PgOutbox>(),
         )
-        .handlers(|d| {
-            d.event(charge);
+        .handlers(move |d| {
+            // Counts every `OrderPlaced` billing is given, redeliveries the
+            // inbox skips included, for the demo to wait on.
+            let Deliveries(deliveries) = deliveries;
+            d.event(charge)
+                .layer(from_fn(move |envelope: Envelope, next: Next| {
+                    let deliveries = Arc::clone(&deliveries);
+                    async move {
+                        let reply = next.run(envelope).await;
+                        deliveries.fetch_add(1, Ordering::SeqCst);
+                        reply
+                    }
+                }));
         })
 }
 

@@ -9,6 +9,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+
+use super::call;
 use tower::{Layer, Service, service_fn};
 use tracing::Instrument;
 
@@ -315,7 +317,12 @@ impl<M: Send + 'static, O: Send + 'static> Route<M, O> {
         async move {
             let started = Instant::now();
             let result = self.handle(message).await;
-            self.report(result.as_ref().err(), started.elapsed(), metrics);
+            // Skipped as handled before (an inbox said so): not a failure.
+            let failure = result
+                .as_ref()
+                .err()
+                .filter(|e| !call::is_already_handled(e));
+            self.report(failure, started.elapsed(), metrics);
             result
         }
         .instrument(span)
@@ -534,7 +541,9 @@ impl Dispatcher {
         let Some(route) = Routes::route::<C, ()>(&routes.commands) else {
             return Err(no_handler(MessageKind::Command, C::name()));
         };
-        in_context(route.run(command, &routes.metrics)).await
+        in_context(route.run(command, &routes.metrics))
+            .await
+            .or_else(call::handled_before)
     }
 
     /// Asks `query` of its handler.
@@ -565,7 +574,11 @@ impl Dispatcher {
         let (last, others) = match subscribers {
             [] => return Ok(()),
             // One handler, the common case: no clone, no joining.
-            [route] => return in_context(route.run(event, &routes.metrics)).await,
+            [route] => {
+                return in_context(route.run(event, &routes.metrics))
+                    .await
+                    .or_else(call::handled_before);
+            }
             [others @ .., last] => (last, others),
         };
         let mut deliveries: Vec<(&Route<E, ()>, E)> =
@@ -578,6 +591,7 @@ impl Dispatcher {
         let mut failures: Vec<(&Arc<str>, Error)> = results
             .into_iter()
             .filter_map(|(handler, result)| result.err().map(|e| (handler, e)))
+            .filter(|(_, e)| !call::is_already_handled(e))
             .collect();
         match failures.len() {
             0 => Ok(()),

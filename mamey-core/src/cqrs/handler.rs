@@ -120,13 +120,17 @@ macro_rules! impl_handler {
                 // a call's one box holds the extractions and the handler's
                 // future.
                 let shared = Arc::new((self, $($state,)+));
+                let name = super::short_type_name::<F>();
                 Ok(BoundHandler::new(move |message: M| {
                     let shared = Arc::clone(&shared);
-                    Box::pin(async move {
+                    // In a call scope of its own: an extractor may share
+                    // values with what the handler calls and finish its work
+                    // (commit, roll back) once the handler has returned.
+                    Box::pin(super::call::scoped(name, async move {
                         let (handler, $($state,)+) = &*shared;
                         $(let $state = <$arg as HandlerArg<$via>>::extract($state).await?;)+
                         handler(message, $($state,)+).await
-                    }) as BoxFuture<'static, _>
+                    })) as BoxFuture<'static, _>
                 }))
             }
         }

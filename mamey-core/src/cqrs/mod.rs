@@ -62,6 +62,7 @@
 //! # }).unwrap();
 //! ```
 
+pub mod call;
 mod dispatcher;
 mod envelope;
 pub mod extract;
