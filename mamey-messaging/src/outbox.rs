@@ -23,6 +23,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use mamey_core::BoxError;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -461,6 +463,9 @@ impl InboxStore for MemoryInbox {
 pub struct RelayConfig {
     /// Messages claimed per round. Default: `100`.
     pub batch: usize,
+    /// Publishes of a round in flight at once, each awaiting its confirm;
+    /// `1` publishes one at a time, in staging order. Default: `64`.
+    pub concurrency: usize,
     /// Poll interval when no notification arrives. Default: `1s`.
     #[serde(with = "mamey_core::config::duration")]
     pub interval: std::time::Duration,
@@ -483,6 +488,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             batch: 100,
+            concurrency: 64,
             interval: Duration::from_secs(1),
             lease: Duration::from_secs(300),
             retry: RetryPolicy::default(),
@@ -563,38 +569,64 @@ impl<S: OutboxStore> OutboxRelay<S> {
         let mut sent = Claimed::default();
         let mut entries = entries.into_iter();
         let mut store_failure = None;
-        for entry in entries.by_ref() {
-            let OutboxEntry {
-                message,
-                attempts,
-                claim,
-            } = entry;
-            let id = message.properties.message_id.clone();
-            match self.broker.publish(message).await {
-                Ok(()) => sent.push(claim, id),
-                Err(error) => {
-                    let delay = self.config.retry.delay(attempts);
-                    tracing::warn!(message_id = %id, attempts, %error, ?delay, "outbox publish failed; will retry");
-                    let later = SystemTime::now() + delay;
-                    match self
-                        .store
-                        .retry_later(&claim, &id, &error.to_string(), later)
-                        .await
-                    {
-                        Ok(true) => round.failed += 1,
-                        Ok(false) => round.lost += lost_claim("retry", &[id]),
-                        Err(failure) => {
-                            store_failure = Some(failure);
-                            break;
-                        }
-                    }
-                    if matches!(error, PublishError::Closed | PublishError::Unavailable(_)) {
-                        break;
-                    }
+        // Publishes start in staging order, up to `concurrency` at once;
+        // after a broker or store failure, or past half the lease, no more
+        // start, and those in flight finish.
+        let mut in_flight = FuturesUnordered::new();
+        let mut starting = true;
+        // Set when the broker is gone: what fails for the same reason after
+        // that is given back untried, like what never started.
+        let mut broker_down = false;
+        let mut untried = Claimed::default();
+        loop {
+            while starting && in_flight.len() < self.config.concurrency.max(1) {
+                // Past half the lease, a publish might outlast the claim.
+                if started.elapsed() >= self.config.lease / 2 {
+                    starting = false;
+                    break;
+                }
+                let Some(OutboxEntry {
+                    message,
+                    attempts,
+                    claim,
+                }) = entries.next()
+                else {
+                    break;
+                };
+                let id = message.properties.message_id.clone();
+                let publish = self.broker.publish(message);
+                in_flight.push(async move { (claim, id, attempts, publish.await) });
+            }
+            let Some((claim, id, attempts, published)) = in_flight.next().await else {
+                break;
+            };
+            let Err(error) = published else {
+                sent.push(claim, id);
+                continue;
+            };
+            let gone = matches!(error, PublishError::Closed | PublishError::Unavailable(_));
+            if broker_down && gone {
+                untried.push(claim, id);
+                continue;
+            }
+            let delay = self.config.retry.delay(attempts);
+            tracing::warn!(message_id = %id, attempts, %error, ?delay, "outbox publish failed; will retry");
+            let later = SystemTime::now() + delay;
+            match self
+                .store
+                .retry_later(&claim, &id, &error.to_string(), later)
+                .await
+            {
+                Ok(true) => round.failed += 1,
+                Ok(false) => round.lost += lost_claim("retry", &[id]),
+                Err(failure) => {
+                    store_failure.get_or_insert(failure);
+                    starting = false;
                 }
             }
-            if started.elapsed() >= self.config.lease / 2 {
-                break;
+            if gone {
+                starting = false;
+                broker_down = true;
             }
         }
         // What the broker confirmed is marked first, whatever failed since.
@@ -606,7 +638,6 @@ impl<S: OutboxStore> OutboxRelay<S> {
         if let Some(failure) = store_failure {
             return Err(failure);
         }
-        let mut untried = Claimed::default();
         for entry in entries {
             untried.push(entry.claim, entry.message.properties.message_id);
         }

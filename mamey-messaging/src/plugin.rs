@@ -290,6 +290,7 @@ impl Plugin for Messaging {
         let outbox = &self.config.outbox;
         for (key, invalid) in [
             ("messaging.outbox.batch", outbox.batch == 0),
+            ("messaging.outbox.concurrency", outbox.concurrency == 0),
             ("messaging.outbox.interval", outbox.interval.is_zero()),
             ("messaging.outbox.lease", outbox.lease.is_zero()),
         ] {

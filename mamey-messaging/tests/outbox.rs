@@ -390,6 +390,9 @@ fn overtaken_relay(
                 max_delay: Duration::from_secs(3600),
                 ..RetryPolicy::default()
             },
+            // One publish at a time: the first one's overtaking claim takes
+            // all three.
+            concurrency: 1,
             ..RelayConfig::default()
         },
     );
@@ -450,4 +453,74 @@ async fn an_overtaken_relay_does_not_reschedule_a_message_another_claim_holds() 
         Vec::<String>::new()
     );
     assert_eq!(outbox.pending(), 0);
+}
+
+/// A broker whose publish waits until `n` publishes are in flight at once.
+struct Gate {
+    inner: MemoryBroker,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    peak: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Broker for Gate {
+    fn publish(
+        &self,
+        message: mamey_messaging::OutgoingMessage,
+    ) -> futures_util::future::BoxFuture<'_, Result<(), mamey_messaging::PublishError>> {
+        use std::sync::atomic::Ordering;
+        async move {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak.fetch_max(now, Ordering::SeqCst);
+            // Let the other publishes of the round start before this one ends.
+            tokio::task::yield_now().await;
+            let result = self.inner.publish(message).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            result
+        }
+        .boxed()
+    }
+
+    fn subscribe(
+        &self,
+        subscription: Subscription,
+    ) -> futures_util::future::BoxFuture<'_, Result<(), mamey_messaging::SubscribeError>> {
+        self.inner.subscribe(subscription)
+    }
+
+    fn close(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        self.inner.close()
+    }
+}
+
+#[tokio::test]
+async fn a_round_publishes_up_to_its_concurrency_at_once() {
+    for (concurrency, expected_peak) in [(1, 1), (4, 4)] {
+        let broker = MemoryBroker::new();
+        let received = record_deliveries(&broker).await;
+        let outbox = Arc::new(MemoryOutbox::new());
+        stage(&outbox, &publisher(&broker), 8).await;
+        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let gate = Gate {
+            inner: broker.clone(),
+            in_flight: Arc::default(),
+            peak: Arc::clone(&peak),
+        };
+        let relay = OutboxRelay::new(
+            Arc::clone(&outbox),
+            Arc::new(gate),
+            RelayConfig {
+                concurrency,
+                ..RelayConfig::default()
+            },
+        );
+        let round = relay.round().await.unwrap();
+        assert_eq!(round.sent, 8);
+        assert_eq!(
+            peak.load(std::sync::atomic::Ordering::SeqCst),
+            expected_peak,
+            "concurrency {concurrency}"
+        );
+        eventually("all delivered", || received.lock().unwrap().len() == 8).await;
+        assert_eq!(outbox.pending(), 0);
+    }
 }

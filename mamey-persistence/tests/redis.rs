@@ -439,9 +439,19 @@ async fn the_rate_limit_allows_n_hits_then_refuses_with_a_retry_after() {
 
 #[tokio::test]
 async fn bad_settings_fail_the_start_naming_the_key() {
+    // Without the `tls` feature a `rediss://` URL is refused, saying why.
+    let tls_case = if cfg!(feature = "tls") {
+        (
+            "MAMEY__REDIS__CA_FILE",
+            "/nonexistent/ca.pem",
+            "redis.ca_file",
+        )
+    } else {
+        ("MAMEY__REDIS__URL", "rediss://127.0.0.1:6379", "TLS")
+    };
     let cases = [
         ("MAMEY__REDIS__URL", "http://127.0.0.1:6379", "redis.url"),
-        ("MAMEY__REDIS__URL", "rediss://127.0.0.1:6379", "TLS"),
+        tls_case,
         (
             "MAMEY__REDIS__RESPONSE_TIMEOUT",
             "0s",
@@ -636,4 +646,111 @@ async fn readiness_follows_a_redis_restart_and_the_service_recovers_without_a_re
         .unwrap();
     assert_eq!(&message.payload()[..], b"back");
     running.stop().await.unwrap();
+}
+
+/// Over TLS: a private `redis-server` serving only on a TLS port with a
+/// certificate made here; the service trusts it through `redis.ca_file`,
+/// and the cache and pub/sub work over it.
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_urls_connect_over_tls_trusting_the_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let port = free_port();
+    let spawned = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--tls-ca-cert-file")
+        .arg(&cert)
+        .args([
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let child = match spawned {
+        Ok(child) => child,
+        Err(error) => {
+            assert!(
+                !required(),
+                "redis-server is required but cannot start: {error}"
+            );
+            eprintln!("SKIPPED: cannot start redis-server: {error}");
+            return;
+        }
+    };
+    let _server = PrivateRedis {
+        port,
+        child: Some(child),
+    };
+    let url = format!("rediss://localhost:{port}");
+    let ca_file = cert.display().to_string();
+    let vars = [
+        ("MAMEY__REDIS__URL", url.as_str()),
+        ("MAMEY__REDIS__CA_FILE", ca_file.as_str()),
+    ];
+    // The server may need a moment to listen: build until it answers.
+    let service = eventually_some("a service over TLS", async || {
+        test_service(&unique_name(), &vars).build().await.ok()
+    })
+    .await;
+    let client = service.resources().get::<RedisClient>().unwrap();
+    let cache = client.cache();
+    cache
+        .set("tls", &7_u32, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(cache.get::<u32>("tls").await.unwrap(), Some(7));
+    let report = service.health().check(Probe::Ready).await;
+    let redis = report.checks.iter().find(|c| c.name == "redis").unwrap();
+    assert_eq!(redis.result.status, Status::Healthy, "{report:?}");
+
+    // Without the CA the same server is not trusted: the build fails.
+    let untrusted = test_service(
+        &unique_name(),
+        &[
+            ("MAMEY__REDIS__URL", url.as_str()),
+            ("MAMEY__REDIS__RECONNECT_ATTEMPTS", "0"),
+        ],
+    )
+    .build()
+    .await;
+    assert!(
+        untrusted.is_err(),
+        "a certificate nobody signed was trusted"
+    );
+}
+
+/// Polls `probe` until it returns `Some`, for at most 15 s.
+#[cfg(feature = "tls")]
+async fn eventually_some<T>(what: &str, probe: impl AsyncFn() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -79,10 +79,11 @@
 //! - **Pub/sub**: see [`ChannelSubscription`] — a subscription survives
 //!   restarts and says when messages may have been lost.
 //!
-//! TLS (`rediss://`) is not built in yet: the `redis` crate's rustls support
-//! chooses no crypto provider of its own, so it needs the crate's `tls`
-//! feature to bring one (ring). A `rediss://` URL fails at start, naming
-//! `redis.url`.
+//! TLS: a `rediss://` URL connects over TLS with feature `tls` (rustls,
+//! ring as the process's provider — the `redis` crate's rustls support
+//! picks none), trusting the system's and Mozilla's roots, or only the
+//! certificates in `redis.ca_file`. Without the feature, a `rediss://` URL
+//! fails at start, naming `redis.url`.
 
 mod cache;
 mod lock;
@@ -156,6 +157,10 @@ pub struct RedisConfig {
     /// reconnection (later; the next command starts a new round) gives up.
     /// Default: `6`.
     pub reconnect_attempts: usize,
+    /// A PEM file of the certificates to trust for a `rediss://` URL,
+    /// instead of the system's and Mozilla's roots (feature `tls`).
+    /// Default: none.
+    pub ca_file: Option<String>,
 }
 
 impl Default for RedisConfig {
@@ -171,6 +176,7 @@ impl Default for RedisConfig {
             reconnect_min_delay: Duration::from_millis(100),
             reconnect_max_delay: Duration::from_secs(2),
             reconnect_attempts: 6,
+            ca_file: None,
         }
     }
 }
@@ -202,6 +208,7 @@ impl Plugin for Redis {
     async fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), BoxError> {
         let config = ctx.section::<RedisConfig>()?;
         let info = connection_info(&config).map_err(|(key, e)| ctx.config().invalid(key, e))?;
+        let ca = trusted(&config).map_err(|(key, e)| ctx.config().invalid(key, e))?;
         for (key, value) in [
             ("redis.connect_timeout", config.connect_timeout),
             ("redis.response_timeout", config.response_timeout),
@@ -222,7 +229,7 @@ impl Plugin for Redis {
         }
         let prefix = config.key_prefix.replace("{app.name}", &ctx.app().name);
         let target = describe(&info);
-        let client = RedisClient::connect(info, prefix, &config)
+        let client = RedisClient::connect(info, ca, prefix, &config)
             .await
             .map_err(|e| {
                 format!(
@@ -260,10 +267,11 @@ impl Plugin for Redis {
 /// database over it. Errors name the config key.
 fn connection_info(config: &RedisConfig) -> Result<ConnectionInfo, (&'static str, String)> {
     let url = config.url.expose();
-    if url.starts_with("rediss://") || url.starts_with("valkeys://") {
+    if cfg!(not(feature = "tls")) && (url.starts_with("rediss://") || url.starts_with("valkeys://"))
+    {
         return Err((
             "redis.url",
-            "TLS (rediss://) is not built into this version of mamey-persistence".into(),
+            "TLS (rediss://) needs the `tls` feature of mamey-persistence".into(),
         ));
     }
     let info = url.as_str().into_connection_info().map_err(|e| {
@@ -283,6 +291,35 @@ fn connection_info(config: &RedisConfig) -> Result<ConnectionInfo, (&'static str
         settings = settings.set_db(i64::from(database));
     }
     Ok(info.set_redis_settings(settings))
+}
+
+/// The trusted certificates of `redis.ca_file`, when set.
+fn trusted(config: &RedisConfig) -> Result<Option<Arc<[u8]>>, (&'static str, String)> {
+    let Some(path) = &config.ca_file else {
+        return Ok(None);
+    };
+    std::fs::read(path)
+        .map(|pem| Some(pem.into()))
+        .map_err(|e| ("redis.ca_file", format!("cannot read `{path}`: {e}")))
+}
+
+/// A client for `info`; over TLS with `ca` as the only roots when given.
+fn open(info: ConnectionInfo, ca: Option<&[u8]>) -> Result<Client, RedisError> {
+    #[cfg(feature = "tls")]
+    if matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
+        // The redis crate's rustls support picks no provider; ring is the
+        // workspace's. Installing it a second time changes nothing.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if let Some(ca) = ca {
+            let certificates = ::redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.to_vec()),
+            };
+            return Client::build_with_tls(info, certificates);
+        }
+    }
+    let _ = ca;
+    Client::open(info)
 }
 
 /// Where the connection goes, for errors: no user, no password.
@@ -312,6 +349,8 @@ pub struct RedisClient {
 
 struct Inner {
     client: Client,
+    /// `redis.ca_file`'s certificates, for the pub/sub connections too.
+    ca: Option<Arc<[u8]>>,
     manager: ConnectionManager,
     /// What pub/sub connections are made with: the manager's settings.
     config: ConnectionManagerConfig,
@@ -345,10 +384,11 @@ impl RedisClient {
     /// Connects, trying `1 + reconnect_attempts` times.
     async fn connect(
         info: ConnectionInfo,
+        ca: Option<Arc<[u8]>>,
         prefix: String,
         config: &RedisConfig,
     ) -> Result<Self, RedisError> {
-        let client = Client::open(info)?;
+        let client = open(info, ca.as_deref())?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.response_timeout))
@@ -361,6 +401,7 @@ impl RedisClient {
         Ok(Self {
             inner: Arc::new(Inner {
                 client,
+                ca,
                 manager,
                 config: manager_config,
                 prefix,

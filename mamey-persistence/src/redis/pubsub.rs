@@ -5,7 +5,7 @@ use std::fmt;
 use std::task::{Context, Poll};
 
 use ::redis::aio::ConnectionManager;
-use ::redis::{Client, Msg, ProtocolVersion, PushInfo, PushKind};
+use ::redis::{Msg, ProtocolVersion, PushInfo, PushKind};
 use bytes::Bytes;
 use mamey_core::Error;
 use tokio::sync::mpsc::{self, UnboundedReceiver, error::TrySendError};
@@ -62,7 +62,8 @@ impl RedisClient {
             .redis_settings()
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
-        let client = Client::open(info.set_redis_settings(settings)).map_err(error)?;
+        let client = super::open(info.set_redis_settings(settings), self.inner.ca.as_deref())
+            .map_err(error)?;
         let (pushes_in, pushes) = mpsc::unbounded_channel();
         // The manager sends what arrives to `pushes`, reconnects when the
         // connection drops and subscribes again on the new one.
@@ -164,6 +165,14 @@ impl fmt::Debug for ChannelSubscription {
     }
 }
 
+impl futures_util::Stream for ChannelSubscription {
+    type Item = Result<ChannelMessage, MessagesLost>;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().received.poll_recv(cx)
+    }
+}
+
 impl ChannelSubscription {
     /// The next message, or the news that some were lost; `None` when the
     /// subscription has ended.
@@ -171,7 +180,8 @@ impl ChannelSubscription {
         self.received.recv().await
     }
 
-    /// [`recv`](ChannelSubscription::recv) as a poll, for stream adapters.
+    /// [`recv`](ChannelSubscription::recv) as a poll. The subscription is
+    /// also a [`Stream`](futures_util::Stream) of the same items.
     pub fn poll_recv(
         &mut self,
         cx: &mut Context<'_>,
