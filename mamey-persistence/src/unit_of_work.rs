@@ -203,6 +203,7 @@ impl<D: TxDatabase> fmt::Debug for TxState<D> {
 
 impl<D: TxDatabase> HandlerArg<ViaUnitOfWork> for Tx<D> {
     type State = TxState<D>;
+    const CALL_SCOPE: bool = true;
 
     fn resolve(resources: &Resources) -> Result<TxState<D>, MissingResource> {
         Ok(TxState {

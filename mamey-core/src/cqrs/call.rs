@@ -3,38 +3,50 @@
 //! handler has returned — how a unit of work commits its transaction when
 //! the handler returns `Ok` and rolls it back otherwise.
 //!
-//! Every call of a handler function that takes extractors (arguments after
-//! the message) runs in a scope of its own, which ends with the call. Code
-//! outside such a call sees no scope: these functions return `None` or
-//! `false`.
+//! A handler call runs in a scope of its own when one of its arguments asks
+//! for it ([`HandlerArg::CALL_SCOPE`](super::HandlerArg::CALL_SCOPE), or
+//! [`FromMessageContext::CALL_SCOPE`](super::FromMessageContext::CALL_SCOPE)
+//! for an extractor of your own); the scope ends with the call. Scopes cost
+//! a little on every call, so other handlers run without one. Code outside
+//! a scope sees none: these functions return `None` or `false`.
+//!
+//! An extractor that finishes its work when the handler has returned:
 //!
 //! ```
-//! use mamey_core::cqrs::{Command, Dispatcher, call};
-//! use mamey_core::Error;
-//! use std::sync::{Arc, Mutex};
+//! use mamey_core::cqrs::{Command, Dispatcher, FromMessageContext, call};
+//! use mamey_core::{Error, MessageContext};
+//! use std::sync::Mutex;
 //!
-//! struct Save;
+//! static LOG: Mutex<Vec<&str>> = Mutex::new(Vec::new());
+//!
+//! /// Begins work per call; ends it by the handler's outcome.
+//! struct Work;
+//!
+//! impl FromMessageContext for Work {
+//!     const CALL_SCOPE: bool = true;
+//!
+//!     async fn from_message_context(_: &MessageContext) -> Result<Self, Error> {
+//!         call::on_completion(|ok| async move {
+//!             LOG.lock().unwrap().push(if ok { "commit" } else { "rollback" });
+//!             Ok(())
+//!         });
+//!         Ok(Work)
+//!     }
+//! }
+//!
+//! struct Save { fail: bool }
 //! impl Command for Save {}
 //!
-//! let log = Arc::new(Mutex::new(Vec::new()));
-//! let seen = Arc::clone(&log);
-//! let dispatcher = Dispatcher::builder()
-//!     .command(move |_: Save, _: mamey_core::MessageContext| {
-//!         let seen = Arc::clone(&seen);
-//!         async move {
-//!             call::on_completion(move |ok| async move {
-//!                 seen.lock().unwrap().push(if ok { "commit" } else { "rollback" });
-//!                 Ok(())
-//!             });
-//!             Ok(())
-//!         }
-//!     })
-//!     .build()?;
+//! async fn save(cmd: Save, _: Work) -> Result<(), Error> {
+//!     if cmd.fail { Err(Error::invalid_input("save.refused", "no")) } else { Ok(()) }
+//! }
+//!
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-//! dispatcher.send(Save).await?;
-//! assert_eq!(*log.lock().unwrap(), ["commit"]);
-//! # Ok::<(), Error>(()) }).unwrap();
-//! # Ok::<(), mamey_core::cqrs::DispatcherError>(())
+//! let dispatcher = Dispatcher::builder().command(save).build()?;
+//! dispatcher.send(Save { fail: false }).await?;
+//! assert!(dispatcher.send(Save { fail: true }).await.is_err());
+//! assert_eq!(*LOG.lock().unwrap(), ["commit", "rollback"]);
+//! # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
 //! ```
 
 use std::any::{Any, TypeId};

@@ -86,6 +86,11 @@ pub trait FromResources: Clone + Send + Sync + Sized + 'static {
 /// }
 /// ```
 pub trait FromMessageContext: Send + Sized + 'static {
+    /// Whether handlers taking this extractor run in a
+    /// [call scope](super::call), e.g. to finish their work with
+    /// [`call::on_completion`](super::call::on_completion). Default: `false`.
+    const CALL_SCOPE: bool = false;
+
     /// Extracts the value.
     ///
     /// # Errors
@@ -153,6 +158,12 @@ pub trait HandlerArg<Via>: Send + Sized + 'static {
     /// What is resolved once and kept with the handler.
     type State: Send + Sync + 'static;
 
+    /// Whether a call of a handler taking this argument runs in a
+    /// [call scope](super::call) (values for the call, completions once the
+    /// handler has returned). Scopes cost a little on every call, so only
+    /// arguments that use one ask for it. Default: `false`.
+    const CALL_SCOPE: bool = false;
+
     /// Resolves the state when the dispatcher is built.
     ///
     /// # Errors
@@ -193,6 +204,7 @@ impl<T: FromResources> HandlerArg<ViaResources> for T {
 
 impl<T: FromMessageContext> HandlerArg<ViaMessageContext> for T {
     type State = ();
+    const CALL_SCOPE: bool = T::CALL_SCOPE;
 
     fn resolve(_: &Resources) -> Result<(), MissingResource> {
         Ok(())

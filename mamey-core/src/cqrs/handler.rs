@@ -121,16 +121,23 @@ macro_rules! impl_handler {
                 // future.
                 let shared = Arc::new((self, $($state,)+));
                 let name = super::short_type_name::<F>();
+                let scoped = false $(|| <$arg as HandlerArg<$via>>::CALL_SCOPE)+;
                 Ok(BoundHandler::new(move |message: M| {
                     let shared = Arc::clone(&shared);
-                    // In a call scope of its own: an extractor may share
-                    // values with what the handler calls and finish its work
-                    // (commit, roll back) once the handler has returned.
-                    Box::pin(super::call::scoped(name, async move {
+                    let call = async move {
                         let (handler, $($state,)+) = &*shared;
                         $(let $state = <$arg as HandlerArg<$via>>::extract($state).await?;)+
                         handler(message, $($state,)+).await
-                    })) as BoxFuture<'static, _>
+                    };
+                    // In a call scope of its own when an argument asks: it
+                    // may share values with what the handler calls and
+                    // finish its work (commit, roll back) once the handler
+                    // has returned.
+                    if scoped {
+                        Box::pin(super::call::scoped(name, call)) as BoxFuture<'static, _>
+                    } else {
+                        Box::pin(call) as BoxFuture<'static, _>
+                    }
                 }))
             }
         }
