@@ -646,7 +646,12 @@ impl<S: OutboxStore> OutboxRelay<S> {
             round.released += ids.len() - lost.len();
             round.lost += lost_claim("release", &lost);
         }
-        mamey_observability::metrics::record_outbox_round(round.sent, round.failed, round.released);
+        mamey_observability::metrics::record_outbox_round(
+            round.sent,
+            round.failed,
+            round.released,
+            round.lost,
+        );
         Ok(round)
     }
 

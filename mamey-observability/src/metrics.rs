@@ -175,10 +175,16 @@ pub fn record_message_published(message: impl Into<SharedString>, outcome: &'sta
 }
 
 /// `outbox_messages_total`, labelled `outcome`: `"sent"` (confirmed by the
-/// broker), `"failed"` (to be retried later) or `"released"` (claimed, not
-/// tried, due again at once), counted per relay round.
-pub fn record_outbox_round(sent: usize, failed: usize, released: usize) {
-    for (outcome, count) in [("sent", sent), ("failed", failed), ("released", released)] {
+/// broker), `"failed"` (to be retried later), `"released"` (claimed, not
+/// tried, due again at once) or `"lost"` (another relay's claim took them
+/// over before this one settled them), counted per relay round.
+pub fn record_outbox_round(sent: usize, failed: usize, released: usize, lost: usize) {
+    for (outcome, count) in [
+        ("sent", sent),
+        ("failed", failed),
+        ("released", released),
+        ("lost", lost),
+    ] {
         if count > 0 {
             counter!("outbox_messages_total", "outcome" => outcome)
                 .increment(u64::try_from(count).unwrap_or(u64::MAX));
