@@ -377,7 +377,7 @@ impl Authenticator {
                 }
             }
             let connector =
-                crate::client::connector(Duration::from_secs(5), config.ca_file.as_deref())
+                crate::transport::connector(Duration::from_secs(5), config.ca_file.as_deref())
                     .map_err(|e| ConfigError::new(format!("{key}.ca_file"), e))?;
             Keys::Jwks(Box::new(Jwks::new(uri, config.jwks_refresh, connector)))
         };
@@ -704,7 +704,7 @@ fn identity(mut claims: BTreeMap<String, Value>, roles_claim: &str) -> Identity 
 /// A JSON Web Key Set fetched over HTTP and cached.
 struct Jwks {
     client: hyper_util::client::legacy::Client<
-        crate::client::Connector,
+        crate::transport::Connector,
         http_body_util::Empty<bytes::Bytes>,
     >,
     uri: http::Uri,
@@ -725,7 +725,7 @@ struct Cached {
 const MIN_REFETCH: Duration = Duration::from_secs(1);
 
 impl Jwks {
-    fn new(uri: http::Uri, refresh: Duration, connector: crate::client::Connector) -> Self {
+    fn new(uri: http::Uri, refresh: Duration, connector: crate::transport::Connector) -> Self {
         Self {
             client: hyper_util::client::legacy::Client::builder(
                 hyper_util::rt::TokioExecutor::new(),
@@ -794,7 +794,7 @@ impl Jwks {
     }
 
     async fn fetch(&self) -> Result<HashMap<String, (DecodingKey, Algorithm)>, String> {
-        let body = crate::client::get_bytes(
+        let body = crate::transport::get_bytes(
             &self.client,
             &self.uri,
             1024 * 1024,
@@ -965,6 +965,23 @@ impl JwtIssuer {
         jsonwebtoken::encode(&header, &claims, &self.key)
             .map_err(|e| Error::internal(format!("signing a token: {e}")))
     }
+}
+
+tokio::task_local! {
+    /// The caller's validated bearer token, for the service client to
+    /// forward (`http_client.forward_authorization`).
+    static CALLER_TOKEN: Arc<str>;
+}
+
+/// The bearer token the current request or call was authenticated with, if
+/// any.
+pub(crate) fn caller_token() -> Option<Arc<str>> {
+    CALLER_TOKEN.try_with(Arc::clone).ok()
+}
+
+/// Runs `future` with `token` as the caller's bearer token.
+pub(crate) async fn with_caller_token<F: Future>(token: Arc<str>, future: F) -> F::Output {
+    CALLER_TOKEN.scope(token, future).await
 }
 
 #[cfg(test)]

@@ -476,7 +476,7 @@ where
                     let call = tokio::time::timeout(timeout, handled).instrument(span.clone());
                     // The caller's token, for the service client to forward.
                     let outcome = match token {
-                        Some(token) => crate::pipeline::with_caller_token(token, call).await,
+                        Some(token) => crate::auth::with_caller_token(token, call).await,
                         None => call.await,
                     };
                     let response = match outcome {

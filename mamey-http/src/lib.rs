@@ -19,6 +19,7 @@ mod problem;
 mod serve;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod transport;
 mod url_path;
 #[cfg(feature = "garde")]
 mod validate;

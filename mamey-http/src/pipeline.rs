@@ -25,22 +25,11 @@ use tower::{Layer, Service};
 use tower_http::compression::{Compression, CompressionLayer};
 use tracing::Instrument;
 
-use crate::auth::{Authentication, Authenticator, establish};
+use crate::auth::{Authentication, Authenticator, establish, with_caller_token};
 use crate::problem::{Problem, too_large};
 use mamey_observability::metrics::HttpServerMetrics;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-tokio::task_local! {
-    /// The caller's validated bearer token, for the service client to
-    /// forward (`http_client.forward_authorization`).
-    static CALLER_TOKEN: Arc<str>;
-}
-
-/// The bearer token the current request was authenticated with, if any.
-pub(crate) fn caller_token() -> Option<Arc<str>> {
-    CALLER_TOKEN.try_with(Arc::clone).ok()
-}
 
 /// The settings the pipeline runs with.
 pub(crate) struct Pipeline {
@@ -181,7 +170,7 @@ where
                         let call = tokio::time::timeout(pipeline.timeout, handled)
                             .instrument(span.clone());
                         let outcome = match token {
-                            Some(token) => CALLER_TOKEN.scope(token, call).await,
+                            Some(token) => with_caller_token(token, call).await,
                             None => call.await,
                         };
                         match outcome {
@@ -249,12 +238,6 @@ fn method_label(method: &http::Method) -> &'static str {
         Method::CONNECT => "CONNECT",
         _ => "_OTHER",
     }
-}
-
-/// Runs `future` with `token` as the caller's bearer token.
-#[cfg(feature = "grpc")]
-pub(crate) async fn with_caller_token<F: Future>(token: Arc<str>, future: F) -> F::Output {
-    CALLER_TOKEN.scope(token, future).await
 }
 
 /// Calls `call` and awaits the future it makes: `None` when either panics,
