@@ -60,6 +60,8 @@
 //!   and the dispatcher, with tower middleware;
 //! - [`Error`]: the one error model, with its HTTP, gRPC and retry mappings;
 //! - [`health`]: health checks with per-check timeouts and aggregation.
+//! - [`credentials`]: credentials that rotate (a vault's database leases),
+//!   issued by one plug-in and followed by the pools that use them;
 //! - [`discovery`]: the resolver contract that turns service names into
 //!   endpoints, and a static resolver.
 //!
@@ -71,6 +73,7 @@ pub mod config;
 mod context;
 pub mod correlation;
 pub mod cqrs;
+pub mod credentials;
 pub mod discovery;
 mod error;
 pub mod health;

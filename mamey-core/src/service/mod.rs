@@ -49,7 +49,8 @@ pub enum ServiceError {
     /// The configuration is invalid.
     #[error("invalid configuration:\n{0}")]
     Config(#[from] ConfigError),
-    /// A [`ConfigOverlay`] could not fetch its data.
+    /// A [`ConfigOverlay`], or a plug-in's
+    /// [`Plugin::config_overlay`], could not fetch its data.
     #[error("config overlay `{overlay}` failed: {source}")]
     ConfigOverlay {
         /// The overlay's name.
@@ -299,6 +300,19 @@ impl ServiceBuilder {
         let started = std::time::Instant::now();
         check_duplicates(&self.plugins)?;
         let mut config = self.loader.load()?;
+        let mut plugins = self.plugins;
+        for plugin in &mut plugins {
+            let name = plugin.name();
+            let data = plugin.config_overlay(&config).await.map_err(|source| {
+                ServiceError::ConfigOverlay {
+                    overlay: name.to_owned(),
+                    source,
+                }
+            })?;
+            if let Some(data) = data {
+                config = config.with_overlay(name, data)?;
+            }
+        }
         for mut overlay in self.overlays {
             let name = overlay.name().to_owned();
             let data =
@@ -328,9 +342,9 @@ impl ServiceBuilder {
         let shared_dispatcher = Dispatcher::unbuilt();
         resources.insert(shared_dispatcher.clone());
         let mut dispatcher = self.dispatcher;
-        let mut slots: Vec<Slot> = Vec::with_capacity(self.plugins.len());
+        let mut slots: Vec<Slot> = Vec::with_capacity(plugins.len());
 
-        for mut plugin in self.plugins {
+        for mut plugin in plugins {
             let name = plugin.name();
             let missing = plugin
                 .requires()

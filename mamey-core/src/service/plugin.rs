@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::figment::value::Dict;
 use crate::config::{AppConfig, Config, ConfigError, ConfigSection};
 use crate::cqrs::{Dispatcher, DispatcherBuilder};
 use crate::error::BoxError;
@@ -79,6 +80,22 @@ pub trait Plugin: Send + 'static {
         Vec::new()
     }
 
+    /// Configuration this plug-in lays over files and environment variables
+    /// before any plug-in initialises: secrets from a vault, keys from a KV
+    /// store. Called during [`ServiceBuilder::build`](crate::ServiceBuilder::build),
+    /// in plug-in order, with the configuration loaded so far (so the
+    /// plug-in's own settings can come from files or the environment); the
+    /// keys it returns are nested tables, as a
+    /// [`ConfigOverlay`](crate::config::ConfigOverlay)'s are, and errors
+    /// about them name the plug-in as their source. Default: nothing.
+    fn config_overlay(
+        &mut self,
+        base: &Config,
+    ) -> impl Future<Output = Result<Option<Dict>, BoxError>> + Send {
+        let _ = base;
+        async { Ok(None) }
+    }
+
     /// Reads configuration, connects, provides resources, registers health
     /// checks and handlers. Must not serve traffic yet.
     fn init(
@@ -123,6 +140,10 @@ pub trait Plugin: Send + 'static {
 pub(crate) trait DynPlugin: Send {
     fn name(&self) -> &'static str;
     fn requires(&self) -> Vec<Requirement>;
+    fn config_overlay<'a>(
+        &'a mut self,
+        base: &'a Config,
+    ) -> BoxFuture<'a, Result<Option<Dict>, BoxError>>;
     fn init<'a>(&'a mut self, ctx: &'a mut InitContext<'_>) -> BoxFuture<'a, Result<(), BoxError>>;
     fn start<'a>(&'a mut self, ctx: &'a StartContext) -> BoxFuture<'a, Result<(), BoxError>>;
     fn ready<'a>(&'a mut self, ctx: &'a StartContext) -> BoxFuture<'a, Result<(), BoxError>>;
@@ -136,6 +157,12 @@ impl<P: Plugin> DynPlugin for P {
     }
     fn requires(&self) -> Vec<Requirement> {
         Plugin::requires(self)
+    }
+    fn config_overlay<'a>(
+        &'a mut self,
+        base: &'a Config,
+    ) -> BoxFuture<'a, Result<Option<Dict>, BoxError>> {
+        Plugin::config_overlay(self, base).boxed()
     }
     fn init<'a>(&'a mut self, ctx: &'a mut InitContext<'_>) -> BoxFuture<'a, Result<(), BoxError>> {
         Plugin::init(self, ctx).boxed()
