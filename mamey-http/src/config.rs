@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 /// compression = true
 /// cors = { allowed_origins = ["https://app.example.com"] }
 /// jwt = { issuer = "identity", audiences = ["orders"], jwks_url = "http://identity/.well-known/jwks.json" }
+/// tls = { cert_file = "/etc/orders/tls.crt", key_file = "/etc/orders/tls.key" }
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -90,6 +91,9 @@ pub struct HttpConfig {
     pub jwt: JwtConfig,
     /// The operational endpoints mamey adds to the router.
     pub endpoints: OperationalEndpoints,
+    /// Serving HTTPS (feature `tls`); off unless a certificate and its key
+    /// are configured.
+    pub tls: ServerTlsConfig,
 }
 
 impl Default for HttpConfig {
@@ -112,6 +116,7 @@ impl Default for HttpConfig {
             cors: CorsConfig::default(),
             jwt: JwtConfig::default(),
             endpoints: OperationalEndpoints::default(),
+            tls: ServerTlsConfig::default(),
         }
     }
 }
@@ -236,5 +241,60 @@ impl Default for OperationalEndpoints {
             admin_role: "admin".to_owned(),
             health_reuse: Duration::from_secs(1),
         }
+    }
+}
+
+/// `http.tls` (and `grpc.tls`): serving TLS (feature `tls`).
+///
+/// TLS is on when both `cert_file` and `key_file` are set; setting one of
+/// them alone is a configuration error. The files are watched: a renewed
+/// certificate is served to new connections within `reload_interval`,
+/// without a restart.
+///
+/// ```toml
+/// [http.tls]
+/// cert_file = "/etc/orders/tls.crt"
+/// key_file = "/etc/orders/tls.key"
+/// client_ca_file = "/etc/orders/clients-ca.crt" # mutual TLS
+/// reload_interval = "10s"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// A PEM file with the server's certificate chain, the server's own
+    /// certificate first. Default: none.
+    pub cert_file: Option<String>,
+    /// A PEM file with the certificate's private key (PKCS#8, PKCS#1 RSA
+    /// or SEC1 EC). Default: none.
+    pub key_file: Option<String>,
+    /// A PEM file of CA certificates. When set, every client must present a
+    /// certificate issued by one of them (mutual TLS); it is read once, at
+    /// start. Default: none (no client certificates asked for).
+    pub client_ca_file: Option<String>,
+    /// How often `cert_file` and `key_file` are checked for changes (their
+    /// modification time and length); a changed pair is loaded and served
+    /// to new connections, while a pair that does not load is logged as a
+    /// warning and the previous certificate stays. `0s` turns the watch
+    /// off. Default: `10s`.
+    #[serde(with = "mamey_core::config::duration")]
+    pub reload_interval: Duration,
+}
+
+impl Default for ServerTlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            reload_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ServerTlsConfig {
+    /// Whether TLS is configured: a certificate file and a key file.
+    #[must_use]
+    pub fn is_enabled(&self) -> bool {
+        self.cert_file.is_some() && self.key_file.is_some()
     }
 }

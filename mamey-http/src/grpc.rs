@@ -59,8 +59,9 @@ use tracing::Instrument;
 
 use crate::auth::{Auth, Authenticator, Policies};
 use crate::client::ServiceClient;
-use crate::config::JwtConfig;
+use crate::config::{JwtConfig, ServerTlsConfig};
 use crate::health::SharedHealth;
+use crate::tls::Alpn;
 
 /// The `grpc` section.
 ///
@@ -70,6 +71,7 @@ use crate::health::SharedHealth;
 /// request_timeout = "30s"
 /// reflection = true
 /// jwt = { issuer = "identity", jwks_url = "http://identity/.well-known/jwks.json" }
+/// tls = { cert_file = "/etc/orders/tls.crt", key_file = "/etc/orders/tls.key" }
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -89,6 +91,9 @@ pub struct GrpcConfig {
     pub health_interval: Duration,
     /// Bearer-token validation, as `http.jwt`; off unless a key is set.
     pub jwt: JwtConfig,
+    /// Serving TLS, as `http.tls` (feature `tls`; ALPN offers `h2` only);
+    /// off unless a certificate and its key are set.
+    pub tls: ServerTlsConfig,
 }
 
 impl Default for GrpcConfig {
@@ -99,6 +104,7 @@ impl Default for GrpcConfig {
             reflection: true,
             health_interval: Duration::from_secs(1),
             jwt: JwtConfig::default(),
+            tls: ServerTlsConfig::default(),
         }
     }
 }
@@ -118,6 +124,7 @@ pub struct GrpcServer {
     policies: Policies,
     listener: Option<TcpListener>,
     app: Option<axum::Router>,
+    tls: Option<crate::tls::ServerTls>,
     stopping: CancellationToken,
 }
 
@@ -148,6 +155,7 @@ impl GrpcServer {
             policies: Policies::default(),
             listener: None,
             app: None,
+            tls: None,
             stopping: CancellationToken::new(),
         }
     }
@@ -219,6 +227,7 @@ impl Plugin for GrpcServer {
             return Err(format!("gRPC requires policy `{name}`, which is not registered").into());
         }
         let authenticator = Authenticator::from_config(&config.jwt, "grpc.jwt")?.map(Arc::new);
+        let tls = crate::tls::server_tls(ctx.config(), &config.tls, "grpc.tls", Alpn::Grpc)?;
         let listener = TcpListener::bind(config.address.as_str())
             .await
             .map_err(|e| {
@@ -256,7 +265,8 @@ impl Plugin for GrpcServer {
         });
         self.app = Some(routes.into_axum_router().layer(CallLayer(calls)));
         self.listener = Some(listener);
-        tracing::info!(address = %bound, services = ?self.names, "gRPC bound");
+        tracing::info!(address = %bound, services = ?self.names, tls = tls.is_some(), "gRPC bound");
+        self.tls = tls;
         Ok(())
     }
 
@@ -264,13 +274,15 @@ impl Plugin for GrpcServer {
         let (Some(listener), Some(app)) = (self.listener.take(), self.app.take()) else {
             return Err("gRPC started before it was initialised".into());
         };
-        let (shutdown, stopping) = (ctx.shutdown_token(), self.stopping.clone());
+        let (shutdown, stopping, tls) =
+            (ctx.shutdown_token(), self.stopping.clone(), self.tls.take());
+        crate::tls::watch_certificate(ctx, tls.as_ref());
         ctx.spawn("serve", async move {
             // Stops accepting, ends health watches, and drains the calls in
             // flight; streams of your own should end on shutdown too, or
             // they hold the stop until `shutdown.timeout`.
             let stop = CancellationToken::new();
-            let serving = crate::serve::serve(listener, app, GRPC_LIMITS, stop.clone());
+            let serving = crate::serve::serve(listener, app, GRPC_LIMITS, tls, stop.clone());
             let mut serving = std::pin::pin!(serving);
             tokio::select! {
                 () = serving.as_mut() => {}

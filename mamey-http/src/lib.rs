@@ -19,6 +19,7 @@ mod problem;
 mod serve;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tls;
 mod transport;
 mod url_path;
 #[cfg(feature = "garde")]
@@ -30,7 +31,7 @@ pub use client::{
     BreakerConfig, Call, ClientConfig, LoadBalancer, Response, RetryConfig, ServiceClient,
     ServiceClientPlugin,
 };
-pub use config::{CorsConfig, HttpConfig, JwtConfig, OperationalEndpoints};
+pub use config::{CorsConfig, HttpConfig, JwtConfig, OperationalEndpoints, ServerTlsConfig};
 pub use endpoints::{Endpoints, Operation};
 pub use extractors::{Json, Path, QueryParams};
 pub use problem::{ApiError, PROBLEM_JSON, Problem, ProblemField};

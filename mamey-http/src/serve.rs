@@ -1,6 +1,7 @@
-//! Serving a router on a listener: HTTP/1.1 and HTTP/2 (prior knowledge)
-//! on one port, a cap on open connections, deadlines that every connection
-//! must meet, and a graceful stop bounded by a drain timeout.
+//! Serving a router on a listener: HTTP/1.1 and HTTP/2 (prior knowledge,
+//! or by ALPN over TLS) on one port, a cap on open connections, deadlines
+//! that every connection must meet, and a graceful stop bounded by a drain
+//! timeout.
 //!
 //! Every connection must make progress. Each is watched from the outside
 //! (its socket reads, and the requests it hands to the router), and closed
@@ -8,8 +9,9 @@
 //!
 //! - from connecting until the first request head is complete (HTTP/1.1),
 //!   or until the HTTP/2 preface and the client's SETTINGS frame have
-//!   arrived: `header_read_timeout`. This covers telling the protocols
-//!   apart, which hyper-util leaves without a deadline;
+//!   arrived: `header_read_timeout`. This covers the TLS handshake, when
+//!   the listener has TLS, and telling the protocols apart, which
+//!   hyper-util leaves without a deadline;
 //! - between requests: `idle_timeout`, and on HTTP/1.1, once the next
 //!   head's first byte has arrived, `header_read_timeout` for the rest;
 //! - an HTTP/2 connection told to close (a GOAWAY, when idle too long or
@@ -19,6 +21,7 @@
 //! that has gone away is noticed even while a request is in flight.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
@@ -33,7 +36,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +44,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::HttpConfig;
 use crate::problem::Problem;
+use crate::tls::ServerTls;
 
 /// Limits of one listener.
 #[derive(Debug, Clone, Copy)]
@@ -152,14 +156,16 @@ impl From<Limits> for Settings {
     }
 }
 
-/// Serves `app` on `listener` until `stop` is cancelled, then stops
-/// accepting, lets each connection finish the requests it has started
-/// (HTTP/2 connections get a GOAWAY), and returns when all have closed, or
-/// once the drain timeout has passed, cutting the connections still open.
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `stop`
+/// is cancelled, then stops accepting, lets each connection finish the
+/// requests it has started (HTTP/2 connections get a GOAWAY), and returns
+/// when all have closed, or once the drain timeout has passed, cutting the
+/// connections still open.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     settings: impl Into<Settings>,
+    tls: Option<ServerTls>,
     stop: CancellationToken,
 ) {
     let settings: Settings = settings.into();
@@ -208,47 +214,33 @@ pub(crate) async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let (builder, app) = (Arc::clone(&builder), app.clone());
+        let (builder, app, tls) = (Arc::clone(&builder), app.clone(), tls.clone());
         let (stop, cut) = (stop.clone(), cut.clone());
         connections.spawn(async move {
             let _slot = slot;
-            let watch = Arc::new(Watch::new());
-            let io = Watched {
-                stream,
-                watch: Arc::clone(&watch),
-            };
-            let service = Tracked {
+            let opened = Instant::now();
+            let connection = Connection {
+                peer,
+                opened,
+                builder,
                 app,
-                watch: Arc::clone(&watch),
                 settings,
+                stop,
+                cut,
             };
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-            let mut connection = std::pin::pin!(connection);
-            let mut stopping = false;
-            loop {
-                tokio::select! {
-                    result = connection.as_mut() => {
-                        if let Err(error) = result {
-                            tracing::debug!(%peer, %error, "connection ended with an error");
-                        }
-                        return;
-                    }
-                    () = watch.stalled(&settings) => {
-                        if watch.close_gracefully() {
-                            // An idle HTTP/2 connection: a GOAWAY first.
-                            connection.as_mut().graceful_shutdown();
-                        } else {
-                            tracing::debug!(%peer, "connection closed: no progress within its deadline");
-                            return;
-                        }
-                    }
-                    () = stop.cancelled(), if !stopping => {
-                        stopping = true;
-                        watch.close_gracefully();
-                        connection.as_mut().graceful_shutdown();
-                    }
-                    () = cut.cancelled() => return,
-                }
+            let Some(tls) = tls else {
+                return connection.serve(stream).await;
+            };
+            // The handshake is part of getting going: it shares the first
+            // head's deadline, counted from connecting.
+            let deadline = opened + settings.limits.header_read_timeout;
+            let handshake = tokio::select! {
+                stream = tls.handshake(stream, peer, deadline) => stream,
+                () = connection.stop.cancelled() => None,
+                () = connection.cut.cancelled() => None,
+            };
+            if let Some(stream) = handshake {
+                connection.serve(stream).await;
             }
         });
     }
@@ -266,6 +258,71 @@ pub(crate) async fn serve(
             "cut {open} connection(s) still open when the drain timeout ran out"
         );
         connections.wait().await;
+    }
+}
+
+/// One accepted connection, and what serving it needs.
+struct Connection {
+    peer: SocketAddr,
+    /// When it was accepted: the first deadline counts from here.
+    opened: Instant,
+    builder: Arc<Builder<TokioExecutor>>,
+    app: Router,
+    settings: Settings,
+    /// The server is stopping: finish the requests in flight.
+    stop: CancellationToken,
+    /// The drain timeout ran out: close now.
+    cut: CancellationToken,
+}
+
+impl Connection {
+    /// Serves HTTP on `stream` (a socket, or a TLS stream over one) until
+    /// the peer closes it, it misses a deadline, or the server cuts it.
+    async fn serve<S>(self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (peer, settings, stop, cut) = (self.peer, self.settings, self.stop, self.cut);
+        let watch = Arc::new(Watch::new(self.opened));
+        let io = Watched {
+            stream,
+            watch: Arc::clone(&watch),
+        };
+        let service = Tracked {
+            app: self.app,
+            watch: Arc::clone(&watch),
+            settings,
+        };
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
+        let mut connection = std::pin::pin!(connection);
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = watch.stalled(&settings) => {
+                    if watch.close_gracefully() {
+                        // An idle HTTP/2 connection: a GOAWAY first.
+                        connection.as_mut().graceful_shutdown();
+                    } else {
+                        tracing::debug!(%peer, "connection closed: no progress within its deadline");
+                        return;
+                    }
+                }
+                () = stop.cancelled(), if !stopping => {
+                    stopping = true;
+                    watch.close_gracefully();
+                    connection.as_mut().graceful_shutdown();
+                }
+                () = cut.cancelled() => return,
+            }
+        }
     }
 }
 
@@ -379,17 +436,16 @@ struct Watch {
 }
 
 impl Watch {
-    fn new() -> Self {
-        let now = Instant::now();
+    fn new(opened: Instant) -> Self {
         Self {
             progress: Mutex::new(Progress {
                 protocol: Protocol::Unknown,
-                opened: now,
+                opened,
                 read: 0,
                 start: [0; H2_START],
                 handshake_done: false,
                 in_flight: 0,
-                idle_since: now,
+                idle_since: opened,
                 head_started: None,
                 closing: None,
             }),
@@ -457,13 +513,14 @@ impl Drop for InFlight {
     }
 }
 
-/// The socket, reporting what it reads to the watch.
-struct Watched {
-    stream: TcpStream,
+/// The socket (or the TLS stream over it), reporting what it reads to the
+/// watch.
+struct Watched<S> {
+    stream: S,
     watch: Arc<Watch>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -481,7 +538,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

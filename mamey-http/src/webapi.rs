@@ -26,6 +26,7 @@ use crate::health::SharedHealth;
 use crate::openapi::{DOCS_PAGE, document};
 use crate::pipeline::{Pipeline, PipelineLayer};
 use crate::problem::Problem;
+use crate::tls::Alpn;
 
 /// A resource of the service (a client, a pool), as an extractor for axum
 /// handlers: any plug-in's resource, whatever the order of the plug-ins.
@@ -124,6 +125,7 @@ pub struct WebApi {
     app: Option<Router>,
     pipeline: Option<Arc<Pipeline>>,
     settings: crate::serve::Settings,
+    tls: Option<crate::tls::ServerTls>,
 }
 
 impl std::fmt::Debug for WebApi {
@@ -153,6 +155,7 @@ impl WebApi {
             app: None,
             pipeline: None,
             settings: crate::serve::Settings::from_config(&HttpConfig::default()),
+            tls: None,
         }
     }
 
@@ -202,6 +205,7 @@ impl Plugin for WebApi {
             }
         }
         let authenticator = Authenticator::from_config(&config.jwt, "http.jwt")?.map(Arc::new);
+        let tls = crate::tls::server_tls(ctx.config(), &config.tls, "http.tls", Alpn::Http)?;
         let cors = cors_layer(&config.cors)?;
         let sensitive_headers = ALWAYS_SENSITIVE
             .iter()
@@ -311,7 +315,8 @@ impl Plugin for WebApi {
         self.settings = crate::serve::Settings::from_config(&config);
         self.app = Some(app);
         self.listener = Some(listener);
-        tracing::info!(address = %bound, "web API bound");
+        tracing::info!(address = %bound, tls = tls.is_some(), "web API bound");
+        self.tls = tls;
         Ok(())
     }
 
@@ -323,13 +328,14 @@ impl Plugin for WebApi {
         if let Some(pipeline) = &self.pipeline {
             let _ = pipeline.resources.set(Arc::clone(ctx.resources()));
         }
-        let (shutdown, settings) = (ctx.shutdown_token(), self.settings);
+        let (shutdown, settings, tls) = (ctx.shutdown_token(), self.settings, self.tls.take());
+        crate::tls::watch_certificate(ctx, tls.as_ref());
         ctx.spawn("serve", async move {
             // Stops accepting when the plug-in stops, then drains the
             // requests in flight for up to `http.drain_timeout` and cuts
             // the connections still open (the service bounds the whole
             // stop by `shutdown.timeout`).
-            crate::serve::serve(listener, app, settings, shutdown).await;
+            crate::serve::serve(listener, app, settings, tls, shutdown).await;
             Ok(())
         });
         Ok(())
