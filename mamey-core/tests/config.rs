@@ -369,4 +369,103 @@ mod overlays {
              \"http\", expected u16"
         );
     }
+
+    /// A plug-in that lays its own configuration over the rest, as the
+    /// secrets plug-in does, and records what it saw at init.
+    struct Overlaying {
+        fail: bool,
+        seen: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    }
+
+    impl mamey_core::Plugin for Overlaying {
+        fn name(&self) -> &'static str {
+            "overlaying"
+        }
+
+        async fn config_overlay(&mut self, base: &Config) -> Result<Option<Dict>, BoxError> {
+            if self.fail {
+                return Err("vault unreachable".into());
+            }
+            // The plug-in's own settings come from the layers below it.
+            let port = base.section::<Greeter>()?.port;
+            let mut greeter = Dict::new();
+            greeter.insert(
+                "greeting".into(),
+                Value::from(format!("from plug-in, port {port}")),
+            );
+            Ok(Some(Dict::from([(
+                "greeter".to_owned(),
+                Value::from(greeter),
+            )])))
+        }
+
+        async fn init(&mut self, ctx: &mut mamey_core::InitContext<'_>) -> Result<(), BoxError> {
+            *self.seen.lock().unwrap() = Some(ctx.section::<Greeter>()?.greeting);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plugin_overlay_applies_before_any_init_and_below_builder_overlays() {
+        let dir = Dir::new(&[("default.toml", "[greeter]\nport = 7\n")]);
+        let seen = std::sync::Arc::default();
+        let service = Service::builder("svc")
+            .config_dir(dir.path())
+            .env_vars([("MAMEY__GREETER__GREETING", "from env")])
+            .handle_signals(false)
+            .plugin(Overlaying {
+                fail: false,
+                seen: std::sync::Arc::clone(&seen),
+            })
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(
+            seen.lock().unwrap().as_deref(),
+            Some("from plug-in, port 7")
+        );
+        assert_eq!(
+            service.config().sources().last(),
+            Some(&mamey_core::config::ConfigSource::Overlay(
+                "overlaying".into()
+            ))
+        );
+        // An overlay added to the builder sits above the plug-ins' ones.
+        let service = Service::builder("svc")
+            .config_dir(dir.path())
+            .handle_signals(false)
+            .plugin(Overlaying {
+                fail: false,
+                seen: std::sync::Arc::default(),
+            })
+            .config_overlay(Store {
+                fail: false,
+                port: Value::from(9_u16),
+            })
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(
+            service.config().section::<Greeter>().unwrap().greeting,
+            "from store of svc"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_plugin_overlay_stops_the_build_naming_the_plugin() {
+        let error = Service::builder("svc")
+            .config_dir(Dir::new(&[]).path())
+            .handle_signals(false)
+            .plugin(Overlaying {
+                fail: true,
+                seen: std::sync::Arc::default(),
+            })
+            .build()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "config overlay `overlaying` failed: vault unreachable"
+        );
+    }
 }
