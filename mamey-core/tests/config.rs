@@ -365,8 +365,8 @@ mod overlays {
         let error = service.config().section::<Greeter>().unwrap_err();
         assert_eq!(
             error.to_string(),
-            "config key `greeter.port` (from overlay `test-store`): invalid type: found string \
-             \"http\", expected u16"
+            "config key `greeter.port` (from overlay `test-store`): invalid value: found a \
+             string, expected u16"
         );
     }
 

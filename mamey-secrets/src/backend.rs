@@ -167,19 +167,24 @@ impl fmt::Debug for SecretData {
     }
 }
 
-/// A serde error's message without the offending value: `serde_json` quotes
-/// values in `invalid type: string "hunter2", expected …`.
+/// A serde error's message without the offending value: serde quotes
+/// values (`invalid type: string "hunter2"`, ``unknown variant `x` ``).
+/// What is expected names the schema, never the value, so keep only that.
 fn redact_serde(error: &serde_json::Error) -> String {
     let text = error.to_string();
-    match (text.find("invalid type: "), text.find(", expected")) {
-        (Some(_), Some(at)) => format!("invalid type{}", &text[at..]),
-        _ => match text.find("invalid value: ") {
-            Some(_) => text.find(", expected").map_or_else(
-                || "invalid value".to_owned(),
-                |at| format!("invalid value{}", &text[at..]),
-            ),
-            None => text,
-        },
+    if text.starts_with("missing field") {
+        return text;
+    }
+    let kind = if text.starts_with("invalid type") {
+        "invalid type"
+    } else if text.starts_with("unknown variant") {
+        "unknown variant"
+    } else {
+        "invalid value"
+    };
+    match text.find(", expected ") {
+        Some(at) => format!("{kind}{}", &text[at..]),
+        None => kind.to_owned(),
     }
 }
 
@@ -208,6 +213,22 @@ mod tests {
         let error = data.deserialize::<Db>("orders/db").unwrap_err().to_string();
         assert!(error.contains("port"), "{error}");
         assert!(!error.contains("not-a-number"), "{error}");
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        enum Mode {
+            Fast,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct WithMode {
+            password: Mode,
+        }
+        let error = data
+            .deserialize::<WithMode>("orders/db")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown variant, expected"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
         let db: Result<Db, _> = SecretData::new(
             serde_json::json!({"password": "hunter2", "port": 5432})
                 .as_object()

@@ -114,9 +114,10 @@ impl Default for OverlayEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
-    /// The secrets file, TOML or JSON (by extension; TOML otherwise). A
-    /// path `a/b` is the table `[a.b]`. The file is read on every read, so
-    /// an edit is a rotation. Default: `config/secrets.toml`.
+    /// The secrets file, TOML or JSON (by extension; TOML otherwise),
+    /// relative to the working directory unless absolute. A path `a/b` is
+    /// the table `[a.b]`. The file is read on every read, so an edit is a
+    /// rotation. Default: `config/secrets.toml`.
     pub path: PathBuf,
 }
 

@@ -42,8 +42,13 @@
 //! }
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let dir = tempfile::tempdir()?;
+//! std::fs::write(
+//!     dir.path().join("default.toml"),
+//!     "[secrets]\noverlay = [{ path = \"mail\", into = \"mail\" }]\n",
+//! )?;
 //! let service = Service::builder("mailer")
-//!     .env_vars([("MAMEY__SECRETS__OVERLAY__0__PATH", "mail"), ("MAMEY__SECRETS__OVERLAY__0__INTO", "mail")])
+//!     .config_dir(dir.path())
 //!     .plugin(Secrets::new().env_vars([("MAMEY_SECRET__MAIL__PASSWORD", "hunter2")]))
 //!     .build()
 //!     .await?;

@@ -3,11 +3,16 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use crate::{SecretBackend, SecretData, SecretError, SecretRef};
+
+/// How long a failed read keeps the health check degraded when nothing
+/// reads the backend again to clear it.
+const TROUBLE_MEMORY: Duration = Duration::from_secs(60);
 
 /// Secrets at runtime: a resource the [`Secrets`](crate::Secrets) plug-in
 /// provides, for code that needs a secret after the service has built.
@@ -41,8 +46,9 @@ pub struct SecretStore {
 struct Inner {
     backend: Arc<dyn SecretBackend>,
     watched: Mutex<BTreeMap<SecretRef, watch::Sender<SecretData>>>,
-    /// The last failure talking to the backend, cleared by a success.
-    trouble: watch::Sender<Option<String>>,
+    /// The last failure talking to the backend and when it happened,
+    /// cleared by a success.
+    trouble: watch::Sender<Option<(Instant, String)>>,
 }
 
 impl fmt::Debug for SecretStore {
@@ -157,7 +163,9 @@ impl SecretStore {
 
     /// Records a failure to reach the backend, for the health check.
     pub(crate) fn report_trouble(&self, trouble: String) {
-        self.inner.trouble.send_replace(Some(trouble));
+        self.inner
+            .trouble
+            .send_replace(Some((Instant::now(), trouble)));
     }
 
     /// Records that the backend answered.
@@ -165,10 +173,16 @@ impl SecretStore {
         self.inner.trouble.send_if_modified(|t| t.take().is_some());
     }
 
-    /// The last failure to reach the backend, if it has not answered since.
+    /// The last failure to reach the backend, if it has not answered since
+    /// and it happened within the last minute.
     #[must_use]
     pub fn trouble(&self) -> Option<String> {
-        self.inner.trouble.borrow().clone()
+        self.inner
+            .trouble
+            .borrow()
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < TROUBLE_MEMORY)
+            .map(|(_, trouble)| trouble.clone())
     }
 
     fn lock_watched(

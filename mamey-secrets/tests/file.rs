@@ -1,6 +1,8 @@
 //! The file and environment backends through the plug-in: overlays,
 //! watching a rotation, and the permission warning.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! Secrets reaching mamey-http: a certificate from OpenBao's PKI served over
 //! TLS and renewed without a restart, and JWT keys from a secret.
 #![cfg(feature = "vault")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The Vault backend against a real OpenBao: KV overlays, login methods,
 //! token renewal, transit, dynamic database credentials and PKI.
 #![cfg(feature = "vault")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -105,6 +105,25 @@ impl ConfigError {
                     figment.find_metadata(&key).or(e.metadata.as_ref())
                 };
                 let source = metadata.map(|m| describe_source(m, &path));
+                // An overlay's values are secrets more often than not: say
+                // what kind of value was found, never the value.
+                let message = if source.as_deref().is_some_and(|s| s.starts_with("overlay ")) {
+                    match &e.kind {
+                        Kind::InvalidType(actual, expected)
+                        | Kind::InvalidValue(actual, expected) => {
+                            format!(
+                                "invalid value: found {}, expected {expected}",
+                                kind_of(actual)
+                            )
+                        }
+                        Kind::UnknownVariant(_, expected) => {
+                            format!("unknown variant, expected one of {}", expected.join(", "))
+                        }
+                        _ => message,
+                    }
+                } else {
+                    message
+                };
                 ConfigProblem {
                     key,
                     source,
@@ -113,6 +132,21 @@ impl ConfigError {
             })
             .collect();
         Self { problems }
+    }
+}
+
+/// What kind of value `actual` is, without the value itself.
+fn kind_of(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) | Actual::Float(_) => "a number",
+        Actual::Char(_) | Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Unit | Actual::Option | Actual::NewtypeStruct => "an empty value",
+        Actual::Seq => "a list",
+        Actual::Map => "a table",
+        _ => "a value",
     }
 }
 

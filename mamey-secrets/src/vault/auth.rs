@@ -130,8 +130,14 @@ pub(crate) async fn keep_alive(
                 Err(error) => {
                     tracing::warn!(%error, "could not renew the Vault token; trying again");
                     trouble(Some(format!("token renewal: {error}")));
+                    // Before the token ends, try again well within its
+                    // life; after, at the backoff's pace.
                     let left = deadline.saturating_duration_since(Instant::now());
-                    let pause = backoff.min(left.max(Duration::from_millis(100)));
+                    let pause = if left.is_zero() {
+                        backoff
+                    } else {
+                        backoff.min(left / 2).max(Duration::from_millis(100))
+                    };
                     tokio::select! {
                         () = stop.cancelled() => return,
                         () = tokio::time::sleep(pause) => {}
@@ -192,9 +198,9 @@ async fn refresh(
 
 /// Reads a token or JWT from a file, trimmed, bounded in size.
 async fn read_credential(path: &std::path::Path, key: &str) -> Result<Secret<String>, SecretError> {
-    let unreadable = |reason: String| SecretError::Unavailable {
-        backend: "vault",
-        reason: format!("{key} `{}`: {reason}", path.display()),
+    let unreadable = |reason: String| SecretError::Config {
+        key: key.to_owned(),
+        reason: format!("cannot read `{}`: {reason}", path.display()),
     };
     let size = tokio::fs::metadata(path)
         .await

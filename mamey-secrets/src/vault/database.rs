@@ -114,10 +114,14 @@ impl DatabaseLease {
                             .expires
                             .saturating_duration_since(Instant::now());
                         tracing::warn!(source = %self.name, %error, left_secs = left.as_secs(), "could not renew database credentials; keeping the current ones and trying again");
-                        trouble(Some(format!(
-                            "{error} (current credentials valid for {}s more)",
-                            left.as_secs()
-                        )));
+                        trouble(Some(if left.is_zero() {
+                            format!("{error} (the current credentials have expired)")
+                        } else {
+                            format!(
+                                "{error} (current credentials valid for {}s more)",
+                                left.as_secs()
+                            )
+                        }));
                         tokio::select! {
                             () = stop.cancelled() => return,
                             () = tokio::time::sleep(backoff) => {}

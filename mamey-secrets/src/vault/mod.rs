@@ -60,6 +60,10 @@ impl VaultBackend {
                     attempt += 1;
                 }
                 Err(error) if error.is_transient() => {
+                    let error = match error {
+                        SecretError::Unavailable { reason, .. } => reason,
+                        other => other.to_string(),
+                    };
                     return Err(SecretError::Unavailable {
                         backend: "vault",
                         reason: format!(

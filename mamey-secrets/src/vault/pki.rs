@@ -93,7 +93,10 @@ impl Certificate {
 
 async fn issue(conn: &Connection, config: &PkiConfig) -> Result<Issued, SecretError> {
     let mut request = GenerateCertificateRequest::builder();
-    request.common_name(config.common_name.clone());
+    // The chain to serve: intermediates, without the root clients trust.
+    request
+        .common_name(config.common_name.clone())
+        .remove_roots_from_chain(true);
     if !config.alt_names.is_empty() {
         request.alt_names(config.alt_names.join(","));
     }
@@ -118,10 +121,8 @@ async fn issue(conn: &Connection, config: &PkiConfig) -> Result<Issued, SecretEr
         .map_or(at, |secs| UNIX_EPOCH + Duration::from_secs(secs));
     let mut chain = response.certificate.trim().to_owned();
     for ca in response.ca_chain.iter().flatten() {
-        if ca.trim() != response.issuing_ca.trim() {
-            chain.push('\n');
-            chain.push_str(ca.trim());
-        }
+        chain.push('\n');
+        chain.push_str(ca.trim());
     }
     chain.push('\n');
     let write_error = |path: &Path, e: std::io::Error| SecretError::Unavailable {
