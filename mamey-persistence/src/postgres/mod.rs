@@ -8,6 +8,12 @@
 //! — after the plug-ins added later, so handlers and the outbox relay finish
 //! first.
 //!
+//! With `postgres.credentials`, the pool connects with the rotating
+//! credentials of a named source (a vault's dynamic database credentials,
+//! see [`CredentialSources`](mamey_core::credentials::CredentialSources))
+//! and follows each rotation: new connections use the new credentials, and
+//! those opened with the old ones close once their work is done.
+//!
 //! With the `outbox` feature (on by default), [`Postgres::outbox`] adds a
 //! [`PgOutbox`] resource for
 //! [`Messaging::outbox`](mamey_messaging::Messaging::outbox), and
@@ -38,21 +44,27 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use mamey_core::config::{ConfigSection, Secret};
-use mamey_core::{BoxError, InitContext, Plugin};
+use mamey_core::{BoxError, InitContext, Plugin, StartContext};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 #[cfg(feature = "outbox")]
-use {mamey_core::StartContext, tokio_util::sync::CancellationToken};
+use tokio_util::sync::CancellationToken;
+
+use credentials::RotatingCredentials;
 
 pub use crate::sql::error;
 use crate::sql::{Migrations, SqlPlugin, is_transient};
 pub use sqlx::PgPool;
+
+mod credentials;
 
 /// The `postgres` section.
 ///
 /// ```toml
 /// [postgres]
 /// url = "postgres://postgres@127.0.0.1:5432/postgres"
+/// # password = "…"        # overrides the URL's (e.g. from a secret overlay)
+/// # credentials = "orders" # rotating credentials, overriding user and password
 /// max_connections = 10
 /// min_connections = 0
 /// acquire_timeout = "5s"
@@ -68,6 +80,18 @@ pub struct PostgresConfig {
     /// Connection URL (it may hold a password, so it never prints).
     /// Default: `postgres://postgres@127.0.0.1:5432/postgres`.
     pub url: Secret<String>,
+    /// The password, overriding the one in `url`: a secret overlay can then
+    /// supply just the password (`[[secrets.overlay]] path = "orders/db"
+    /// into = "postgres"` with a key `password`). Not with `credentials`,
+    /// which supplies its own. Never prints. Default: none (the URL's).
+    pub password: Option<Secret<String>>,
+    /// The name of a source of rotating credentials (a vault's dynamic
+    /// database credentials: `secrets.vault.database.<name>`), whose user
+    /// and password override the URL's. New connections use each new
+    /// pair; those opened with the previous one close once their work is
+    /// done. Needs the plug-in that issues them (`Secrets`) added before
+    /// this one. Default: none.
+    pub credentials: Option<String>,
     /// Connections the pool opens at most. Default: `10`.
     pub max_connections: u32,
     /// Connections the pool keeps open when idle. Default: `0`.
@@ -99,6 +123,8 @@ impl Default for PostgresConfig {
     fn default() -> Self {
         Self {
             url: Secret::new("postgres://postgres@127.0.0.1:5432/postgres".into()),
+            password: None,
+            credentials: None,
             max_connections: 10,
             min_connections: 0,
             acquire_timeout: Duration::from_secs(5),
@@ -125,6 +151,9 @@ pub struct Postgres {
     /// Stops the outbox listener before the pool closes.
     #[cfg(feature = "outbox")]
     listener: CancellationToken,
+    /// With `postgres.credentials`: the source, and the pool that follows
+    /// it, until `start` spawns the follower.
+    rotating: Option<(RotatingCredentials, PgPool)>,
 }
 
 impl fmt::Debug for Postgres {
@@ -167,18 +196,29 @@ impl Plugin for Postgres {
 
     async fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), BoxError> {
         let config = ctx.section::<PostgresConfig>()?;
-        let url = config.url.expose();
-        let parsed = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            PgConnectOptions::from_str(url).map_err(|e| e.to_string())
-        } else {
-            Err("not a postgres:// URL".to_owned())
-        };
-        let options = parsed.map_err(|e| {
+        let options = connect_options(&config).map_err(|e| {
             ctx.config().invalid(
                 "postgres.url",
                 format!("expected a URL like postgres://user@host:5432/db ({e})"),
             )
         })?;
+        if config.password.is_some() && config.credentials.is_some() {
+            return Err(ctx
+                .config()
+                .invalid(
+                    "postgres.password",
+                    "expected no password with `postgres.credentials`, whose source supplies it",
+                )
+                .into());
+        }
+        let rotating = match &config.credentials {
+            Some(name) => Some(RotatingCredentials::new(ctx, name, options.clone())?),
+            None => None,
+        };
+        let options = match &rotating {
+            Some(rotating) => rotating.options(),
+            None => options,
+        };
         SqlPlugin::<sqlx::Postgres>::check_tables(
             ctx.config(),
             [
@@ -220,12 +260,16 @@ impl Plugin for Postgres {
         connect(&options, config.connect_timeout)
             .await
             .map_err(|e| format!("cannot connect to Postgres at {target}: {e}"))?;
-        let pool = PgPoolOptions::new()
+        let mut pool_options = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .min_connections(config.min_connections)
             .acquire_timeout(config.acquire_timeout)
-            .idle_timeout(Some(config.idle_timeout))
-            .connect_lazy_with(options);
+            .idle_timeout(Some(config.idle_timeout));
+        if let Some(rotating) = &rotating {
+            pool_options = rotating.retire_stale(pool_options);
+        }
+        let pool = pool_options.connect_lazy_with(options);
+        self.rotating = rotating.map(|rotating| (rotating, pool.clone()));
         self.sql
             .open(ctx, "postgres", pool.clone(), migrations.as_ref(), &target)
             .await?;
@@ -234,13 +278,29 @@ impl Plugin for Postgres {
         Ok(())
     }
 
-    #[cfg(feature = "outbox")]
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+        // The outbox listener holds a pool connection for as long as it
+        // listens, and connects through the pool (`PgListener::connect_with`),
+        // so with the pool's current credentials: on a rotation it is told to
+        // reconnect, rather than keep the old credentials until they are
+        // revoked under it.
+        #[cfg(feature = "outbox")]
+        let listener = self.outbox_store.as_ref().map(PgOutbox::reconnect_signal);
+        #[cfg(not(feature = "outbox"))]
+        let listener = None;
+        #[cfg(feature = "outbox")]
         if let Some(outbox) = self.outbox_store.clone() {
             let stop = ctx.shutdown_token().child_token();
             self.listener = stop.clone();
             ctx.spawn("postgres-outbox-listener", async move {
                 outbox.listen(stop).await;
+                Ok(())
+            });
+        }
+        if let Some((rotating, pool)) = self.rotating.take() {
+            let stop = ctx.shutdown_token();
+            ctx.spawn("postgres-credentials", async move {
+                rotating.follow(pool, listener, stop).await;
                 Ok(())
             });
         }
@@ -253,6 +313,23 @@ impl Plugin for Postgres {
         self.sql.close().await;
         Ok(())
     }
+}
+
+/// The options of `postgres.url`, with `postgres.password` if set.
+///
+/// # Errors
+/// The URL is not a `postgres://` or `postgresql://` URL, or does not
+/// parse; the message never holds the URL.
+fn connect_options(config: &PostgresConfig) -> Result<PgConnectOptions, String> {
+    let url = config.url.expose();
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("not a postgres:// URL".to_owned());
+    }
+    let options = PgConnectOptions::from_str(url).map_err(|e| e.to_string())?;
+    Ok(match &config.password {
+        Some(password) => options.password(password.expose()),
+        None => options,
+    })
 }
 
 /// Connects once, to check the database is there before the service starts:
@@ -395,6 +472,9 @@ mod stores {
         table: Arc<str>,
         sql: Arc<OutboxSql>,
         staged: Arc<Notify>,
+        /// Tells the listener to take a fresh connection (the pool's
+        /// credentials rotated).
+        reconnect: Arc<Notify>,
     }
 
     impl fmt::Debug for PgOutbox {
@@ -504,7 +584,14 @@ mod stores {
                 table: name.into(),
                 sql: Arc::new(sql),
                 staged: Arc::new(Notify::new()),
+                reconnect: Arc::new(Notify::new()),
             }
+        }
+
+        /// Notified when the listener must drop its connection and take a
+        /// fresh one from the pool.
+        pub(in crate::postgres) fn reconnect_signal(&self) -> Arc<Notify> {
+            Arc::clone(&self.reconnect)
         }
 
         /// The table.
@@ -554,7 +641,8 @@ mod stores {
         /// Wakes the relay on each `NOTIFY` of the table's channel, until `stop`;
         /// reconnects with backoff when the connection is lost, and wakes the
         /// relay after each (re)connection for what was staged meanwhile. The
-        /// listener holds one connection of the pool.
+        /// listener holds one connection of the pool; when the pool's
+        /// credentials rotate, it takes a fresh one.
         pub async fn listen(&self, stop: CancellationToken) {
             let channel = self.table.to_string();
             let mut backoff = Duration::from_millis(100);
@@ -573,10 +661,11 @@ mod stores {
                     Ok(mut listener) => {
                         backoff = Duration::from_millis(100);
                         self.staged.notify_one();
-                        loop {
+                        let reconnect = loop {
                             let next = tokio::select! {
                                 biased;
                                 () = stop.cancelled() => return,
+                                () = self.reconnect.notified() => break true,
                                 next = listener.try_recv() => next,
                             };
                             match next {
@@ -589,9 +678,17 @@ mod stores {
                                 }
                                 Err(error) => {
                                     tracing::warn!(%channel, %error, "outbox listener failed");
-                                    break;
+                                    break false;
                                 }
                             }
+                        };
+                        // Dropping the listener returns its connection to
+                        // the pool, which closes it (opened before the
+                        // rotation); the next one is opened with the new
+                        // credentials, at once.
+                        if reconnect {
+                            tracing::debug!(%channel, "outbox listener reconnecting with rotated credentials");
+                            continue;
                         }
                     }
                     Err(error) => {
@@ -912,3 +1009,39 @@ mod stores {
 
 #[cfg(feature = "outbox")]
 pub use stores::{PgInbox, PgOutbox};
+
+#[cfg(test)]
+mod tests {
+    use sqlx::ConnectOptions;
+
+    use super::*;
+
+    fn effective_url(config: &PostgresConfig) -> String {
+        connect_options(config).unwrap().to_url_lossy().to_string()
+    }
+
+    #[test]
+    fn postgres_password_overrides_the_urls() {
+        let mut config = PostgresConfig {
+            url: Secret::new("postgres://app:fromurl@db:5432/orders".into()),
+            ..PostgresConfig::default()
+        };
+        assert!(effective_url(&config).contains("app:fromurl@"));
+
+        config.password = Some(Secret::new("fromconfig".into()));
+        let url = effective_url(&config);
+        assert!(url.contains("app:fromconfig@"), "{url}");
+        assert!(!url.contains("fromurl"), "{url}");
+        assert!(!format!("{config:?}").contains("fromconfig"));
+    }
+
+    #[test]
+    fn a_url_that_is_not_postgres_is_refused_without_echoing_it() {
+        let config = PostgresConfig {
+            url: Secret::new("mysql://app:hunter2@db/orders".into()),
+            ..PostgresConfig::default()
+        };
+        let error = connect_options(&config).unwrap_err();
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+}
