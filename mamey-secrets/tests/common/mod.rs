@@ -85,3 +85,23 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// The `bao` binary `scripts/services.sh up openbao` installs, if present.
+pub fn bao_binary() -> Option<std::path::PathBuf> {
+    let tools = std::env::var_os("MAMEY_TOOLS")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/mamey-tools"))
+        })?;
+    let bao = tools.join("bin/bao");
+    bao.is_file().then_some(bao)
+}
+
+/// A free port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
