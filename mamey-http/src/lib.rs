@@ -2,6 +2,21 @@
 //! commands and queries, RFC 9457 problem+json errors, JWT authentication
 //! with roles and policies, OpenAPI, health and metrics endpoints, and a
 //! resilient service client.
+//!
+//! How work goes through the crate:
+//!
+//! - **A web request**: `serve` (connections, limits, TLS) → CORS → the
+//!   pipeline (`pipeline.rs`: load shedding, the body checks, context and
+//!   authentication, the server span, the timeout, panic recovery, metrics)
+//!   → the route: an axum handler, or an [`Endpoints`] operation binding the
+//!   request to a command or query for the core dispatcher.
+//! - **A gRPC call** (feature `grpc`): `serve` → the call layer
+//!   (`grpc/call.rs`: the same context and authentication step as the web
+//!   pipeline, then authorization, span, deadline) → the tonic service.
+//! - **An outgoing call**: a [`Call`] of the [`ServiceClient`], or a
+//!   `GrpcChannel`, → one resilience runner (`client/resilience.rs`:
+//!   resolve, pick under the breaker, time out, classify, retry under the
+//!   budget) → the transport's own attempt.
 #![forbid(unsafe_code)]
 
 mod auth;

@@ -25,7 +25,7 @@ use tower::{Layer, Service};
 use tower_http::compression::{Compression, CompressionLayer};
 use tracing::Instrument;
 
-use crate::auth::{Authentication, Authenticator, establish, with_caller_token};
+use crate::auth::{Authentication, Authenticator, as_caller, inbound};
 use crate::problem::{Problem, too_large};
 use mamey_observability::metrics::HttpServerMetrics;
 
@@ -114,15 +114,10 @@ where
                 return Ok(response);
             };
 
-            let extracted = mamey_observability::propagation::extract(request.headers());
-            let mut context = extracted.context;
-            let (authentication, token) = establish(
-                pipeline.authenticator.as_deref(),
-                request.headers(),
-                "http",
-                &mut context,
-            )
-            .await;
+            // Context and caller: the same step as gRPC's.
+            let inbound =
+                inbound(pipeline.authenticator.as_deref(), request.headers(), "http").await;
+            let (context, otel, authentication, token) = inbound.into_parts();
             // Nothing to record when no token was sent and none could be.
             if pipeline.authenticator.is_some() {
                 request
@@ -136,7 +131,6 @@ where
                 request.extensions_mut().insert(Arc::clone(resources));
             }
             let request_id = HeaderValue::from_str(&context.message_id).ok();
-            let otel = extracted.otel;
 
             let mut response = context
                 .scope(async {
@@ -169,10 +163,7 @@ where
                         let handled = catching_panics(|| handle(handler, request));
                         let call = tokio::time::timeout(pipeline.timeout, handled)
                             .instrument(span.clone());
-                        let outcome = match token {
-                            Some(token) => with_caller_token(token, call).await,
-                            None => call.await,
-                        };
+                        let outcome = as_caller(token, call).await;
                         match outcome {
                             Ok(Some(Ok(response))) => response,
                             Ok(Some(Err(never))) => match never {},
