@@ -25,6 +25,7 @@
 //!   plug-in: its full default stack.
 //!
 //! Bare axum runs in phase 2 as well, as the baseline for latency.
+//! `BENCH_PROFILE=<stack>` runs one stack alone, for a profiler.
 //!
 //! Prints req/s, p50 and p99 per stack and round, the medians, and
 //! `RATIO http_rps_vs_axum <x>` (mamey / axum),
@@ -262,12 +263,32 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        if std::env::var("BENCH_PROFILE").is_ok() {
-            // Only the full mamey stack, for a profiler.
-            let (address, running) = serve_mamey(true).await;
+        if let Ok(stack) = std::env::var("BENCH_PROFILE") {
+            // One stack only, for a profiler: `axum`, `axum+`, `mamey` or `mamey+`.
+            let (address, running) = match stack.as_str() {
+                "axum" => (serve_axum(routes()).await, None),
+                "axum+" => {
+                    let (_, running) = serve_mamey(true).await; // the subscriber and recorder
+                    (serve_axum(equivalent()).await, Some(running))
+                }
+                "mamey" => {
+                    let (address, running) = serve_mamey(false).await;
+                    (address, Some(running))
+                }
+                _ => {
+                    let (address, running) = serve_mamey(true).await;
+                    (address, Some(running))
+                }
+            };
             let run = load(address, seconds).await;
-            println!("mamey+ {:.0} req/s", run.rps);
-            running.stop().await.unwrap();
+            println!(
+                "{stack} {:.0} req/s, {:.0} requests",
+                run.rps,
+                run.rps * seconds
+            );
+            if let Some(running) = running {
+                running.stop().await.unwrap();
+            }
             return;
         }
 

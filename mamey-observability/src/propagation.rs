@@ -55,11 +55,25 @@ pub trait Carrier {
     fn set(&mut self, key: &str, value: String);
 }
 
+/// The headers every inbound request is read for, parsed once: looking a
+/// header up by `&str` parses and lower-cases the name on each call.
+static KNOWN_HEADERS: [http::HeaderName; 7] = [
+    http::HeaderName::from_static("traceparent"),
+    http::HeaderName::from_static("tracestate"),
+    http::HeaderName::from_static("baggage"),
+    http::HeaderName::from_static(REQUEST_ID),
+    http::HeaderName::from_static(CORRELATION_ID),
+    http::HeaderName::from_static(CAUSATION_ID),
+    http::HeaderName::from_static(CORRELATION_CONTEXT),
+];
+
 impl Carrier for http::HeaderMap {
     fn get(&self, key: &str) -> Option<Cow<'_, str>> {
-        http::HeaderMap::get(self, key)
-            .and_then(|v| v.to_str().ok())
-            .map(Cow::Borrowed)
+        let value = match KNOWN_HEADERS.iter().find(|name| name.as_str() == key) {
+            Some(name) => http::HeaderMap::get(self, name),
+            None => http::HeaderMap::get(self, key),
+        };
+        value.and_then(|v| v.to_str().ok()).map(Cow::Borrowed)
     }
     fn set(&mut self, key: &str, value: String) {
         if let (Ok(name), Ok(value)) = (
