@@ -50,20 +50,7 @@ async fn a_pki_certificate_is_served_over_tls_and_its_renewal_picked_up() {
         return;
     };
     let mut cleanup = Cleanup::new(&bao);
-    let pki = unique("pki");
-    bao.mount(&pki, "pki", json!({ "max_lease_ttl": "1h" }))
-        .await;
-    cleanup.mount(&pki);
-    bao.post(
-        &format!("{pki}/root/generate/internal"),
-        json!({ "common_name": "mamey test CA", "ttl": "1h" }),
-    )
-    .await;
-    bao.post(
-        &format!("{pki}/roles/service"),
-        json!({ "allowed_domains": ["localhost"], "allow_localhost": true, "allow_bare_domains": true, "allow_ip_sans": true, "max_ttl": "1h" }),
-    )
-    .await;
+    let pki = common::pki_engine(&bao, &mut cleanup).await;
     let files = tempfile::tempdir().unwrap();
     let cert = files.path().join("tls.crt");
     let key = files.path().join("tls.key");

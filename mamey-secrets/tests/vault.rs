@@ -206,18 +206,7 @@ async fn approle_logs_in_and_keeps_its_token_past_its_max_ttl() {
         let store: SecretStore = service.resources().get().unwrap();
         let running = service.start().await.unwrap();
         // Three token lifetimes later, reads still work: renewed and re-logged-in.
-        let started = tokio::time::Instant::now();
-        while started.elapsed() < Duration::from_secs(7) {
-            let data = store
-                .read_data(&mamey_secrets::SecretRef::new("app").mount(kv.as_str()))
-                .await;
-            assert!(
-                data.is_ok(),
-                "read failed after {:?}: {data:?}",
-                started.elapsed()
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        keeps_reading(&store, &kv, Duration::from_secs(7)).await;
         running.stop().await.unwrap();
     })
     .await;
@@ -262,18 +251,7 @@ async fn a_renewable_token_is_renewed_before_it_expires() {
         let service = service.unwrap();
         let store: SecretStore = service.resources().get().unwrap();
         let running = service.start().await.unwrap();
-        let started = tokio::time::Instant::now();
-        while started.elapsed() < Duration::from_secs(5) {
-            let data = store
-                .read_data(&mamey_secrets::SecretRef::new("app").mount(kv.as_str()))
-                .await;
-            assert!(
-                data.is_ok(),
-                "read failed after {:?}: {data:?}",
-                started.elapsed()
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        keeps_reading(&store, &kv, Duration::from_secs(5)).await;
         running.stop().await.unwrap();
     })
     .await;
@@ -395,20 +373,7 @@ async fn pki_certificate_is_issued_and_renewed_before_expiry() {
         return;
     };
     let mut cleanup = Cleanup::new(&bao);
-    let pki = unique("pki");
-    bao.mount(&pki, "pki", json!({ "max_lease_ttl": "1h" }))
-        .await;
-    cleanup.mount(&pki);
-    bao.post(
-        &format!("{pki}/root/generate/internal"),
-        json!({ "common_name": "mamey test CA", "ttl": "1h" }),
-    )
-    .await;
-    bao.post(
-        &format!("{pki}/roles/service"),
-        json!({ "allowed_domains": ["localhost"], "allow_localhost": true, "allow_bare_domains": true, "allow_ip_sans": true, "max_ttl": "1h" }),
-    )
-    .await;
+    let pki = common::pki_engine(&bao, &mut cleanup).await;
     let files = tempfile::tempdir().unwrap();
     let cert = files.path().join("tls.crt");
     let key = files.path().join("tls.key");
@@ -460,6 +425,23 @@ async fn pki_certificate_is_issued_and_renewed_before_expiry() {
         running.stop().await.unwrap();
     })
     .await;
+}
+
+/// Reads `app` from the KV mount `kv` every half second for `how_long`;
+/// every read must succeed (the token stays valid throughout).
+async fn keeps_reading(store: &SecretStore, kv: &str, how_long: Duration) {
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < how_long {
+        let data = store
+            .read_data(&mamey_secrets::SecretRef::new("app").mount(kv))
+            .await;
+        assert!(
+            data.is_ok(),
+            "read failed after {:?}: {data:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Runs `test`, then the clean-up, then re-raises a failure.

@@ -221,3 +221,29 @@ pub async fn connect_as(username: &str, password: &str) -> Result<String, sqlx::
         .await?;
     Ok(user)
 }
+
+/// Mounts a PKI engine with a root CA and a role `service` issuing for
+/// `localhost` and IP addresses; answers the mount.
+pub async fn pki_engine(bao: &Bao, cleanup: &mut Cleanup) -> String {
+    let pki = unique("pki");
+    bao.mount(&pki, "pki", serde_json::json!({ "max_lease_ttl": "1h" }))
+        .await;
+    cleanup.mount(&pki);
+    bao.post(
+        &format!("{pki}/root/generate/internal"),
+        serde_json::json!({ "common_name": "mamey test CA", "ttl": "1h" }),
+    )
+    .await;
+    bao.post(
+        &format!("{pki}/roles/service"),
+        serde_json::json!({
+            "allowed_domains": ["localhost"],
+            "allow_localhost": true,
+            "allow_bare_domains": true,
+            "allow_ip_sans": true,
+            "max_ttl": "1h",
+        }),
+    )
+    .await;
+    pki
+}
