@@ -62,6 +62,7 @@ pub enum Presence {
 }
 
 /// The error of a registry that could not be reached.
+#[cfg(any(feature = "etcd", feature = "consul"))]
 pub(crate) fn unreachable(registry: &str, message: impl std::fmt::Display) -> Error {
     Error::new(
         mamey_core::ErrorKind::Unavailable,
