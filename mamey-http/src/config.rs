@@ -5,6 +5,8 @@ use std::time::Duration;
 use mamey_core::config::{ConfigSection, Secret};
 use serde::{Deserialize, Serialize};
 
+use crate::limits::LimitsConfig;
+
 /// The `http` section: the listener, limits, CORS, operational endpoints and
 /// bearer-token authentication. Every key has a default.
 ///
@@ -13,13 +15,13 @@ use serde::{Deserialize, Serialize};
 /// address = "0.0.0.0:8080"
 /// request_timeout = "30s"
 /// body_limit = 2097152
-/// concurrency_limit = 1024
 /// idle_timeout = "75s"
 /// drain_timeout = "10s"
 /// compression = true
 /// cors = { allowed_origins = ["https://app.example.com"] }
 /// jwt = { issuer = "identity", audiences = ["orders"], jwks_url = "http://identity/.well-known/jwks.json" }
 /// tls = { cert_file = "/etc/orders/tls.crt", key_file = "/etc/orders/tls.key" }
+/// limits = { max_concurrency = 1024, rate = { requests_per_second = 50 } }
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -76,8 +78,10 @@ pub struct HttpConfig {
     /// `shutdown.timeout`. Default: `10s`.
     #[serde(with = "mamey_core::config::duration")]
     pub drain_timeout: Duration,
-    /// Requests handled at once; more are shed at once with
-    /// `503 Service Unavailable` and `retry-after`. Default: `1024`.
+    /// The older name of `http.limits.max_concurrency`, used when that key
+    /// is not set: requests in progress at once (the health and metrics
+    /// endpoints not counted); more are answered `503 Service Unavailable`
+    /// with `retry-after`. Default: `1024`.
     pub concurrency_limit: usize,
     /// Compress responses (gzip) when the client accepts it. Default: `true`.
     pub compression: bool,
@@ -94,6 +98,10 @@ pub struct HttpConfig {
     /// Serving HTTPS (feature `tls`); off unless a certificate and its key
     /// are configured.
     pub tls: ServerTlsConfig,
+    /// Overload protection: concurrency per route and in all, a rate limit
+    /// per caller, adaptive shedding. Default: `1024` requests at once
+    /// (`concurrency_limit`), the rest off.
+    pub limits: LimitsConfig,
 }
 
 impl Default for HttpConfig {
@@ -117,6 +125,7 @@ impl Default for HttpConfig {
             jwt: JwtConfig::default(),
             endpoints: OperationalEndpoints::default(),
             tls: ServerTlsConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }

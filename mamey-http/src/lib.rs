@@ -6,13 +6,16 @@
 //! How work goes through the crate:
 //!
 //! - **A web request**: `serve` (connections, limits, TLS) → CORS → the
-//!   pipeline (`pipeline.rs`: load shedding, the body checks, context and
-//!   authentication, the server span, the timeout, panic recovery, metrics)
-//!   → the route: an axum handler, or an [`Endpoints`] operation binding the
-//!   request to a command or query for the core dispatcher.
+//!   pipeline (`pipeline.rs`: the body checks, context and authentication,
+//!   the server span, the timeout, panic recovery, metrics) → overload
+//!   protection (`limits/`: rate limit per caller, adaptive shedding,
+//!   concurrency per route and in all) → the route: an axum handler, or an
+//!   [`Endpoints`] operation binding the request to a command or query for
+//!   the core dispatcher.
 //! - **A gRPC call** (feature `grpc`): `serve` → the call layer
 //!   (`grpc/call.rs`: the same context and authentication step as the web
-//!   pipeline, then authorization, span, deadline) → the tonic service.
+//!   pipeline, then authorization, span, deadline) → the same overload
+//!   protection → the tonic service.
 //! - **An outgoing call**: a [`Call`] of the [`ServiceClient`], or a
 //!   `GrpcChannel`, → one resilience runner (`client/resilience.rs`:
 //!   resolve, pick under the breaker, time out, classify, retry under the
@@ -28,6 +31,7 @@ mod extractors;
 #[cfg(feature = "grpc")]
 pub mod grpc;
 mod health;
+mod limits;
 mod openapi;
 mod pipeline;
 mod problem;
@@ -49,6 +53,7 @@ pub use client::{
 pub use config::{CorsConfig, HttpConfig, JwtConfig, OperationalEndpoints, ServerTlsConfig};
 pub use endpoints::{Endpoints, Operation};
 pub use extractors::{Json, Path, QueryParams};
+pub use limits::{LimitsConfig, RateLimitConfig, RouteLimits, SheddingConfig};
 pub use problem::{ApiError, PROBLEM_JSON, Problem, ProblemField};
 pub use url_path::url_path;
 #[cfg(feature = "garde")]

@@ -20,7 +20,6 @@ use std::future::Future;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Either};
 use http::{HeaderName, HeaderValue, Request, StatusCode, header};
-use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 use tower_http::compression::{Compression, CompressionLayer};
 use tracing::Instrument;
@@ -33,7 +32,6 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The settings the pipeline runs with.
 pub(crate) struct Pipeline {
-    pub(crate) permits: Arc<Semaphore>,
     pub(crate) timeout: Duration,
     pub(crate) body_limit: usize,
     pub(crate) authenticator: Option<Arc<Authenticator>>,
@@ -103,17 +101,6 @@ where
             // Any token is a valid method: labels only from the standard set.
             let method = method_label(request.method());
 
-            let Ok(permit) = pipeline.permits.try_acquire() else {
-                let response = shed();
-                pipeline.metrics.record(
-                    method,
-                    route,
-                    response.status().as_u16(),
-                    started.elapsed(),
-                );
-                return Ok(response);
-            };
-
             // Context and caller: the same step as gRPC's.
             let inbound =
                 inbound(pipeline.authenticator.as_deref(), request.headers(), "http").await;
@@ -182,7 +169,6 @@ where
                     response
                 })
                 .await;
-            drop(permit);
             if let Some(id) = request_id {
                 response.headers_mut().insert(REQUEST_ID, id);
             }
@@ -367,19 +353,6 @@ fn panicked() -> Response {
         "an internal error occurred",
     )
     .into_response()
-}
-
-fn shed() -> Response {
-    let mut response = Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "request.overloaded",
-        "too many requests in progress (`http.concurrency_limit`); try again shortly",
-    )
-    .into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
 }
 
 fn timed_out(timeout: Duration) -> Response {

@@ -15,7 +15,6 @@ use mamey_core::{BoxError, Identity, InitContext, Plugin, StartContext};
 use mamey_observability::metrics::HttpServerMetrics;
 use mamey_observability::{LogLevel, Prometheus};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::{Auth, Authentication, Authenticator, Policies};
@@ -23,6 +22,7 @@ use crate::config::{CorsConfig, HttpConfig};
 use crate::endpoints::{Endpoints, RouteEnv};
 use crate::extractors::Json;
 use crate::health::SharedHealth;
+use crate::limits::{HttpLimits, Limits, LimitsLayer};
 use crate::openapi::{DOCS_PAGE, document};
 use crate::pipeline::{Pipeline, PipelineLayer};
 use crate::problem::Problem;
@@ -108,11 +108,12 @@ pub use mamey_core::discovery::HttpAddress;
 /// # }
 /// ```
 ///
-/// Every request goes through, outermost first: load shedding
-/// (`http.concurrency_limit`), the body-size check, trace and correlation
-/// context extraction, bearer-token authentication, a `request` server span,
-/// the timeout (`http.request_timeout`), panic recovery, CORS and
-/// compression. Errors of every kind are problem+json.
+/// Every request goes through, outermost first: CORS, the body-size check,
+/// trace and correlation context extraction, bearer-token authentication,
+/// a `request` server span, the timeout (`http.request_timeout`), panic
+/// recovery, compression, and overload protection (`http.limits`: the rate
+/// limit per caller, load shedding, concurrency limits). Errors of every
+/// kind are problem+json.
 ///
 /// Mamey's own routes: `/health/live`, `/health/ready`, `/health/startup`,
 /// `/metrics` (with the observability plug-in added first),
@@ -207,6 +208,12 @@ impl Plugin for WebApi {
         let authenticator = Authenticator::from_config(&config.jwt, "http.jwt")?.map(Arc::new);
         let tls = crate::tls::server_tls(ctx.config(), &config.tls, "http.tls", Alpn::Http)?;
         let cors = cors_layer(&config.cors)?;
+        let limits = Limits::from_config(
+            &config.limits,
+            "http",
+            Some(config.concurrency_limit),
+            ctx.config(),
+        )?;
         let sensitive_headers = ALWAYS_SENSITIVE
             .iter()
             .map(|name| (*name).to_owned())
@@ -291,7 +298,8 @@ impl Plugin for WebApi {
                 )
             });
         let pipeline = Arc::new(Pipeline {
-            permits: Arc::new(Semaphore::new(config.concurrency_limit.max(1))),
+            // `http.concurrency_limit` is enforced by `http.limits`, which
+            // exempts the health and metrics endpoints.
             timeout: config.request_timeout,
             body_limit: config.body_limit,
             authenticator,
@@ -309,6 +317,10 @@ impl Plugin for WebApi {
                 // (shed, too large, timed out) reach browsers too.
                 .option_layer(cors)
                 .layer(PipelineLayer(Arc::clone(&pipeline)))
+                // Inside the pipeline: a valid token's subject is known (the
+                // rate limit's caller), and refusals get the request's span,
+                // id and metrics.
+                .layer(LimitsLayer::new(Arc::new(limits), HttpLimits))
                 .layer(DefaultBodyLimit::max(config.body_limit)),
         );
         self.pipeline = Some(pipeline);

@@ -24,6 +24,7 @@ use super::{GrpcAddress, HEALTH_NAME, REFLECTION_NAME};
 use crate::auth::{Auth, Authenticator, Policies};
 use crate::config::{JwtConfig, ServerTlsConfig};
 use crate::health::SharedHealth;
+use crate::limits::{GrpcLimits, Limits, LimitsConfig, LimitsLayer};
 use crate::tls::Alpn;
 
 /// The `grpc` section.
@@ -35,6 +36,7 @@ use crate::tls::Alpn;
 /// reflection = true
 /// jwt = { issuer = "identity", jwks_url = "http://identity/.well-known/jwks.json" }
 /// tls = { cert_file = "/etc/orders/tls.crt", key_file = "/etc/orders/tls.key" }
+/// limits = { max_concurrency = 512, rate = { requests_per_second = 50 } }
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -57,6 +59,10 @@ pub struct GrpcConfig {
     /// Serving TLS, as `http.tls` (feature `tls`; ALPN offers `h2` only);
     /// off unless a certificate and its key are set.
     pub tls: ServerTlsConfig,
+    /// Overload protection, as `http.limits`, for calls (routes are method
+    /// paths, `"/orders.v1.Orders/Get"`; the health service is exempt).
+    /// Default: off, `max_concurrency` included.
+    pub limits: LimitsConfig,
 }
 
 impl Default for GrpcConfig {
@@ -68,6 +74,7 @@ impl Default for GrpcConfig {
             health_interval: Duration::from_secs(1),
             jwt: JwtConfig::default(),
             tls: ServerTlsConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -188,6 +195,7 @@ impl Plugin for GrpcServer {
             return Err(format!("gRPC requires policy `{name}`, which is not registered").into());
         }
         let authenticator = Authenticator::from_config(&config.jwt, "grpc.jwt")?.map(Arc::new);
+        let limits = Limits::from_config(&config.limits, "grpc", None, ctx.config())?;
         let tls = crate::tls::server_tls(ctx.config(), &config.tls, "grpc.tls", Alpn::Grpc)?;
         let listener = TcpListener::bind(config.address.as_str())
             .await
@@ -224,7 +232,15 @@ impl Plugin for GrpcServer {
             policies: std::mem::take(&mut self.policies),
             timeout: config.request_timeout,
         });
-        self.app = Some(routes.into_axum_router().layer(CallLayer(calls)));
+        let mut app = routes.into_axum_router();
+        if limits.is_active() {
+            let mut known: Vec<String> = self.names.iter().map(|n| (*n).to_owned()).collect();
+            known.push(REFLECTION_NAME.to_owned());
+            let protocol = GrpcLimits::new(&[HEALTH_NAME], known);
+            // Inside the call layer: a valid token's subject is known.
+            app = app.layer(LimitsLayer::new(Arc::new(limits), protocol));
+        }
+        self.app = Some(app.layer(CallLayer(calls)));
         self.listener = Some(listener);
         tracing::info!(address = %bound, services = ?self.names, tls = tls.is_some(), "gRPC bound");
         self.tls = tls;

@@ -291,6 +291,7 @@ impl Connection {
         };
         let service = Tracked {
             app: self.app,
+            peer,
             watch: Arc::clone(&watch),
             settings,
         };

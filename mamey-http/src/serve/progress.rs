@@ -265,6 +265,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 #[derive(Clone)]
 pub(super) struct Tracked {
     pub(super) app: Router,
+    /// The client's address, for handlers (`ConnectInfo`) and the limits.
+    pub(super) peer: std::net::SocketAddr,
     pub(super) watch: Arc<Watch>,
     pub(super) settings: Settings,
 }
@@ -274,8 +276,11 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         let in_flight = self.watch.begin();
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
         if let Some(problem) = self.settings.oversized(&request) {
             let response = axum::response::IntoResponse::into_response(problem);
             return Box::pin(std::future::ready(Ok(response.map(|body| TrackedBody {
