@@ -7,14 +7,13 @@ mod common;
 
 use axum::Router;
 use axum::routing::get;
-use common::{Bao, Cleanup, config_dir, eventually, unique};
+use common::{Bao, Cleanup, config_dir, eventually};
 use mamey_core::Identity;
 use mamey_core::Service;
 use mamey_http::{Caller, HttpAddress, JwtIssuer, WebApi};
 use mamey_secrets::{SecretStore, Secrets};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use serde_json::json;
 
 /// The certificate a fresh HTTPS connection to `url` is served, trusting
 /// only `ca_pem`.
