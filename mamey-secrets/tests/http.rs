@@ -71,7 +71,7 @@ async fn a_pki_certificate_is_served_over_tls_and_its_renewal_picked_up() {
         .plugin(WebApi::new().router(Router::new().route("/ping", get(|| async { "pong" }))))
         .build()
         .await;
-    let outcome = std::panic::AssertUnwindSafe(async {
+    let outcome = async {
         let service = service.unwrap();
         let HttpAddress(address) = service.resources().get().unwrap();
         let running = service.start().await.unwrap();
@@ -96,12 +96,8 @@ async fn a_pki_certificate_is_served_over_tls_and_its_renewal_picked_up() {
         })
         .await;
         running.stop().await.unwrap();
-    });
-    let outcome = futures_util::FutureExt::catch_unwind(outcome).await;
-    cleanup.run().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    };
+    cleanup.around(outcome).await;
 }
 
 #[tokio::test]

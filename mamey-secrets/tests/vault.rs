@@ -86,39 +86,40 @@ async fn kv_v1_and_v2_lay_over_files_and_env_and_never_print() {
         .await
         .map_err(|e| e.to_string());
     drop(guard);
-    cleanup_after(cleanup, async {
-        let service = service.unwrap();
-        // Vault wins over files and environment; keys it lacks stay.
-        let demo: Demo = service.config().section().unwrap();
-        assert_eq!(demo.password.expose(), "v1-hunter2");
-        assert_eq!(demo.user, "orders");
-        // Later entries win: the pinned version 1 of orders/meta came last.
-        assert_eq!(demo.pinned, "first");
-        assert_eq!(demo.from_file_only, "kept");
-        // A pinned KV v2 version reads that version.
-        let store: SecretStore = service.resources().get().unwrap();
-        let first = store
-            .read_data(
-                &mamey_secrets::SecretRef::new("orders/meta")
-                    .mount(v2.as_str())
-                    .version(1),
-            )
-            .await
-            .unwrap();
-        assert_eq!(first.get("pinned").unwrap().expose(), "first");
-        // Never printed: Debug, the configuration dump, the logs.
-        assert!(!format!("{demo:?}").contains("hunter2"));
-        assert!(!format!("{first:?}").contains("first"));
-        assert!(!service.effective_config().contains("hunter2"));
-        let logs = logged(&logs);
-        assert!(
-            logs.contains("secret laid over the configuration"),
-            "{logs}"
-        );
-        assert!(!logs.contains("hunter2"), "{logs}");
-        assert!(!logs.contains("mamey-dev-root"), "{logs}");
-    })
-    .await;
+    cleanup
+        .around(async {
+            let service = service.unwrap();
+            // Vault wins over files and environment; keys it lacks stay.
+            let demo: Demo = service.config().section().unwrap();
+            assert_eq!(demo.password.expose(), "v1-hunter2");
+            assert_eq!(demo.user, "orders");
+            // Later entries win: the pinned version 1 of orders/meta came last.
+            assert_eq!(demo.pinned, "first");
+            assert_eq!(demo.from_file_only, "kept");
+            // A pinned KV v2 version reads that version.
+            let store: SecretStore = service.resources().get().unwrap();
+            let first = store
+                .read_data(
+                    &mamey_secrets::SecretRef::new("orders/meta")
+                        .mount(v2.as_str())
+                        .version(1),
+                )
+                .await
+                .unwrap();
+            assert_eq!(first.get("pinned").unwrap().expose(), "first");
+            // Never printed: Debug, the configuration dump, the logs.
+            assert!(!format!("{demo:?}").contains("hunter2"));
+            assert!(!format!("{first:?}").contains("first"));
+            assert!(!service.effective_config().contains("hunter2"));
+            let logs = logged(&logs);
+            assert!(
+                logs.contains("secret laid over the configuration"),
+                "{logs}"
+            );
+            assert!(!logs.contains("hunter2"), "{logs}");
+            assert!(!logs.contains("mamey-dev-root"), "{logs}");
+        })
+        .await;
 }
 
 #[tokio::test]
@@ -199,17 +200,18 @@ async fn approle_logs_in_and_keeps_its_token_past_its_max_ttl() {
         .plugin(Secrets::new())
         .build()
         .await;
-    cleanup_after(cleanup, async {
-        let service = service.unwrap();
-        let demo: Demo = service.config().section().unwrap();
-        assert_eq!(demo.password.expose(), "approle-pw");
-        let store: SecretStore = service.resources().get().unwrap();
-        let running = service.start().await.unwrap();
-        // Three token lifetimes later, reads still work: renewed and re-logged-in.
-        keeps_reading(&store, &kv, Duration::from_secs(7)).await;
-        running.stop().await.unwrap();
-    })
-    .await;
+    cleanup
+        .around(async {
+            let service = service.unwrap();
+            let demo: Demo = service.config().section().unwrap();
+            assert_eq!(demo.password.expose(), "approle-pw");
+            let store: SecretStore = service.resources().get().unwrap();
+            let running = service.start().await.unwrap();
+            // Three token lifetimes later, reads still work: renewed and re-logged-in.
+            keeps_reading(&store, &kv, Duration::from_secs(7)).await;
+            running.stop().await.unwrap();
+        })
+        .await;
 }
 
 #[tokio::test]
@@ -247,14 +249,15 @@ async fn a_renewable_token_is_renewed_before_it_expires() {
         .plugin(Secrets::new())
         .build()
         .await;
-    cleanup_after(cleanup, async {
-        let service = service.unwrap();
-        let store: SecretStore = service.resources().get().unwrap();
-        let running = service.start().await.unwrap();
-        keeps_reading(&store, &kv, Duration::from_secs(5)).await;
-        running.stop().await.unwrap();
-    })
-    .await;
+    cleanup
+        .around(async {
+            let service = service.unwrap();
+            let store: SecretStore = service.resources().get().unwrap();
+            let running = service.start().await.unwrap();
+            keeps_reading(&store, &kv, Duration::from_secs(5)).await;
+            running.stop().await.unwrap();
+        })
+        .await;
 }
 
 #[tokio::test]
@@ -277,28 +280,29 @@ async fn transit_round_trip() {
         .plugin(Secrets::new())
         .build()
         .await;
-    cleanup_after(cleanup, async {
-        let service = service.unwrap();
-        let transit: Transit = service.resources().get().unwrap();
-        let ciphertext = transit
-            .encrypt("orders", b"4111 1111 1111 1111")
-            .await
-            .unwrap();
-        assert!(ciphertext.starts_with("vault:v1:"), "{ciphertext}");
-        let plaintext = transit.decrypt("orders", &ciphertext).await.unwrap();
-        assert_eq!(plaintext.expose(), b"4111 1111 1111 1111");
-        let unknown = transit.encrypt("no-such-key-and-no-create", b"x").await;
-        // Transit creates keys on first encrypt unless forbidden; decrypting
-        // garbage is refused either way.
-        drop(unknown);
-        assert!(
-            transit
-                .decrypt("orders", "vault:v1:not-base64!")
+    cleanup
+        .around(async {
+            let service = service.unwrap();
+            let transit: Transit = service.resources().get().unwrap();
+            let ciphertext = transit
+                .encrypt("orders", b"4111 1111 1111 1111")
                 .await
-                .is_err()
-        );
-    })
-    .await;
+                .unwrap();
+            assert!(ciphertext.starts_with("vault:v1:"), "{ciphertext}");
+            let plaintext = transit.decrypt("orders", &ciphertext).await.unwrap();
+            assert_eq!(plaintext.expose(), b"4111 1111 1111 1111");
+            let unknown = transit.encrypt("no-such-key-and-no-create", b"x").await;
+            // Transit creates keys on first encrypt unless forbidden; decrypting
+            // garbage is refused either way.
+            drop(unknown);
+            assert!(
+                transit
+                    .decrypt("orders", "vault:v1:not-base64!")
+                    .await
+                    .is_err()
+            );
+        })
+        .await;
 }
 
 #[tokio::test]
@@ -318,53 +322,54 @@ async fn dynamic_credentials_connect_renew_and_rotate_before_max_ttl() {
         .plugin(Secrets::new())
         .build()
         .await;
-    cleanup_after(cleanup, async {
-        let service = service.unwrap();
-        let sources: CredentialSources = service.resources().get().unwrap();
-        let running = service.start().await.unwrap();
-        let mut orders = sources.get("orders").unwrap();
-        let first = orders.borrow_and_update().clone();
-        assert_eq!(
-            common::connect_as(&first.username, first.password.expose())
+    cleanup
+        .around(async {
+            let service = service.unwrap();
+            let sources: CredentialSources = service.resources().get().unwrap();
+            let running = service.start().await.unwrap();
+            let mut orders = sources.get("orders").unwrap();
+            let first = orders.borrow_and_update().clone();
+            assert_eq!(
+                common::connect_as(&first.username, first.password.expose())
+                    .await
+                    .unwrap(),
+                first.username
+            );
+            // Past the first lease's 2 s time to live the same credentials still
+            // work: the lease was renewed.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            assert_eq!(
+                orders.borrow().username,
+                first.username,
+                "rotated before max TTL was near"
+            );
+            assert!(
+                common::role_exists(&first.username).await,
+                "lease not renewed: the role was revoked"
+            );
+            // Before the 6 s maximum, new credentials arrive.
+            tokio::time::timeout(Duration::from_secs(8), orders.changed())
                 .await
-                .unwrap(),
-            first.username
-        );
-        // Past the first lease's 2 s time to live the same credentials still
-        // work: the lease was renewed.
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        assert_eq!(
-            orders.borrow().username,
-            first.username,
-            "rotated before max TTL was near"
-        );
-        assert!(
-            common::role_exists(&first.username).await,
-            "lease not renewed: the role was revoked"
-        );
-        // Before the 6 s maximum, new credentials arrive.
-        tokio::time::timeout(Duration::from_secs(8), orders.changed())
-            .await
-            .unwrap()
-            .unwrap();
-        let second = orders.borrow_and_update().clone();
-        assert_ne!(second.username, first.username);
-        assert_eq!(
-            common::connect_as(&second.username, second.password.expose())
-                .await
-                .unwrap(),
-            second.username
-        );
-        // Stopping revokes the leases: the roles are dropped.
-        running.stop().await.unwrap();
-        let second_user = second.username.clone();
-        eventually(10, "the revoked role to be dropped", || {
-            let user = second_user.clone();
-            async move { (!common::role_exists(&user).await).then_some(()) }
+                .unwrap()
+                .unwrap();
+            let second = orders.borrow_and_update().clone();
+            assert_ne!(second.username, first.username);
+            assert_eq!(
+                common::connect_as(&second.username, second.password.expose())
+                    .await
+                    .unwrap(),
+                second.username
+            );
+            // Stopping revokes the leases: the roles are dropped.
+            running.stop().await.unwrap();
+            let second_user = second.username.clone();
+            eventually(10, "the revoked role to be dropped", || {
+                let user = second_user.clone();
+                async move { (!common::role_exists(&user).await).then_some(()) }
+            })
+            .await;
         })
         .await;
-    })
-    .await;
 }
 
 #[tokio::test]
@@ -391,40 +396,41 @@ async fn pki_certificate_is_issued_and_renewed_before_expiry() {
         .plugin(Secrets::new())
         .build()
         .await;
-    cleanup_after(cleanup, async {
-        let service = service.unwrap();
-        // Issued at init, before plug-ins after it (the web server) start.
-        let first = std::fs::read_to_string(&cert).unwrap();
-        assert!(first.contains("BEGIN CERTIFICATE"));
-        assert!(
-            std::fs::read_to_string(&key)
-                .unwrap()
-                .contains("PRIVATE KEY")
-        );
-        assert!(
-            std::fs::read_to_string(&ca)
-                .unwrap()
-                .contains("BEGIN CERTIFICATE")
-        );
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
-                0o600
+    cleanup
+        .around(async {
+            let service = service.unwrap();
+            // Issued at init, before plug-ins after it (the web server) start.
+            let first = std::fs::read_to_string(&cert).unwrap();
+            assert!(first.contains("BEGIN CERTIFICATE"));
+            assert!(
+                std::fs::read_to_string(&key)
+                    .unwrap()
+                    .contains("PRIVATE KEY")
             );
-        }
-        let running = service.start().await.unwrap();
-        // Renewed at half of its 4 s validity: a new certificate in the file.
-        eventually(6, "the certificate to be renewed", || {
+            assert!(
+                std::fs::read_to_string(&ca)
+                    .unwrap()
+                    .contains("BEGIN CERTIFICATE")
+            );
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                assert_eq!(
+                    std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+                    0o600
+                );
+            }
+            let running = service.start().await.unwrap();
+            // Renewed at half of its 4 s validity: a new certificate in the file.
+            eventually(6, "the certificate to be renewed", || {
             let current = std::fs::read_to_string(&cert).unwrap_or_default();
             let first = first.clone();
             async move { (current.contains("BEGIN CERTIFICATE") && current != first).then_some(()) }
         })
         .await;
-        running.stop().await.unwrap();
-    })
-    .await;
+            running.stop().await.unwrap();
+        })
+        .await;
 }
 
 /// Reads `app` from the KV mount `kv` every half second for `how_long`;
@@ -441,15 +447,5 @@ async fn keeps_reading(store: &SecretStore, kv: &str, how_long: Duration) {
             started.elapsed()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Runs `test`, then the clean-up, then re-raises a failure.
-async fn cleanup_after(cleanup: Cleanup, test: impl std::future::Future<Output = ()>) {
-    use futures_util::FutureExt;
-    let outcome = std::panic::AssertUnwindSafe(test).catch_unwind().await;
-    cleanup.run().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
     }
 }

@@ -139,6 +139,17 @@ impl Cleanup {
     pub fn policy(&mut self, name: &str) {
         self.policies.push(name.to_owned());
     }
+    /// Runs `test`, then the clean-up, then re-raises a failure, so a
+    /// failing test leaves nothing behind either.
+    pub async fn around(self, test: impl std::future::Future<Output = ()>) {
+        use futures_util::FutureExt;
+        let outcome = std::panic::AssertUnwindSafe(test).catch_unwind().await;
+        self.run().await;
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
     pub async fn run(self) {
         for mount in &self.mounts {
             self.bao.delete(&format!("sys/mounts/{mount}")).await;
