@@ -52,6 +52,7 @@
 //!   lifecycle (init in order, start in order, stop in reverse within
 //!   `shutdown.timeout`); [`ServiceGroup`] runs several services of one
 //!   process as one (start in order, stop in reverse, one signal handler);
+//!   [`ServiceScope`] tells their logs and metrics apart;
 //! - [`config`]: layered, typed configuration with errors that name key,
 //!   source and expected shape;
 //! - [`Resources`]: the typed registry plug-ins fill and handlers read;
@@ -84,7 +85,7 @@ pub use context::{Identity, MessageContext, TraceContext, new_id};
 pub use error::{BoxError, Error, ErrorKind, FieldError};
 pub use resources::{MissingResource, Requirement, Resources};
 pub use service::{
-    HealthConfig, InitContext, Plugin, ResourceConflict, RunningGroup, RunningService, Service,
-    ServiceBuilder, ServiceError, ServiceGroup, ShutdownConfig, ShutdownHandle, StartContext,
-    StopFailure,
+    HealthConfig, InService, InServiceScope, InitContext, Plugin, ResourceConflict, RunningGroup,
+    RunningService, Service, ServiceBuilder, ServiceError, ServiceGroup, ServiceScope,
+    ShutdownConfig, ShutdownHandle, StartContext, StopFailure,
 };

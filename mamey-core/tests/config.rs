@@ -115,6 +115,46 @@ fn the_profile_selects_the_profile_file() {
 }
 
 #[test]
+fn a_shared_directory_gives_each_service_its_own_files() {
+    let dir = Dir::new(&[
+        (
+            "default.toml",
+            "[greeter]\ngreeting = \"shared\"\nport = 1\ninterval = \"1s\"\n",
+        ),
+        (
+            "greeter-svc.toml",
+            "[greeter]\nport = 2\ninterval = \"2s\"\n",
+        ),
+        ("other-svc.toml", "[greeter]\nport = 99\n"),
+        (
+            "prod.toml",
+            "[greeter]\ninterval = \"3s\"\ngreeting = \"prod\"\n",
+        ),
+        ("greeter-svc-prod.toml", "[greeter]\ninterval = \"4s\"\n"),
+    ]);
+    // The service's own file over the shared one; a profile file over both;
+    // the service's own profile file over everything.
+    let config = dir.loader(&[]).load().unwrap();
+    let greeter = config.section::<Greeter>().unwrap();
+    assert_eq!((greeter.greeting.as_str(), greeter.port), ("shared", 2));
+    assert_eq!(greeter.interval, Duration::from_secs(2));
+
+    let config = dir.loader(&[("MAMEY_PROFILE", "prod")]).load().unwrap();
+    let greeter = config.section::<Greeter>().unwrap();
+    assert_eq!((greeter.greeting.as_str(), greeter.port), ("prod", 2));
+    assert_eq!(greeter.interval, Duration::from_secs(4));
+    assert_eq!(
+        config.sources(),
+        [
+            ConfigSource::File(dir.path().join("default.toml")),
+            ConfigSource::File(dir.path().join("greeter-svc.toml")),
+            ConfigSource::File(dir.path().join("prod.toml")),
+            ConfigSource::File(dir.path().join("greeter-svc-prod.toml")),
+        ]
+    );
+}
+
+#[test]
 fn the_config_dir_comes_from_the_environment() {
     let dir = Dir::new(&[("default.toml", "[greeter]\nport = 9\n")]);
     let config = Config::loader("svc")

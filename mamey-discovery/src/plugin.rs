@@ -60,8 +60,9 @@ struct Running {
     config: DiscoveryConfig,
     registry: Arc<dyn Registry>,
     resolver: WatchedResolver,
-    registration: Option<Registration>,
-    registration_state: Arc<OnceLock<watch::Receiver<State>>>,
+    /// The web API's registration, and the gRPC server's beside it.
+    registrations: Vec<Registration>,
+    registration_state: Arc<OnceLock<Vec<watch::Receiver<State>>>>,
 }
 
 impl Discovery {
@@ -96,7 +97,7 @@ impl Plugin for Discovery {
         let backoff = Backoff::new(config.retry_backoff, config.max_retry_backoff);
         let resolver = WatchedResolver::new(Arc::clone(&registry), config.lookup_timeout, backoff);
         ctx.provide(ServiceResolver::new(resolver.clone()))?;
-        let registration_state: Arc<OnceLock<watch::Receiver<State>>> = Arc::default();
+        let registration_state: Arc<OnceLock<Vec<watch::Receiver<State>>>> = Arc::default();
         let check_resolver = resolver.clone();
         let check_registration = Arc::clone(&registration_state);
         ctx.health()
@@ -104,7 +105,10 @@ impl Plugin for Discovery {
                 let lookups = check_resolver.health();
                 let registration = check_registration
                     .get()
-                    .map_or_else(HealthStatus::healthy, Registration::health);
+                    .into_iter()
+                    .flatten()
+                    .map(Registration::health)
+                    .fold(HealthStatus::healthy(), worst);
                 async move { worst(lookups, registration) }
             });
         tracing::debug!(registry = registry.name(), "discovery ready");
@@ -112,7 +116,7 @@ impl Plugin for Discovery {
             config,
             registry,
             resolver,
-            registration: None,
+            registrations: Vec::new(),
             registration_state,
         });
         Ok(())
@@ -127,29 +131,44 @@ impl Plugin for Discovery {
         if !running.config.register || fixed {
             return Ok(());
         }
-        let bound = ctx
-            .resource::<HttpAddress>()
-            .map(|HttpAddress(address)| address)
-            .or_else(|_| {
-                ctx.resource::<GrpcAddress>()
-                    .map(|GrpcAddress(address)| address)
-            })
-            .ok();
-        if bound.is_none() && running.config.instance.port.is_none() {
+        let http = ctx.resource::<HttpAddress>().map(|HttpAddress(a)| a).ok();
+        let grpc = ctx.resource::<GrpcAddress>().map(|GrpcAddress(a)| a).ok();
+        if http.is_none() && grpc.is_none() && running.config.instance.port.is_none() {
             tracing::info!(
                 "not registering: the service has no web API or gRPC server to advertise \
                  (set `discovery.instance.port` to register anyway)"
             );
             return Ok(());
         }
-        let instance = Instance::advertised(&running.config.instance, ctx.app(), bound)?;
+        let mut instances = vec![Instance::advertised(
+            &running.config.instance,
+            ctx.app(),
+            http.or(grpc),
+        )?];
+        // With both servers, the gRPC one is registered beside the web API
+        // as `{service}-grpc`, for `ServiceClient::grpc("{service}-grpc")`.
+        if let (Some(_), Some(grpc)) = (http, grpc) {
+            let web = &instances[0];
+            let mut beside = web.clone();
+            beside.service = format!("{}-grpc", web.service);
+            beside.id = format!("{}-grpc", web.id);
+            beside.port = grpc.port();
+            instances.push(beside);
+        }
         let backoff = Backoff::new(
             running.config.retry_backoff,
             running.config.max_retry_backoff,
         );
-        let registration = Registration::start(Arc::clone(&running.registry), instance, backoff);
-        let _ = running.registration_state.set(registration.state());
-        running.registration = Some(registration);
+        let registrations: Vec<Registration> = instances
+            .into_iter()
+            .map(|instance| {
+                Registration::start(Arc::clone(&running.registry), instance, backoff.clone())
+            })
+            .collect();
+        let _ = running
+            .registration_state
+            .set(registrations.iter().map(Registration::state).collect());
+        running.registrations = registrations;
         Ok(())
     }
 
@@ -157,12 +176,17 @@ impl Plugin for Discovery {
         let Some(running) = self.running.as_mut() else {
             return Ok(());
         };
-        let Some(registration) = running.registration.take() else {
+        if running.registrations.is_empty() {
             return Ok(());
-        };
-        let id = registration.instance().id.clone();
+        }
         let timeout = request_timeout(&running.config, self.custom.is_some());
-        let outcome = registration.deregister(timeout).await;
+        let mut failed = Vec::new();
+        for registration in std::mem::take(&mut running.registrations) {
+            let id = registration.instance().id.clone();
+            if let Err(why) = registration.deregister(timeout).await {
+                failed.push(format!("deregistering `{id}`: {why}"));
+            }
+        }
         if !running.config.drain_delay.is_zero() {
             tracing::info!(
                 delay_ms = running.config.drain_delay.as_millis(),
@@ -170,7 +194,11 @@ impl Plugin for Discovery {
             );
             tokio::time::sleep(running.config.drain_delay).await;
         }
-        outcome.map_err(|why| format!("deregistering `{id}`: {why}").into())
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed.join("; ").into())
+        }
     }
 
     async fn stop(&mut self) -> Result<(), BoxError> {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use mamey_core::InServiceScope;
 use mamey_core::health::HealthStatus;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -35,13 +36,16 @@ impl Registration {
     pub(crate) fn start(registry: Arc<dyn Registry>, instance: Instance, backoff: Backoff) -> Self {
         let stop = CancellationToken::new();
         let (state, receiver) = watch::channel(State::Registering);
-        let task = tokio::spawn(maintain(
-            Arc::clone(&registry),
-            instance.clone(),
-            stop.clone(),
-            state,
-            backoff,
-        ));
+        let task = tokio::spawn(
+            maintain(
+                Arc::clone(&registry),
+                instance.clone(),
+                stop.clone(),
+                state,
+                backoff,
+            )
+            .in_current_service(),
+        );
         Self {
             registry,
             instance,

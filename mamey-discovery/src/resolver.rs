@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use mamey_core::discovery::{Endpoint, Resolver};
 use mamey_core::health::HealthStatus;
-use mamey_core::{Error, ErrorKind};
+use mamey_core::{Error, ErrorKind, InServiceScope, ServiceScope};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -44,6 +44,9 @@ struct Shared {
     backoff: Backoff,
     stop: CancellationToken,
     tasks: TaskTracker,
+    /// The scope of the service that made the resolver: the watches are its
+    /// work, whichever caller looks a name up first.
+    scope: Option<ServiceScope>,
 }
 
 impl WatchedResolver {
@@ -60,6 +63,7 @@ impl WatchedResolver {
                 backoff,
                 stop: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                scope: ServiceScope::current(),
             }),
         }
     }
@@ -82,11 +86,10 @@ impl WatchedResolver {
         let (sender, receiver) = watch::channel(View::default());
         views.insert(service.to_owned(), receiver.clone());
         if !self.shared.stop.is_cancelled() {
-            self.shared.tasks.spawn(keep_watching(
-                Arc::clone(&self.shared),
-                service.to_owned(),
-                sender,
-            ));
+            self.shared.tasks.spawn(
+                keep_watching(Arc::clone(&self.shared), service.to_owned(), sender)
+                    .in_service(self.shared.scope.clone()),
+            );
         }
         receiver
     }

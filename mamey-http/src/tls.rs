@@ -329,8 +329,14 @@ mod with_rustls {
                     _ = ticks.tick() => {}
                 }
                 let this = Arc::clone(&self);
-                // Reading files blocks: off the runtime's workers.
-                match tokio::task::spawn_blocking(move || this.check(seen)).await {
+                // Reading files blocks: off the runtime's workers, in the
+                // service's scope, so what it logs is this service's.
+                let scope = mamey_core::ServiceScope::current();
+                let check = move || match scope {
+                    Some(scope) => scope.sync_scope(|| this.check(seen)),
+                    None => this.check(seen),
+                };
+                match tokio::task::spawn_blocking(check).await {
                     Ok(now) => seen = now,
                     Err(error) => tracing::warn!(%error, "checking the TLS certificate failed"),
                 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
+use mamey_core::InServiceScope;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -206,12 +207,15 @@ impl MemoryBroker {
                     // The message waits outside the queue, so other messages
                     // keep flowing; a retry pending at shutdown is lost with
                     // the process, as everything in this broker is.
-                    self.handle.tasks.spawn(async move {
-                        tokio::select! {
-                            () = stop.cancelled() => {}
-                            () = tokio::time::sleep(delay) => { let _ = sender.send(redelivery); }
+                    self.handle.tasks.spawn(
+                        async move {
+                            tokio::select! {
+                                () = stop.cancelled() => {}
+                                () = tokio::time::sleep(delay) => { let _ = sender.send(redelivery); }
+                            }
                         }
-                    });
+                        .in_current_service(),
+                    );
                 }
                 Disposition::DeadLetter(reason) => {
                     self.dead_letter(delivery, &subscription.queue, reason);
@@ -265,13 +269,15 @@ impl Broker for MemoryBroker {
                     bindings.push(binding);
                 }
             }
+            // The consumers belong to the subscribing service, whichever
+            // service of the process publishes: they run in its scope.
             for _ in 0..subscription.concurrency.max(1) {
                 let consumer = self.same_handle().consume(
                     subscription.clone(),
                     sender.clone(),
                     Arc::clone(&receiver),
                 );
-                self.handle.tasks.spawn(consumer);
+                self.handle.tasks.spawn(consumer.in_current_service());
             }
             Ok(())
         }

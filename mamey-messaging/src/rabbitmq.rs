@@ -40,6 +40,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
+use mamey_core::InServiceScope;
 use mamey_core::config::{ConfigSection, Secret};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
@@ -738,7 +739,7 @@ impl Broker for RabbitMqBroker {
             let broker = self.clone();
             let subscription = Arc::new(subscription);
             let limit = subscription.concurrency.max(1);
-            self.inner.tasks.spawn(async move {
+            let consume = async move {
                 let mut in_flight = FuturesUnordered::new();
                 loop {
                     tokio::select! {
@@ -760,7 +761,10 @@ impl Broker for RabbitMqBroker {
                     }
                 }
                 while in_flight.next().await.is_some() {}
-            });
+            };
+            // In the subscribing service's scope: its handlers' logs and
+            // metrics are its own.
+            self.inner.tasks.spawn(consume.in_current_service());
             Ok(())
         }
         .boxed()

@@ -349,3 +349,54 @@ fn context_of_falls_back_to_properties_and_headers() {
     let id_less = context_of(&convey).context;
     assert!(!id_less.message_id.is_empty(), "a fresh id, never empty");
 }
+
+/// One broker shared by two services of a process: a consumer runs in the
+/// scope of the service that subscribed, not of the one that published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_runs_as_the_subscribing_service() {
+    use futures_util::FutureExt;
+    use mamey_core::ServiceScope;
+    use mamey_messaging::{RetryPolicy, Subscription};
+
+    let broker = MemoryBroker::new();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let subscription = Subscription {
+        queue: "billing/orders.order_placed".into(),
+        binding: Route {
+            exchange: "orders".into(),
+            routing_key: "order_placed".into(),
+        },
+        message: "OrderPlaced",
+        handler: Arc::new(move |_: Delivery| {
+            let current = ServiceScope::current().map(|s| s.name().to_owned());
+            sink.lock().unwrap().push(current);
+            async { Ok(()) }.boxed()
+        }),
+        retry: RetryPolicy::default(),
+        concurrency: 2,
+        handler_timeout: Duration::from_secs(5),
+    };
+    ServiceScope::new("billing", "billing-1", "1.0.0")
+        .scope(broker.subscribe(subscription))
+        .await
+        .unwrap();
+    ServiceScope::new("orders", "orders-1", "1.0.0")
+        .scope(broker.publish(OutgoingMessage {
+            route: Route {
+                exchange: "orders".into(),
+                routing_key: "order_placed".into(),
+            },
+            properties: properties("m-scope", BTreeMap::new()),
+            body: Bytes::from_static(b"{}"),
+        }))
+        .await
+        .unwrap();
+    eventually("the delivery", || {
+        let delivered = !seen.lock().unwrap().is_empty();
+        async move { delivered }
+    })
+    .await;
+    assert_eq!(*seen.lock().unwrap(), [Some("billing".to_owned())]);
+    broker.close().await;
+}

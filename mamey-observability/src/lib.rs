@@ -29,7 +29,11 @@
 //!   correlation ids through HTTP headers, gRPC metadata and AMQP tables.
 //!
 //! The subscriber and the metrics recorder are process-wide: the first
-//! service in a process installs them, later ones share them.
+//! service in a process installs them, later ones share them. Each service
+//! keeps its own name in both: a log line names the service whose
+//! [`ServiceScope`](mamey_core::ServiceScope) is current where it is
+//! written, and every metric recorded there carries that name as the label
+//! `service_name`.
 
 #![forbid(unsafe_code)]
 
@@ -42,7 +46,8 @@ pub use sampling::HeadSampler;
 mod traces;
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use mamey_core::health::{HealthStatus, Probe};
 use mamey_core::{BoxError, InitContext, Plugin, StartContext};
@@ -65,6 +70,8 @@ struct Installed {
     owner: String,
     dispatch: Dispatch,
     level: Option<LogLevel>,
+    /// Set when a second service shares it (see `ServiceFields::shared`).
+    shared: Arc<AtomicBool>,
 }
 
 static INSTALLED: OnceLock<Installed> = OnceLock::new();
@@ -271,10 +278,12 @@ impl Plugin for Observability {
             },
             (true, LogFormat::Auto) => Lines::Json,
         };
+        let shared = Arc::new(AtomicBool::new(false));
         let fields = ServiceFields {
             service: app.name.clone(),
             instance_id: app.instance_id.clone(),
             version: app.version.clone(),
+            shared: Arc::clone(&shared),
         };
         let sampler = sampling::HeadSampler {
             kind: settings.sampler,
@@ -310,11 +319,13 @@ impl Plugin for Observability {
                         owner: app.name.clone(),
                         dispatch,
                         level: Some(level),
+                        shared,
                     },
                     Err(_) => Installed {
                         owner: "the application".into(),
                         dispatch: tracing::dispatcher::get_default(Clone::clone),
                         level: None,
+                        shared,
                     },
                 }
             });
@@ -323,6 +334,9 @@ impl Plugin for Observability {
                     "a global tracing subscriber was already set; mamey logs and spans go through it, and spans are not exported by mamey"
                 );
             } else if !built_here {
+                // Lines name their service from here on: the current
+                // `ServiceScope`'s, so each keeps its own.
+                installed.shared.store(true, Ordering::Relaxed);
                 tracing::info!(owner = %installed.owner, "sharing the process's subscriber");
             }
             let ours = built_here && installed.level.is_some();
@@ -494,6 +508,7 @@ mod listener {
     use hyper::service::service_fn;
     use hyper::{Method, Request, Response, StatusCode};
     use hyper_util::rt::TokioIo;
+    use mamey_core::InServiceScope;
     use tokio_util::sync::CancellationToken;
 
     use crate::Prometheus;
@@ -516,15 +531,18 @@ mod listener {
                 },
             };
             let prometheus = prometheus.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let prometheus = prometheus.clone();
-                    async move { Ok::<_, Infallible>(respond(&request, &prometheus)) }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+            tokio::spawn(
+                async move {
+                    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let prometheus = prometheus.clone();
+                        async move { Ok::<_, Infallible>(respond(&request, &prometheus)) }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+                .in_current_service(),
+            );
         }
     }
 

@@ -3,8 +3,9 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use mamey_core::MessageContext;
+use mamey_core::{MessageContext, ServiceScope};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::trace::SdkTracer;
 use std::fmt::Write as _;
@@ -36,12 +37,30 @@ pub type Base = Layered<OtelSlot, Filtered>;
 /// A layer of the application's own, composed into mamey's subscriber.
 pub type BoxedLayer = Box<dyn Layer<Base> + Send + Sync>;
 
-/// Who is logging: written on every line.
+/// Who is logging when no [`ServiceScope`] is current: the service that
+/// built the subscriber. Work of a service runs in its scope, and a line
+/// written there names that service instead, so services sharing the
+/// process's subscriber keep their own names.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ServiceFields {
     pub(crate) service: String,
     pub(crate) instance_id: String,
     pub(crate) version: String,
+    /// Set once a second service shares the subscriber: from then on human
+    /// lines name the service too (alone in a process, it goes without
+    /// saying).
+    pub(crate) shared: Arc<AtomicBool>,
+}
+
+impl ServiceFields {
+    /// Calls `f` with the service, instance id and version of the line:
+    /// the current scope's, else the subscriber's own.
+    fn with_current<R>(&self, f: impl FnOnce(&str, &str, &str) -> R) -> R {
+        ServiceScope::with_current(|scope| match scope {
+            Some(scope) => f(scope.name(), scope.instance_id(), scope.version()),
+            None => f(&self.service, &self.instance_id, &self.version),
+        })
+    }
 }
 
 /// Changes the log filter of a running process.
@@ -201,7 +220,7 @@ where
         Lines::Human { ansi } => layers.push(Box::new(
             tracing_subscriber::fmt::layer()
                 .fmt_fields(HumanFields)
-                .event_format(HumanLines { ansi })
+                .event_format(HumanLines { ansi, fields })
                 .with_ansi(ansi)
                 .with_writer(writer),
         )),
@@ -288,15 +307,17 @@ where
             }
         }
 
-        let f = &self.fields;
-        for (key, value) in [
-            ("service", &f.service),
-            ("instance_id", &f.instance_id),
-            ("version", &f.version),
-        ] {
-            write!(w, ",\"{key}\":")?;
-            write_str(w, value)?;
-        }
+        self.fields.with_current(|service, instance_id, version| {
+            for (key, value) in [
+                ("service", service),
+                ("instance_id", instance_id),
+                ("version", version),
+            ] {
+                write!(w, ",\"{key}\":")?;
+                write_str(w, value)?;
+            }
+            Ok::<_, fmt::Error>(())
+        })?;
         if let Some((trace_id, span_id)) = trace_ids() {
             write!(w, ",\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"")?;
         }
@@ -431,9 +452,11 @@ impl<W: fmt::Write> Visit for JsonVisitor<'_, W> {
     }
 }
 
-/// `2026-01-01T00:00:00.000000Z  INFO target: message k=v span{fields} trace_id=… correlation_id=…`
+/// `2026-01-01T00:00:00.000000Z  INFO target: message k=v span{fields} service=… trace_id=… correlation_id=…`
+/// (`service` once several services share the subscriber).
 struct HumanLines {
     ansi: bool,
+    fields: Arc<ServiceFields>,
 }
 
 impl<S, N> FormatEvent<S, N> for HumanLines
@@ -473,6 +496,12 @@ where
                     write!(writer, "{{{fields}}}")?;
                 }
             }
+        }
+        if self.fields.shared.load(Ordering::Relaxed) {
+            self.fields.with_current(|service, _, _| {
+                writer.write_str(" service=")?;
+                ControlEscaped(&mut writer).write_str(service)
+            })?;
         }
         if let Some((trace_id, _)) = trace_ids() {
             write!(writer, " trace_id={trace_id}")?;
@@ -648,6 +677,45 @@ mod tests {
             assert!(names_target(filter, LAPIN_RETURNS), "{filter}");
         }
         assert!(shown("info,lapin::returned_messages=warn").contains("returned payload"));
+    }
+
+    #[test]
+    fn human_lines_name_the_service_once_the_subscriber_is_shared() {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = {
+            let buffer = Arc::clone(&buffer);
+            move || Sink(Arc::clone(&buffer))
+        };
+        let fields = ServiceFields {
+            service: "owner".into(),
+            ..ServiceFields::default()
+        };
+        let shared = Arc::clone(&fields.shared);
+        let (subscriber, _) = build_subscriber(
+            parse_filter("info").unwrap(),
+            None,
+            false,
+            Lines::Human { ansi: false },
+            fields,
+            writer,
+            Vec::new(),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("alone");
+            shared.store(true, Ordering::Relaxed);
+            tracing::info!("owner's own");
+            ServiceScope::new("guest", "guest-1", "1.0.0").sync_scope(|| tracing::info!("guest's"));
+        });
+        let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
+        let line = |message: &str| {
+            text.lines()
+                .find(|l| l.contains(message))
+                .unwrap_or_else(|| panic!("{message}: {text}"))
+                .to_owned()
+        };
+        assert!(!line("alone").contains("service="), "{text}");
+        assert!(line("owner's own").ends_with(" service=owner"), "{text}");
+        assert!(line("guest's").ends_with(" service=guest"), "{text}");
     }
 
     #[test]

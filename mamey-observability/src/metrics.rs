@@ -8,11 +8,115 @@
 //!
 //! Label values must come from bounded sets: routes by template
 //! (`/orders/{id}`), never by raw path; message and handler names by type.
+//!
+//! The recorder is process-wide. Every series recorded while a service's
+//! [`ServiceScope`] is current carries that service's name as the label
+//! [`SERVICE_NAME_LABEL`] (`service_name`), so services sharing a process
+//! keep their own series ([`ServiceNameRecorder`]); process metrics carry
+//! none.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use mamey_core::ServiceScope;
 use mamey_core::cqrs::middleware::{HandlerMetrics, HandlerOutcome};
-use metrics::{Counter, Histogram, SharedString, counter, gauge, histogram};
+use metrics::{
+    Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
+    counter, gauge, histogram,
+};
+
+/// The label naming the service that recorded a series: OpenTelemetry's
+/// `service.name` as Prometheus spells it. (`service` on the client and
+/// gRPC families is another thing: the service called.)
+pub const SERVICE_NAME_LABEL: &str = "service_name";
+
+/// A [`Recorder`] that adds [`SERVICE_NAME_LABEL`] — the name of the
+/// current [`ServiceScope`] — to each series it registers, then hands it to
+/// `R`. A series registered with no scope current, or that names the label
+/// itself, is passed on as it is.
+///
+/// The plug-in installs the Prometheus recorder inside one; wrap your own
+/// recorder in it when you install one yourself.
+///
+/// ```
+/// # #[cfg(feature = "prometheus")] {
+/// use mamey_core::ServiceScope;
+/// use mamey_observability::metrics::ServiceNameRecorder;
+/// use metrics_exporter_prometheus::PrometheusBuilder;
+///
+/// let prometheus = PrometheusBuilder::new().build_recorder();
+/// let handle = prometheus.handle();
+/// let recorder = ServiceNameRecorder::new(prometheus);
+/// metrics::with_local_recorder(&recorder, || {
+///     ServiceScope::new("orders", "orders-1", "1.0.0")
+///         .sync_scope(|| metrics::counter!("orders_placed_total").increment(1));
+///     metrics::counter!("process_wide_total").increment(1);
+/// });
+/// let text = handle.render();
+/// assert!(text.contains(r#"orders_placed_total{service_name="orders"} 1"#), "{text}");
+/// assert!(text.contains("process_wide_total 1"), "{text}");
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ServiceNameRecorder<R> {
+    inner: R,
+}
+
+impl<R> ServiceNameRecorder<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R) -> Self {
+        Self { inner }
+    }
+
+    /// The wrapped recorder.
+    pub fn inner(&self) -> &R {
+        &self.inner
+    }
+}
+
+/// `key` with the current service's name, when there is one to add.
+fn with_service_name(key: &Key) -> Option<Key> {
+    let name: Arc<str> = ServiceScope::with_current(|s| s.map(|s| Arc::clone(s.name_shared())))?;
+    if key.labels().any(|label| label.key() == SERVICE_NAME_LABEL) {
+        return None;
+    }
+    Some(key.with_extra_labels(vec![Label::new(SERVICE_NAME_LABEL, name)]))
+}
+
+impl<R: Recorder> Recorder for ServiceNameRecorder<R> {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_counter(key, unit, description);
+    }
+
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_gauge(key, unit, description);
+    }
+
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_histogram(key, unit, description);
+    }
+
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        match with_service_name(key) {
+            Some(key) => self.inner.register_counter(&key, metadata),
+            None => self.inner.register_counter(key, metadata),
+        }
+    }
+
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        match with_service_name(key) {
+            Some(key) => self.inner.register_gauge(&key, metadata),
+            None => self.inner.register_gauge(key, metadata),
+        }
+    }
+
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        match with_service_name(key) {
+            Some(key) => self.inner.register_histogram(&key, metadata),
+            None => self.inner.register_histogram(key, metadata),
+        }
+    }
+}
 
 /// `http_server_requests_total` and `http_server_request_duration_seconds`,
 /// labelled `method`, `route` (the template) and `status`.
@@ -328,7 +432,10 @@ pub(crate) mod prometheus {
         /// process metrics refreshed first.
         #[must_use]
         pub fn render(&self) -> String {
-            super::record_process(self.started, self.start_time_unix);
+            // The process's, not the scraped service's: no `service_name`.
+            mamey_core::ServiceScope::unscoped(|| {
+                super::record_process(self.started, self.start_time_unix);
+            });
             self.handle.render()
         }
 
@@ -357,7 +464,15 @@ pub(crate) mod prometheus {
                 }
                 let recorder = builder.build_recorder();
                 let handle = recorder.handle();
-                metrics::set_global_recorder(recorder).map_err(|_| {
+                // A `service_name` set for the whole process wins over the
+                // one of each service (a series cannot carry a label twice).
+                let installed = if config.global_labels.contains_key(super::SERVICE_NAME_LABEL) {
+                    metrics::set_global_recorder(recorder).map_err(drop)
+                } else {
+                    metrics::set_global_recorder(super::ServiceNameRecorder::new(recorder))
+                        .map_err(drop)
+                };
+                installed.map_err(|()| {
                     "another metrics recorder is already installed in this process".to_owned()
                 })?;
                 Ok(handle)

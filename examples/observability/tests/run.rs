@@ -73,9 +73,9 @@ fn serves_red_metrics_and_stops_on_sigterm() {
     };
     assert!(
         metrics
-            .contains(r#"handler_dispatches_total{kind="command",name="PlaceOrder",outcome="ok"}"#)
+            .contains(r#"handler_dispatches_total{kind="command",name="PlaceOrder",outcome="ok",service_name="shop"}"#)
     );
-    assert!(metrics.contains(r#"orders_total{status="placed"}"#));
+    assert!(metrics.contains(r#"orders_total{status="placed",service_name="shop"}"#));
     assert!(metrics.contains("process_resident_memory_bytes"));
 
     let status = Command::new("kill")

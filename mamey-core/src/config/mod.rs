@@ -4,9 +4,10 @@
 //!
 //! 1. code defaults (each section's [`Default`], plus the `app` values the
 //!    service builder knows),
-//! 2. `config/default.toml`,
-//! 3. `config/{profile}.toml`, where the profile comes from `MAMEY_PROFILE`
-//!    (default `dev`),
+//! 2. `config/default.toml`, then `config/{service}.toml` (the service's
+//!    own file, for several services sharing one directory),
+//! 3. `config/{profile}.toml`, then `config/{service}-{profile}.toml`,
+//!    where the profile comes from `MAMEY_PROFILE` (default `dev`),
 //! 4. environment variables `MAMEY__SECTION__KEY` (`MAMEY__HTTP__PORT=8081`),
 //! 5. [`ConfigOverlay`]s fetched when the service builds (secrets, KV stores).
 //!
@@ -226,9 +227,15 @@ impl ConfigLoader {
         let mut figment = Figment::from(Serialized::default(AppConfig::KEY, &defaults));
         let mut sources = Vec::new();
 
+        // General before specific, profile files over plain ones: a
+        // directory shared by several services holds what they share in
+        // `default.toml` and each one's own settings in `{service}.toml`.
+        let name = &defaults.name;
         for file in [
             dir.join("default.toml"),
+            dir.join(format!("{name}.toml")),
             dir.join(format!("{profile}.toml")),
+            dir.join(format!("{name}-{profile}.toml")),
         ] {
             if file.is_file() {
                 figment = figment.merge(Toml::file_exact(&file));

@@ -18,7 +18,7 @@ use super::envelope::{Envelope, HandlerService, MessageKind, Reply};
 use super::handler::{BoundHandler, Handler};
 use super::middleware::{HandlerMetrics, HandlerOutcome};
 use super::{Command, Event, Query, short_type_name};
-use crate::{BoxError, Error, ErrorKind, MessageContext, MissingResource, Resources};
+use crate::{BoxError, Error, ErrorKind, MessageContext, MissingResource, Resources, ServiceScope};
 
 /// A configuration mistake found while building a [`Dispatcher`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -218,17 +218,19 @@ impl DispatcherBuilder {
     /// `resources`.
     pub fn build_with(&mut self, resources: &Resources) -> Result<Dispatcher, DispatcherError> {
         let dispatcher = Dispatcher::unbuilt();
-        self.build_into(&dispatcher, resources)?;
+        self.build_into(&dispatcher, resources, None)?;
         Ok(dispatcher)
     }
 
     /// Builds into a dispatcher handed out before the build (the service puts
     /// one in [`Resources`] before plug-ins initialise, so handlers can take
-    /// it to dispatch further messages).
+    /// it to dispatch further messages). Dispatches run in `scope`, the
+    /// service's, whoever calls.
     pub(crate) fn build_into(
         &mut self,
         target: &Dispatcher,
         resources: &Resources,
+        scope: Option<ServiceScope>,
     ) -> Result<(), DispatcherError> {
         let layers = std::mem::take(&mut self.layers);
         let mut routes = Routes {
@@ -236,6 +238,7 @@ impl DispatcherBuilder {
             queries: RouteTable::default(),
             events: RouteTable::default(),
             metrics: std::mem::take(&mut self.metrics).into(),
+            scope,
         };
         for bind in std::mem::take(&mut self.handlers) {
             bind(&mut routes, resources, &layers)?;
@@ -417,6 +420,9 @@ struct Routes {
     /// `Vec<Route<E, ()>>` per event type.
     events: RouteTable,
     metrics: Box<[Arc<dyn HandlerMetrics>]>,
+    /// The service whose handlers these are: its logs and metrics even when
+    /// another service of the process dispatches.
+    scope: Option<ServiceScope>,
 }
 
 impl Routes {
@@ -541,9 +547,12 @@ impl Dispatcher {
         let Some(route) = Routes::route::<C, ()>(&routes.commands) else {
             return Err(no_handler(MessageKind::Command, C::name()));
         };
-        in_context(route.run(command, &routes.metrics))
-            .await
-            .or_else(call::handled_before)
+        in_service(
+            routes.scope.as_ref(),
+            in_context(route.run(command, &routes.metrics)),
+        )
+        .await
+        .or_else(call::handled_before)
     }
 
     /// Asks `query` of its handler.
@@ -556,7 +565,11 @@ impl Dispatcher {
         let Some(route) = Routes::route::<Q, Q::Output>(&routes.queries) else {
             return Err(no_handler(MessageKind::Query, Q::name()));
         };
-        in_context(route.run(query, &routes.metrics)).await
+        in_service(
+            routes.scope.as_ref(),
+            in_context(route.run(query, &routes.metrics)),
+        )
+        .await
     }
 
     /// Delivers `event` to every subscribed handler, concurrently.
@@ -575,9 +588,12 @@ impl Dispatcher {
             [] => return Ok(()),
             // One handler, the common case: no clone, no joining.
             [route] => {
-                return in_context(route.run(event, &routes.metrics))
-                    .await
-                    .or_else(call::handled_before);
+                return in_service(
+                    routes.scope.as_ref(),
+                    in_context(route.run(event, &routes.metrics)),
+                )
+                .await
+                .or_else(call::handled_before);
             }
             [others @ .., last] => (last, others),
         };
@@ -587,7 +603,7 @@ impl Dispatcher {
         let calls = deliveries.into_iter().map(|(route, event)| async move {
             (&route.handler, route.run(event, &routes.metrics).await)
         });
-        let results = in_context(join_all(calls)).await;
+        let results = in_service(routes.scope.as_ref(), in_context(join_all(calls))).await;
         let mut failures: Vec<(&Arc<str>, Error)> = results
             .into_iter()
             .filter_map(|(handler, result)| result.err().map(|e| (handler, e)))
@@ -623,6 +639,14 @@ fn no_handler(kind: MessageKind, name: &str) -> Error {
         "dispatch.no_handler",
         format!("no handler is registered for {kind} `{name}`"),
     )
+}
+
+/// Runs `future` in the dispatcher's service scope, when it has one.
+async fn in_service<F: Future>(scope: Option<&ServiceScope>, future: F) -> F::Output {
+    match scope {
+        Some(scope) => scope.clone().scope(future).await,
+        None => future.await,
+    }
 }
 
 /// Runs `future` in the current message context, or a new root one.

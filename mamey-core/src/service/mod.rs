@@ -17,6 +17,7 @@
 
 mod group;
 mod plugin;
+mod scope;
 mod shutdown;
 
 use std::fmt;
@@ -37,6 +38,7 @@ use crate::resources::Resources;
 
 pub use group::{RunningGroup, ServiceGroup};
 pub use plugin::{InitContext, Plugin, ResourceConflict, StartContext};
+pub use scope::{InService, InServiceScope, ServiceScope};
 pub use shutdown::{HealthConfig, ShutdownConfig, ShutdownHandle};
 
 use plugin::{DynPlugin, TaskFailure};
@@ -299,129 +301,188 @@ impl ServiceBuilder {
     pub async fn build(self) -> Result<Service, ServiceError> {
         let started = std::time::Instant::now();
         check_duplicates(&self.plugins)?;
-        let mut config = self.loader.load()?;
-        let mut plugins = self.plugins;
-        for plugin in &mut plugins {
-            let name = plugin.name();
-            let data = plugin.config_overlay(&config).await.map_err(|source| {
-                ServiceError::ConfigOverlay {
+        let config = self.loader.load()?;
+        let Self {
+            overlays,
+            plugins,
+            dispatcher,
+            resources,
+            handle_signals,
+            ..
+        } = self;
+        // Each phase in the service's scope, so that what plug-ins log and
+        // record is theirs even when other services share the process; the
+        // second with the `app` section as the overlays left it.
+        let (config, plugins) = ServiceScope::from(config.app())
+            .scope(apply_overlays(config, plugins, overlays))
+            .await?;
+        let scope = ServiceScope::from(config.app());
+        let parts = Parts {
+            config,
+            plugins,
+            dispatcher,
+            resources,
+            handle_signals,
+            scope: scope.clone(),
+            started,
+        };
+        scope.scope(initialise(parts)).await
+    }
+}
+
+/// What [`ServiceBuilder::build`] initialises once the configuration is
+/// complete.
+struct Parts {
+    config: Config,
+    plugins: Vec<Box<dyn DynPlugin>>,
+    dispatcher: DispatcherBuilder,
+    resources: Resources,
+    handle_signals: bool,
+    scope: ServiceScope,
+    started: std::time::Instant,
+}
+
+/// Lays the plug-ins' overlays, then the builder's, over `config`.
+async fn apply_overlays(
+    mut config: Config,
+    mut plugins: Vec<Box<dyn DynPlugin>>,
+    overlays: Vec<Box<dyn DynOverlay>>,
+) -> Result<(Config, Vec<Box<dyn DynPlugin>>), ServiceError> {
+    for plugin in &mut plugins {
+        let name = plugin.name();
+        let data =
+            plugin
+                .config_overlay(&config)
+                .await
+                .map_err(|source| ServiceError::ConfigOverlay {
                     overlay: name.to_owned(),
                     source,
-                }
-            })?;
-            if let Some(data) = data {
-                config = config.with_overlay(name, data)?;
-            }
-        }
-        for mut overlay in self.overlays {
-            let name = overlay.name().to_owned();
-            let data =
-                overlay
-                    .fetch(&config)
-                    .await
-                    .map_err(|source| ServiceError::ConfigOverlay {
-                        overlay: name.clone(),
-                        source,
-                    })?;
+                })?;
+        if let Some(data) = data {
             config = config.with_overlay(name, data)?;
         }
-        let shutdown_timeout = config.section::<ShutdownConfig>()?.timeout;
-        let health = Health::with_default_timeout(config.section::<HealthConfig>()?.timeout);
-        let sources: Vec<String> = config.sources().iter().map(ToString::to_string).collect();
-        tracing::info!(
-            service = %config.app().name,
-            profile = %config.app().profile,
-            sources = %if sources.is_empty() { "defaults only".to_owned() } else { sources.join(", ") },
-            "configuration loaded"
-        );
+    }
+    for mut overlay in overlays {
+        let name = overlay.name().to_owned();
+        let data = overlay
+            .fetch(&config)
+            .await
+            .map_err(|source| ServiceError::ConfigOverlay {
+                overlay: name.clone(),
+                source,
+            })?;
+        config = config.with_overlay(name, data)?;
+    }
+    Ok((config, plugins))
+}
 
-        let lifecycle = watch::Sender::new(Lifecycle::Initialising);
-        register_lifecycle_checks(&health, &lifecycle);
-        let shutdown = ShutdownHandle::new();
-        let mut resources = self.resources;
-        let shared_dispatcher = Dispatcher::unbuilt();
-        resources.insert(shared_dispatcher.clone());
-        let mut dispatcher = self.dispatcher;
-        let mut slots: Vec<Slot> = Vec::with_capacity(plugins.len());
+/// Initialises every plug-in in order, then builds the dispatcher.
+async fn initialise(parts: Parts) -> Result<Service, ServiceError> {
+    let Parts {
+        config,
+        plugins,
+        mut dispatcher,
+        mut resources,
+        handle_signals,
+        scope,
+        started,
+    } = parts;
+    let shutdown_timeout = config.section::<ShutdownConfig>()?.timeout;
+    let health = Health::with_default_timeout(config.section::<HealthConfig>()?.timeout);
+    let sources: Vec<String> = config.sources().iter().map(ToString::to_string).collect();
+    tracing::info!(
+        service = %config.app().name,
+        profile = %config.app().profile,
+        sources = %if sources.is_empty() { "defaults only".to_owned() } else { sources.join(", ") },
+        "configuration loaded"
+    );
 
-        for mut plugin in plugins {
-            let name = plugin.name();
-            let missing = plugin
-                .requires()
-                .into_iter()
-                .find(|r| !resources.contains_id(r.id));
-            let result = match missing {
-                Some(requirement) => Err(ServiceError::MissingResource {
+    let lifecycle = watch::Sender::new(Lifecycle::Initialising);
+    register_lifecycle_checks(&health, &lifecycle);
+    let shutdown = ShutdownHandle::new();
+    let shared_dispatcher = Dispatcher::unbuilt();
+    resources.insert(shared_dispatcher.clone());
+    let mut slots: Vec<Slot> = Vec::with_capacity(plugins.len());
+
+    for mut plugin in plugins {
+        let name = plugin.name();
+        let missing = plugin
+            .requires()
+            .into_iter()
+            .find(|r| !resources.contains_id(r.id));
+        let result = match missing {
+            Some(requirement) => Err(ServiceError::MissingResource {
+                plugin: name,
+                resource: requirement.type_name,
+                hint: requirement.hint,
+            }),
+            None => {
+                let mut ctx = InitContext {
                     plugin: name,
-                    resource: requirement.type_name,
-                    hint: requirement.hint,
-                }),
-                None => {
-                    let mut ctx = InitContext {
+                    config: &config,
+                    resources: &mut resources,
+                    health: &health,
+                    dispatcher: &mut dispatcher,
+                    shutdown: &shutdown,
+                    scope: &scope,
+                };
+                plugin
+                    .init(&mut ctx)
+                    .await
+                    .map_err(|source| ServiceError::PluginInit {
                         plugin: name,
-                        config: &config,
-                        resources: &mut resources,
-                        health: &health,
-                        dispatcher: &mut dispatcher,
-                        shutdown: &shutdown,
-                    };
-                    plugin
-                        .init(&mut ctx)
-                        .await
-                        .map_err(|source| ServiceError::PluginInit {
-                            plugin: name,
-                            source,
-                        })
-                }
-            };
-            if let Err(error) = result {
-                tracing::error!(plugin = name, %error, "initialisation failed; stopping the plug-ins before it");
-                stop_all(
-                    &mut slots,
-                    Instant::now() + shutdown_timeout,
-                    shutdown_timeout,
-                )
-                .await;
-                return Err(error);
+                        source,
+                    })
             }
-            tracing::debug!(plugin = name, "initialised");
-            slots.push(Slot::new(plugin));
-        }
-
-        if let Err(error) = dispatcher.build_into(&shared_dispatcher, &resources) {
+        };
+        if let Err(error) = result {
+            tracing::error!(plugin = name, %error, "initialisation failed; stopping the plug-ins before it");
             stop_all(
                 &mut slots,
                 Instant::now() + shutdown_timeout,
                 shutdown_timeout,
             )
             .await;
-            return Err(error.into());
+            return Err(error);
         }
-        let dispatcher = shared_dispatcher;
-        for section in config.unread_sections() {
-            tracing::warn!(
-                section,
-                "config section `{section}` is not read by any plug-in; misspelt, or a plug-in missing?"
-            );
-        }
-        tracing::info!(
-            plugins = %slots.iter().map(|s| s.plugin.name()).collect::<Vec<_>>().join(", "),
-            elapsed_ms = started.elapsed().as_millis(),
-            "service initialised"
-        );
-        Ok(Service {
-            app: Arc::new(config.app().clone()),
-            config,
-            slots,
-            resources: Arc::new(resources),
-            health,
-            dispatcher,
-            shutdown,
-            shutdown_timeout,
-            handle_signals: self.handle_signals,
-            lifecycle,
-        })
+        tracing::debug!(plugin = name, "initialised");
+        slots.push(Slot::new(plugin));
     }
+
+    if let Err(error) = dispatcher.build_into(&shared_dispatcher, &resources, Some(scope.clone())) {
+        stop_all(
+            &mut slots,
+            Instant::now() + shutdown_timeout,
+            shutdown_timeout,
+        )
+        .await;
+        return Err(error.into());
+    }
+    let dispatcher = shared_dispatcher;
+    for section in config.unread_sections() {
+        tracing::warn!(
+            section,
+            "config section `{section}` is not read by any plug-in; misspelt, or a plug-in missing?"
+        );
+    }
+    tracing::info!(
+        plugins = %slots.iter().map(|s| s.plugin.name()).collect::<Vec<_>>().join(", "),
+        elapsed_ms = started.elapsed().as_millis(),
+        "service initialised"
+    );
+    Ok(Service {
+        app: Arc::new(config.app().clone()),
+        config,
+        slots,
+        resources: Arc::new(resources),
+        health,
+        dispatcher,
+        shutdown,
+        shutdown_timeout,
+        handle_signals,
+        scope,
+        lifecycle,
+    })
 }
 
 fn check_duplicates(plugins: &[Box<dyn DynPlugin>]) -> Result<(), ServiceError> {
@@ -573,6 +634,7 @@ pub struct Service {
     shutdown: ShutdownHandle,
     shutdown_timeout: Duration,
     handle_signals: bool,
+    scope: ServiceScope,
     lifecycle: watch::Sender<Lifecycle>,
 }
 
@@ -596,6 +658,13 @@ impl Service {
     #[must_use]
     pub fn app(&self) -> &AppConfig {
         &self.app
+    }
+
+    /// The service's identity in logs and metrics, current while its
+    /// plug-ins, tasks and handlers run. See [`ServiceScope`].
+    #[must_use]
+    pub fn scope(&self) -> &ServiceScope {
+        &self.scope
     }
 
     /// The loaded configuration.
@@ -647,12 +716,17 @@ impl Service {
     /// [`ServiceError::PluginStart`] (every initialised plug-in is stopped
     /// first), [`ServiceError::TaskFailed`], or [`ServiceError::Stop`] when a
     /// plug-in failed to stop or overran the deadline.
-    pub async fn run(mut self) -> Result<(), ServiceError> {
+    pub async fn run(self) -> Result<(), ServiceError> {
+        let scope = self.scope.clone();
+        scope.scope(self.run_in_scope()).await
+    }
+
+    async fn run_in_scope(mut self) -> Result<(), ServiceError> {
         // Signals are watched from the start, so one that arrives while
         // plug-ins are starting still stops the ones already started.
-        let watcher = self
-            .handle_signals
-            .then(|| tokio::spawn(shutdown::watch_signals(self.shutdown.clone())));
+        let watcher = self.handle_signals.then(|| {
+            tokio::spawn(shutdown::watch_signals(self.shutdown.clone()).in_current_service())
+        });
         let (failure_tx, mut failure_rx) = mpsc::unbounded_channel::<TaskFailure>();
         self.set(Lifecycle::Starting);
         let started = std::time::Instant::now();
@@ -676,6 +750,7 @@ impl Service {
                 tasks: slot.tasks.clone(),
                 abandon: slot.abandon.clone(),
                 failures: failure_tx.clone(),
+                scope: self.scope.clone(),
             };
             if let Err(source) = slot.plugin.start(&ctx).await {
                 tracing::error!(plugin, error = %source, "start failed; stopping every plug-in");

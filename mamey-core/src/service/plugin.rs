@@ -18,7 +18,7 @@ use crate::cqrs::{Dispatcher, DispatcherBuilder};
 use crate::error::BoxError;
 use crate::health::Health;
 use crate::resources::{MissingResource, Requirement, Resources};
-use crate::service::ShutdownHandle;
+use crate::service::{ServiceScope, ShutdownHandle};
 
 /// A building block of a service: a web server, a broker connection, a pool.
 ///
@@ -199,6 +199,7 @@ pub struct InitContext<'a> {
     pub(crate) health: &'a Health,
     pub(crate) dispatcher: &'a mut DispatcherBuilder,
     pub(crate) shutdown: &'a ShutdownHandle,
+    pub(crate) scope: &'a ServiceScope,
 }
 
 impl fmt::Debug for InitContext<'_> {
@@ -281,6 +282,14 @@ impl InitContext<'_> {
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
     }
+
+    /// The service's identity in logs and metrics, current during `init`.
+    /// A task the plug-in spawns itself carries it with
+    /// [`in_current_service`](crate::InServiceScope::in_current_service).
+    #[must_use]
+    pub fn scope(&self) -> &ServiceScope {
+        self.scope
+    }
 }
 
 /// A background task of a plug-in failed; the service shuts down.
@@ -303,6 +312,7 @@ pub struct StartContext {
     pub(crate) tasks: TaskTracker,
     pub(crate) abandon: CancellationToken,
     pub(crate) failures: mpsc::UnboundedSender<TaskFailure>,
+    pub(crate) scope: ServiceScope,
 }
 
 impl fmt::Debug for StartContext {
@@ -346,6 +356,15 @@ impl StartContext {
         &self.health
     }
 
+    /// The service's identity in logs and metrics: current during `start`,
+    /// `ready`, `drain`, `stop` and in every [`spawn`](Self::spawn)ed task.
+    /// A task the plug-in spawns by other means carries it with
+    /// [`in_current_service`](crate::InServiceScope::in_current_service).
+    #[must_use]
+    pub fn scope(&self) -> &ServiceScope {
+        &self.scope
+    }
+
     /// Cancelled when this plug-in is about to be stopped (not when the
     /// service starts shutting down: plug-ins stop one at a time, in reverse
     /// order). Background tasks watch it to finish their work.
@@ -366,6 +385,9 @@ impl StartContext {
     /// deadline, then aborted). If it returns an error, the error is logged
     /// (a panic counts as an error) and the whole service shuts down, with [`Service::run`](crate::Service::run)
     /// returning that error.
+    ///
+    /// The task runs in the service's [`scope`](Self::scope), so what it
+    /// logs and records is this service's.
     pub fn spawn<F>(&self, name: impl Into<String>, task: F)
     where
         F: Future<Output = Result<(), BoxError>> + Send + 'static,
@@ -373,7 +395,8 @@ impl StartContext {
         let (plugin, name) = (self.plugin, name.into());
         let failures = self.failures.clone();
         let abandon = self.abandon.clone();
-        self.tasks.spawn(async move {
+        let scope = self.scope.clone();
+        self.tasks.spawn(scope.scope(async move {
             let outcome = tokio::select! {
                 biased;
                 // The plug-in overran its share of the shutdown deadline.
@@ -392,6 +415,6 @@ impl StartContext {
                 task: name,
                 error,
             });
-        });
+        }));
     }
 }

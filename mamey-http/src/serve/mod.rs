@@ -27,8 +27,9 @@ use std::time::Duration;
 use axum::Router;
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+use mamey_core::{InServiceScope, ServiceScope};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -170,7 +171,9 @@ pub(crate) async fn serve(
     let slots = Arc::new(Semaphore::new(settings.limits.max_connections.max(1)));
     let connections = TaskTracker::new();
     let cut = CancellationToken::new();
-    let mut builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(ScopedExecutor {
+        scope: ServiceScope::current(),
+    });
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -217,33 +220,38 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let (builder, app, tls) = (Arc::clone(&builder), app.clone(), tls.clone());
         let (stop, cut) = (stop.clone(), cut.clone());
-        connections.spawn(async move {
-            let _slot = slot;
-            let opened = Instant::now();
-            let connection = Connection {
-                peer,
-                opened,
-                builder,
-                app,
-                settings,
-                stop,
-                cut,
-            };
-            let Some(tls) = tls else {
-                return connection.serve(stream).await;
-            };
-            // The handshake is part of getting going: it shares the first
-            // head's deadline, counted from connecting.
-            let deadline = opened + settings.limits.header_read_timeout;
-            let handshake = tokio::select! {
-                stream = tls.handshake(stream, peer, deadline) => stream,
-                () = connection.stop.cancelled() => None,
-                () = connection.cut.cancelled() => None,
-            };
-            if let Some(stream) = handshake {
-                connection.serve(stream).await;
+        // Each connection, and each HTTP/2 stream (`ScopedExecutor`), in
+        // the service's scope: its requests log and count as its own.
+        connections.spawn(
+            async move {
+                let _slot = slot;
+                let opened = Instant::now();
+                let connection = Connection {
+                    peer,
+                    opened,
+                    builder,
+                    app,
+                    settings,
+                    stop,
+                    cut,
+                };
+                let Some(tls) = tls else {
+                    return connection.serve(stream).await;
+                };
+                // The handshake is part of getting going: it shares the first
+                // head's deadline, counted from connecting.
+                let deadline = opened + settings.limits.header_read_timeout;
+                let handshake = tokio::select! {
+                    stream = tls.handshake(stream, peer, deadline) => stream,
+                    () = connection.stop.cancelled() => None,
+                    () = connection.cut.cancelled() => None,
+                };
+                if let Some(stream) = handshake {
+                    connection.serve(stream).await;
+                }
             }
-        });
+            .in_current_service(),
+        );
     }
     drop(listener);
     connections.close();
@@ -262,12 +270,30 @@ pub(crate) async fn serve(
     }
 }
 
+/// Spawns the tasks hyper asks for (one per HTTP/2 stream) on tokio, in the
+/// service scope current where the listener started: task locals do not
+/// cross a spawn by themselves.
+#[derive(Clone, Debug)]
+struct ScopedExecutor {
+    scope: Option<ServiceScope>,
+}
+
+impl<F> hyper::rt::Executor<F> for ScopedExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::spawn(future.in_service(self.scope.clone()));
+    }
+}
+
 /// One accepted connection, and what serving it needs.
 struct Connection {
     peer: SocketAddr,
     /// When it was accepted: the first deadline counts from here.
     opened: Instant,
-    builder: Arc<Builder<TokioExecutor>>,
+    builder: Arc<Builder<ScopedExecutor>>,
     app: Router,
     settings: Settings,
     /// The server is stopping: finish the requests in flight.

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use ::redis::aio::ConnectionManager;
 use ::redis::{Msg, ProtocolVersion, PushInfo, PushKind};
 use bytes::Bytes;
-use mamey_core::Error;
+use mamey_core::{Error, InServiceScope};
 use tokio::sync::mpsc::{self, UnboundedReceiver, error::TrySendError};
 
 use super::{RedisClient, error};
@@ -79,7 +79,7 @@ impl RedisClient {
         let prefixed: Vec<String> = channels.iter().map(|channel| self.key(channel)).collect();
         self.within_deadline(manager.subscribe(prefixed)).await?;
         let (deliveries, received) = mpsc::channel(BUFFER);
-        tokio::spawn(pump(self.clone(), manager, pushes, deliveries));
+        tokio::spawn(pump(self.clone(), manager, pushes, deliveries).in_current_service());
         Ok(ChannelSubscription { received, channels })
     }
 }
