@@ -1,0 +1,149 @@
+//! The live plug-in: provides the [`Hub`] of this replica's sockets, the
+//! [`Backplane`] and [`Presence`]; while the service runs, hands what the
+//! backplane brings to the sockets of its recipients (and, with Redis,
+//! refreshes the presence keys); when the service begins to stop, closes
+//! every socket.
+
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
+use mamey_core::{BoxError, InitContext, Plugin, Requirement, StartContext};
+use mamey_persistence::redis::RedisClient;
+use tokio::sync::broadcast;
+
+use super::backplane::{Backplane, Received};
+use super::hub::Hub;
+use super::presence::{Presence, REFRESH};
+
+/// Which backplane the replicas share.
+#[derive(Debug)]
+enum Kind {
+    /// The embedded system's in-process channel.
+    Local(broadcast::Sender<Bytes>),
+    /// Redis pub/sub: the `RedisClient` of a `Redis` plug-in added before.
+    Redis,
+}
+
+/// The live plug-in (name `live`).
+#[derive(Debug)]
+pub(crate) struct Live {
+    kind: Kind,
+    hub: Hub,
+    /// Set in `init`.
+    parts: Option<(Backplane, Presence)>,
+}
+
+impl Live {
+    /// Over the embedded system's in-process backplane.
+    pub(crate) fn local(backplane: broadcast::Sender<Bytes>) -> Self {
+        Self::new(Kind::Local(backplane))
+    }
+
+    /// Over Redis pub/sub and presence keys.
+    pub(crate) fn redis() -> Self {
+        Self::new(Kind::Redis)
+    }
+
+    fn new(kind: Kind) -> Self {
+        Self {
+            kind,
+            hub: Hub::default(),
+            parts: None,
+        }
+    }
+}
+
+impl Plugin for Live {
+    fn name(&self) -> &'static str {
+        "live"
+    }
+
+    fn requires(&self) -> Vec<Requirement> {
+        match self.kind {
+            Kind::Local(_) => Vec::new(),
+            Kind::Redis => vec![Requirement::of::<RedisClient>().hint("add `Redis` before `Live`")],
+        }
+    }
+
+    async fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), BoxError> {
+        let hub = self.hub.clone();
+        let (backplane, presence) = match &self.kind {
+            Kind::Local(sender) => (
+                Backplane::Local(sender.clone()),
+                Presence::Local(hub.clone()),
+            ),
+            Kind::Redis => {
+                let redis = ctx.resource::<RedisClient>()?;
+                let instance: Arc<str> = ctx.app().instance_id.as_str().into();
+                (
+                    Backplane::Redis(redis.clone()),
+                    Presence::Redis {
+                        hub: hub.clone(),
+                        redis,
+                        instance,
+                    },
+                )
+            }
+        };
+        ctx.provide(hub)?;
+        ctx.provide(backplane.clone())?;
+        ctx.provide(presence.clone())?;
+        self.parts = Some((backplane, presence));
+        Ok(())
+    }
+
+    async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+        let Some((backplane, presence)) = self.parts.clone() else {
+            return Err("the live plug-in was not initialised".into());
+        };
+        let mut subscription = backplane.subscribe().await?;
+        let (hub, token) = (self.hub.clone(), ctx.shutdown_token());
+        ctx.spawn("live-fan-in", async move {
+            loop {
+                let received = tokio::select! {
+                    () = token.cancelled() => return Ok(()),
+                    received = subscription.next() => received,
+                };
+                match received {
+                    Some(Received::Message(message)) => {
+                        if !hub.is_connected(message.user_id) {
+                            continue;
+                        }
+                        let frame = serde_json::to_string(&message.notification)?;
+                        hub.deliver(message.user_id, &Utf8Bytes::from(frame));
+                    }
+                    Some(Received::Gap(why)) => {
+                        tracing::warn!(%why, "live notifications were missed; clients catch up from /feed");
+                    }
+                    None => return Err("the live backplane closed".into()),
+                }
+            }
+        });
+        if let Presence::Redis { .. } = presence {
+            let token = ctx.shutdown_token();
+            ctx.spawn("presence-refresh", async move {
+                let mut every = tokio::time::interval(REFRESH);
+                loop {
+                    tokio::select! {
+                        () = token.cancelled() => return Ok(()),
+                        _ = every.tick() => presence.refresh().await,
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    async fn drain(&mut self) -> Result<(), BoxError> {
+        // Sockets are not requests: the web API's drain does not wait for
+        // them. Closing them first lets clients reconnect elsewhere.
+        self.hub.close();
+        Ok(())
+    }
+
+    async fn stop(&mut self) -> Result<(), BoxError> {
+        self.hub.close();
+        Ok(())
+    }
+}

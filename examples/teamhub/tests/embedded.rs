@@ -1,0 +1,145 @@
+//! The embedded system — all six services in this process over SQLite, the
+//! in-process broker and registry, file secrets — driven through the
+//! gateway with real HTTP and WebSocket clients.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod scenario;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::Method;
+use mamey_core::{BoxError, MessageContext, ServiceScope};
+use serde_json::json;
+use teamhub::{Deployment, system};
+use tracing::span;
+use tracing_subscriber::layer::{Context, Layer};
+
+/// Every span opened in the process: the service it was opened in and the
+/// correlation id current then.
+#[derive(Clone, Default)]
+struct Spans(Arc<Mutex<Vec<(String, String)>>>);
+
+impl Spans {
+    /// The services that opened a span with `correlation_id`.
+    fn services_of(&self, correlation_id: &str) -> std::collections::BTreeSet<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, id)| id == correlation_id)
+            .map(|(service, _)| service.clone())
+            .collect()
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for Spans {
+    fn on_new_span(&self, _: &span::Attributes<'_>, _: &span::Id, _: Context<'_, S>) {
+        let service = ServiceScope::with_current(|s| s.map(|s| s.name().to_owned()));
+        let correlation = MessageContext::with_current(|mc| mc.map(|mc| mc.correlation_id.clone()));
+        if let (Some(service), Some(correlation)) = (service, correlation) {
+            self.0.lock().unwrap().push((service, correlation));
+        }
+    }
+}
+
+/// A fresh data directory, removed when dropped.
+struct DataDir(std::path::PathBuf);
+
+impl DataDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("teamhub-test-{}", scenario::run_id()));
+        Self(dir)
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_embedded_system_works_end_to_end() -> Result<(), BoxError> {
+    let data = DataDir::new();
+    let spans = Spans::default();
+    let layer = spans.clone();
+    let deploy = Deployment::embedded(&data.0)
+        .service_env(
+            teamhub::gateway::NAME,
+            "MAMEY__HTTP__ADDRESS",
+            "127.0.0.1:0",
+        )
+        .tracing_layer(move || Box::new(layer.clone()));
+    let started = std::time::Instant::now();
+    let built = system::embedded(&deploy).await?;
+    let running = built.group.start().await?;
+    let ready_in = started.elapsed();
+    let base = format!("http://{}", built.gateway);
+
+    let outcome = async {
+        // The dev signing key was made on first run, readable by its owner
+        // only.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(system::secrets_file(&data.0))?
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "the secrets file is private: {mode:o}");
+        }
+        let mut world = scenario::set_up(&base).await?;
+        scenario::strangers_are_kept_out(&world).await?;
+        scenario::a_new_card_is_assigned(&mut world).await?;
+        scenario::children_drive_their_parent(&world).await?;
+        scenario::chat_is_live_and_pages(&mut world).await?;
+        scenario::the_feed_lists_it(&world).await?;
+
+        // The correlation id a client sends reaches every service the
+        // request touches: over HTTP, the broker and gRPC.
+        let correlation = format!("corr-{}", world.run);
+        let traced = world.as_a().with_correlation_id(&correlation);
+        let card = traced
+            .create(
+                &format!("/api/boards/boards/{}/cards", world.board),
+                &json!({ "title": "traced" }),
+            )
+            .await?;
+        world
+            .b_live
+            .until(scenario::WAIT, |n| {
+                scenario::is_about(n, "card_assigned", card)
+            })
+            .await?;
+        let expected = ["gateway", "boards", "automations", "notifications"];
+        scenario::eventually("spans of every service with the correlation id", || async {
+            let seen = spans.services_of(&correlation);
+            Ok(expected.iter().all(|s| seen.contains(*s)).then_some(()))
+        })
+        .await
+        .map_err(|e| format!("{e}; seen: {:?}", spans.services_of(&correlation)))?;
+        // The merged OpenAPI document has every public service's paths.
+        let openapi = world.as_a().get("/api/openapi.json").await?;
+        let paths = openapi["paths"].as_object().cloned().unwrap_or_default();
+        for prefix in [
+            "/api/identity/",
+            "/api/boards/",
+            "/api/chat/",
+            "/api/notifications/",
+        ] {
+            assert!(
+                paths.keys().any(|p| p.starts_with(prefix)),
+                "no {prefix} path in the merged OpenAPI"
+            );
+        }
+        let answer = world.api.call(Method::GET, "/api/nowhere/x", None).await?;
+        assert_eq!(answer.status, http::StatusCode::NOT_FOUND);
+        Ok::<_, BoxError>(())
+    }
+    .await;
+    let stopped = tokio::time::timeout(Duration::from_secs(30), running.stop()).await;
+    outcome?;
+    stopped.map_err(|_| "the system did not stop within 30 s")??;
+    eprintln!("embedded system ready in {ready_in:?}");
+    Ok(())
+}
