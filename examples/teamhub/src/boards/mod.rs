@@ -57,6 +57,7 @@ pub const NAME: &str = "boards";
 
 /// The service, ready to `.build()`.
 #[must_use]
+// ANCHOR: service
 pub fn service(deploy: &Deployment) -> ServiceBuilder {
     match deploy.mode() {
         Mode::Embedded => wire::<Sqlite>(deploy),
@@ -93,3 +94,4 @@ fn wire<B: Sql>(deploy: &Deployment) -> ServiceBuilder {
         .plugin(WebApi::new().endpoints(endpoints::endpoints()))
         .plugin(grpc::Grpc::<B>::new())
 }
+// ANCHOR_END: service
