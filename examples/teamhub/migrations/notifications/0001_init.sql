@@ -23,9 +23,3 @@ CREATE TABLE users (
 );
 
 CREATE INDEX users_by_name ON users (name_key);
-
--- The last seq notified per board: a board's events are notified in order.
-CREATE TABLE board_cursors (
-    board_id BIGINT PRIMARY KEY,
-    seq BIGINT NOT NULL
-);

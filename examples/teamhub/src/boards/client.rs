@@ -34,6 +34,7 @@ pub struct Members {
 /// clone it.
 #[derive(Debug, Clone)]
 pub struct BoardsClient {
+    channel: GrpcChannel,
     grpc: Generated<GrpcChannel>,
 }
 
@@ -41,8 +42,10 @@ impl BoardsClient {
     /// A client over `client`'s channel to `boards-grpc`.
     #[must_use]
     pub fn new(client: &ServiceClient) -> Self {
+        let channel = client.grpc(GRPC_SERVICE);
         Self {
-            grpc: Generated::new(client.grpc(GRPC_SERVICE)),
+            grpc: Generated::new(channel.clone()),
+            channel,
         }
     }
 
@@ -52,10 +55,15 @@ impl BoardsClient {
     /// No such board (`not_found`); boards could not answer
     /// (`unavailable`).
     pub async fn members(&self, board_id: i64) -> Result<Members, Error> {
+        // Both calls only read: safe to repeat on another replica when one
+        // is unreachable (a crashed replica stays in discovery until its
+        // lease lapses).
         let reply = self
-            .grpc
-            .clone()
-            .board_members(BoardMembersRequest { board_id })
+            .channel
+            .retry(|| {
+                let mut grpc = self.grpc.clone();
+                async move { grpc.board_members(BoardMembersRequest { board_id }).await }
+            })
             .await
             .map_err(|status| failure(&status, "boards.board_not_found"))?
             .into_inner();
@@ -72,9 +80,11 @@ impl BoardsClient {
     /// (`unavailable`).
     pub async fn card(&self, card_id: i64) -> Result<CardSnapshot, Error> {
         let card = self
-            .grpc
-            .clone()
-            .get_card(GetCardRequest { card_id })
+            .channel
+            .retry(|| {
+                let mut grpc = self.grpc.clone();
+                async move { grpc.get_card(GetCardRequest { card_id }).await }
+            })
             .await
             .map_err(|status| failure(&status, "boards.card_not_found"))?
             .into_inner();

@@ -1,6 +1,7 @@
-//! The backplane: how a feed item written by the replica that handled its
-//! event reaches the replica holding the recipient's socket. Every replica
-//! publishes what it wrote and receives what every replica wrote.
+//! The backplane: how the feed items written by the replica that handled an
+//! event reach the replicas holding the recipients' sockets. Every replica
+//! publishes, once per event, a [`LiveBatch`] of what it wrote, and
+//! receives every replica's batches.
 //!
 //! Embedded: the process's broadcast channel ([`Deployment::local_backplane`]).
 //! Distributed: Redis pub/sub, channel `live` under the Redis key prefix
@@ -17,19 +18,31 @@ use mamey_persistence::redis::{ChannelSubscription, RedisClient};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use super::feed::Notification;
+use super::feed::Addressed;
 
 /// The Redis channel, under the key prefix.
 const CHANNEL: &str = "live";
 
-/// A feed item on its way to its recipient's sockets.
+/// The feed items one event made, on their way to their recipients'
+/// sockets: published once, so every replica sees the event once, whole.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct LiveMessage {
-    /// The recipient.
-    pub(crate) user_id: i64,
-    /// Their feed item.
-    pub(crate) notification: Notification,
+pub(crate) struct LiveBatch {
+    /// For a board's event: its place in the board's order.
+    pub(crate) board: Option<BoardSeq>,
+    /// The items, each with its recipient (none when nobody is told: a
+    /// board's event still takes its place).
+    pub(crate) items: Vec<Addressed>,
+}
+
+/// A board's event by its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct BoardSeq {
+    /// The board.
+    pub(crate) board_id: i64,
+    /// The board's number of the event.
+    pub(crate) seq: i64,
 }
 
 /// Where replicas publish feed items: a resource, cheap to clone.
@@ -42,12 +55,12 @@ pub(crate) enum Backplane {
 }
 
 impl Backplane {
-    /// Publishes `message` to every replica.
+    /// Publishes `batch` to every replica.
     ///
     /// # Errors
     /// Redis is unavailable.
-    pub(crate) async fn publish(&self, message: &LiveMessage) -> Result<(), Error> {
-        let payload = Bytes::from(serde_json::to_vec(message).map_err(Error::from_source)?);
+    pub(crate) async fn publish(&self, batch: &LiveBatch) -> Result<(), Error> {
+        let payload = Bytes::from(serde_json::to_vec(batch).map_err(Error::from_source)?);
         match self {
             // No receiver: no replica has started listening; nothing to do.
             Self::Local(sender) => {
@@ -84,21 +97,23 @@ pub(crate) enum Subscription {
 /// One thing received.
 #[derive(Debug)]
 pub(crate) enum Received {
-    /// A feed item.
-    Message(LiveMessage),
-    /// Something could not be read, or some items were missed: why.
+    /// One event's items.
+    Batch(LiveBatch),
+    /// Something could not be read, or some batches were missed: why.
     Gap(String),
 }
 
 impl Subscription {
-    /// The next item, or `None` when the backplane is gone.
+    /// The next batch, or `None` when the backplane is gone. Cancel-safe
+    /// (the fan-in polls it beside a ticker): dropped before it completes,
+    /// it has taken nothing.
     pub(crate) async fn next(&mut self) -> Option<Received> {
         let payload = match self {
             Self::Local(receiver) => match receiver.recv().await {
                 Ok(payload) => payload,
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     return Some(Received::Gap(format!(
-                        "this replica fell behind and missed {missed} live notifications"
+                        "this replica fell behind and missed {missed} live batches"
                     )));
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
@@ -109,8 +124,8 @@ impl Subscription {
             },
         };
         Some(match serde_json::from_slice(&payload) {
-            Ok(message) => Received::Message(message),
-            Err(error) => Received::Gap(format!("an unreadable live notification: {error}")),
+            Ok(batch) => Received::Batch(batch),
+            Err(error) => Received::Gap(format!("an unreadable live batch: {error}")),
         })
     }
 }

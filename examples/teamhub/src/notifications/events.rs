@@ -1,6 +1,6 @@
 //! The events notifications consumes, each turned into feed items in one
 //! unit of work with its inbox record (a redelivery is skipped), then
-//! pushed live after the commit.
+//! pushed live after the commit as one batch (see [`super::push`]).
 //!
 //! | Event | Kind | Told |
 //! |---|---|---|
@@ -9,17 +9,18 @@
 //! | `MemberAdded` | `member_added` | the user added and who added them |
 //! | `MessagePosted` | `message_posted` | the channel's other users and who is `@mentioned` |
 //!
-//! See [`super::recipients`] for the rules, [`super::ordering`] for how a
-//! board's events keep their `seq` order.
+//! See [`super::recipients`] for the rules. Events are handled as they
+//! come, in no particular order: a board's event carries its `seq` to the
+//! replicas, which put the board's batches back in order before the sockets
+//! ([`super::sequencer`]); the feed is ordered by id.
 
 use mamey_core::cqrs::Res;
 use mamey_core::{Error, ErrorKind};
 use mamey_persistence::Tx;
 use serde::Serialize;
 
-use super::backplane::Backplane;
+use super::backplane::{Backplane, BoardSeq, LiveBatch};
 use super::feed::{self, Addressed, Draft, Kind};
-use super::ordering::{Admission, BoardOrder};
 use super::push::after_commit;
 use super::recipients::{Addressees, Audience};
 use super::users;
@@ -86,30 +87,18 @@ impl BoardEvent for CommentAdded {
     }
 }
 
-/// Notifies a board's event, in the board's `seq` order.
+/// Notifies a board's event to its members; the push carries its `seq`.
 pub(crate) async fn on_board_event<B: Sql, E: BoardEvent>(
     event: E,
     mut tx: Tx<B>,
     boards: BoardsClient,
-    Res(order): Res<BoardOrder>,
     Res(backplane): Res<Backplane>,
 ) -> Result<(), Error> {
     let (board_id, seq) = (event.board_id(), event.seq());
-    let turn = order.turn().await;
-    let opens = E::KIND == Kind::BoardCreated;
-    let admission = order.admit(&mut tx, board_id, seq, opens).await?;
     let draft = Draft::new(E::KIND, &event)?.on_board(board_id, Some(seq));
     let items = notify(&mut tx, &boards, &draft, &event.addressees()).await?;
-    match admission {
-        Admission::Next => after_commit(backplane, items, Some(turn)),
-        Admission::Late => {
-            tracing::info!(
-                board_id,
-                seq,
-                "a late board event: in the feeds, not pushed live"
-            );
-        }
-    }
+    let board = Some(BoardSeq { board_id, seq });
+    after_commit(backplane, LiveBatch { board, items });
     Ok(())
 }
 
@@ -122,7 +111,7 @@ pub(crate) async fn on_member_added<B: Sql>(
 ) -> Result<(), Error> {
     let draft = Draft::new(Kind::MemberAdded, &event)?;
     let items = notify(&mut tx, &boards, &draft, &Addressees::member_added(&event)).await?;
-    after_commit(backplane, items, None);
+    after_commit(backplane, LiveBatch { board: None, items });
     Ok(())
 }
 
@@ -144,7 +133,7 @@ pub(crate) async fn on_message_posted<B: Sql>(
     }
     let draft = draft.in_channel(event.channel.clone());
     let items = notify(&mut tx, &boards, &draft, &addressees).await?;
-    after_commit(backplane, items, None);
+    after_commit(backplane, LiveBatch { board: None, items });
     Ok(())
 }
 

@@ -136,7 +136,8 @@ impl Draft {
 }
 
 /// A notification and the user it is for.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct Addressed {
     /// The recipient.
     pub(crate) user_id: i64,

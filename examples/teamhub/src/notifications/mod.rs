@@ -8,21 +8,37 @@
 //! | `GET /presence/{userId}` | `{online}`: whether the user has a live socket open |
 //!
 //! Every route needs a token. How an event becomes feed items is in
-//! [`events`]; who is told in [`recipients`]; how a board's events stay
-//! in `seq` order in [`ordering`]; how items are pushed after the commit in
-//! [`push`]; how they reach the replica holding the socket in
-//! [`backplane`].
+//! [`events`]; who is told in [`recipients`]; how items are pushed after
+//! the commit in [`push`]; how they reach the replica holding the socket in
+//! [`backplane`]; how a board's events are put back in `seq` order there in
+//! [`sequencer`].
+//!
+//! What a user is promised:
+//!
+//! - **The feed** (`/feed`) is complete and ordered by id, that is by when
+//!   each item was written (each carries its board `seq`): every event is
+//!   written, with its inbox record, in one unit of work; one that fails
+//!   (boards unreachable) is retried by the broker, and nothing waits for
+//!   it. One that still fails after its retries (`config/notifications.toml`)
+//!   waits in the dead-letter queue until it is replayed.
+//! - **A live socket** gets each board's events in `seq` order, unless one
+//!   is missing for longer than [`HOLD`](sequencer::HOLD): then the ones
+//!   after it go on, and it arrives late if it comes. Chat messages and
+//!   new members go at once.
+//! - What a replica misses on the backplane (Redis restarting, a crash
+//!   between commit and push, a socket too slow) is in the feed: a client
+//!   reconnects and reads `/feed?after=` from its last id.
 
 mod backplane;
 mod events;
 mod feed;
 mod hub;
 mod live;
-mod ordering;
 mod plugin;
 mod presence;
 mod push;
 mod recipients;
+mod sequencer;
 mod users;
 
 use mamey_core::ServiceBuilder;
@@ -40,7 +56,6 @@ use crate::deploy::{Deployment, Mode};
 use crate::sql::Sql;
 use events::{on_board_event, on_member_added, on_message_posted};
 use feed::GetFeed;
-use ordering::BoardOrder;
 use plugin::Live;
 use presence::GetPresence;
 
@@ -62,7 +77,6 @@ fn wire<B: Sql>(deploy: &Deployment, live: Live) -> ServiceBuilder {
         builder = builder.plugin(Redis::new());
     }
     builder
-        .resource(BoardOrder::default())
         .plugin(live)
         .plugin(subscriptions(deploy.messaging()))
         .handlers(|d| {

@@ -1,20 +1,27 @@
 //! The live plug-in: provides the [`Hub`] of this replica's sockets, the
-//! [`Backplane`] and [`Presence`]; while the service runs, hands what the
-//! backplane brings to the sockets of its recipients (and, with Redis,
-//! refreshes the presence keys); when the service begins to stop, closes
-//! every socket.
+//! [`Backplane`] and [`Presence`]; while the service runs, puts what the
+//! backplane brings in each board's order ([`Sequencer`]) and hands it to
+//! the sockets of its recipients (and, with Redis, refreshes the presence
+//! keys); when the service begins to stop, closes every socket.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use mamey_core::{BoxError, InitContext, Plugin, Requirement, StartContext};
 use mamey_persistence::redis::RedisClient;
 use tokio::sync::broadcast;
+use tokio::time::MissedTickBehavior;
 
-use super::backplane::{Backplane, Received};
+use super::backplane::{Backplane, LiveBatch, Received, Subscription};
 use super::hub::Hub;
 use super::presence::{Presence, REFRESH};
+use super::sequencer::Sequencer;
+
+/// How often held batches are checked for having waited out
+/// [`HOLD`](super::sequencer::HOLD): the most a released batch is late by.
+const EXPIRY_TICK: Duration = Duration::from_millis(100);
 
 /// Which backplane the replicas share.
 #[derive(Debug)]
@@ -97,27 +104,12 @@ impl Plugin for Live {
         let Some((backplane, presence)) = self.parts.clone() else {
             return Err("the live plug-in was not initialised".into());
         };
-        let mut subscription = backplane.subscribe().await?;
+        let subscription = backplane.subscribe().await?;
         let (hub, token) = (self.hub.clone(), ctx.shutdown_token());
         ctx.spawn("live-fan-in", async move {
-            loop {
-                let received = tokio::select! {
-                    () = token.cancelled() => return Ok(()),
-                    received = subscription.next() => received,
-                };
-                match received {
-                    Some(Received::Message(message)) => {
-                        if !hub.is_connected(message.user_id) {
-                            continue;
-                        }
-                        let frame = serde_json::to_string(&message.notification)?;
-                        hub.deliver(message.user_id, &Utf8Bytes::from(frame));
-                    }
-                    Some(Received::Gap(why)) => {
-                        tracing::warn!(%why, "live notifications were missed; clients catch up from /feed");
-                    }
-                    None => return Err("the live backplane closed".into()),
-                }
+            tokio::select! {
+                () = token.cancelled() => Ok(()),
+                failed = fan_in(subscription, &hub) => failed,
             }
         });
         if let Presence::Redis { .. } = presence {
@@ -146,4 +138,40 @@ impl Plugin for Live {
         self.hub.close();
         Ok(())
     }
+}
+
+/// Hands each batch the backplane brings, in its board's order, to the
+/// sockets of its recipients on this replica; returns when the backplane
+/// closes.
+async fn fan_in(mut subscription: Subscription, hub: &Hub) -> Result<(), BoxError> {
+    let mut sequencer = Sequencer::default();
+    let mut ticks = tokio::time::interval(EXPIRY_TICK);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        let ready = tokio::select! {
+            _ = ticks.tick() => sequencer.expire(Instant::now()),
+            received = subscription.next() => match received {
+                Some(Received::Batch(batch)) => sequencer.accept(batch, Instant::now()),
+                Some(Received::Gap(why)) => {
+                    tracing::warn!(%why, "live notifications were missed; clients catch up from /feed");
+                    continue;
+                }
+                None => return Err("the live backplane closed".into()),
+            },
+        };
+        for batch in ready {
+            deliver(hub, batch)?;
+        }
+    }
+}
+
+/// Queues each item of `batch` on its recipient's sockets here, if any.
+fn deliver(hub: &Hub, batch: LiveBatch) -> Result<(), serde_json::Error> {
+    for item in batch.items {
+        if hub.is_connected(item.user_id) {
+            let frame = serde_json::to_string(&item.notification)?;
+            hub.deliver(item.user_id, &Utf8Bytes::from(frame));
+        }
+    }
+    Ok(())
 }

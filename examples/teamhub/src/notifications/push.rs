@@ -10,46 +10,37 @@
 //! told whether it committed. That is the after-commit hook.
 //!
 //! With several replicas consuming one queue, the broker gives an event to
-//! exactly one of them; that replica pushes what it committed, to every
-//! replica through the backplane. A crash between the commit and the push
-//! loses only the push: the inbox has the event, so it is not handled
-//! again, and the feed has the items, which a reconnecting client reads
-//! with `/feed?after=`. No `pushed` flag or per-replica high-water mark is
-//! needed.
+//! exactly one of them; that replica publishes what it committed as one
+//! [`LiveBatch`] on the backplane, which every replica receives and puts in
+//! its boards' order (see [`super::sequencer`]). Nothing waits for order
+//! here: a handler that fails (boards unreachable) is retried by the broker
+//! while the events after it go on.
+//!
+//! A crash between the commit and the push loses only the push: the inbox
+//! has the event, so it is not handled again, and the feed has the items,
+//! which a reconnecting client reads with `/feed?after=`; the replicas skip
+//! the board's gap once it has held them up for
+//! [`HOLD`](super::sequencer::HOLD). No `pushed` flag or per-replica
+//! high-water mark is needed.
 
 use mamey_core::cqrs::call;
 
-use super::backplane::{Backplane, LiveMessage};
-use super::feed::Addressed;
-use super::ordering::Turn;
+use super::backplane::{Backplane, LiveBatch};
 
-/// Publishes `items` on the backplane once the current handler's
-/// transaction has committed (nothing if it rolls back), then gives up
-/// `turn`, the board's turn in this process, if it holds one: held until
-/// the commit, the next board event reads the cursor this one moved.
-pub(crate) fn after_commit(backplane: Backplane, items: Vec<Addressed>, turn: Option<Turn>) {
-    if items.is_empty() && turn.is_none() {
+/// Publishes `batch` on the backplane once the current handler's
+/// transaction has committed (nothing if it rolls back). A batch with no
+/// items is published only for a board's event, whose place in the board's
+/// order it takes.
+pub(crate) fn after_commit(backplane: Backplane, batch: LiveBatch) {
+    if batch.items.is_empty() && batch.board.is_none() {
         return;
     }
     let registered = call::on_completion(move |committed| async move {
-        if committed {
-            for Addressed {
-                user_id,
-                notification,
-            } in items
-            {
-                let id = notification.id;
-                let message = LiveMessage {
-                    user_id,
-                    notification,
-                };
-                if let Err(error) = backplane.publish(&message).await {
-                    // The feed has it; only the live push is lost.
-                    tracing::warn!(user_id, id, %error, "a live notification could not be pushed");
-                }
-            }
+        if committed && let Err(error) = backplane.publish(&batch).await {
+            // The feed has the items; only the live push is lost.
+            tracing::warn!(board = ?batch.board, items = batch.items.len(), %error,
+                "live notifications could not be pushed");
         }
-        drop(turn);
         Ok(())
     });
     if !registered {
