@@ -102,8 +102,7 @@ where
             let method = method_label(request.method());
 
             // Context and caller: the same step as gRPC's.
-            let inbound =
-                inbound(pipeline.authenticator.as_deref(), request.headers(), "http").await;
+            let inbound = inbound(pipeline.authenticator.as_deref(), &request, "http").await;
             let (context, otel, authentication, token) = inbound.into_parts();
             // Nothing to record when no token was sent and none could be.
             if pipeline.authenticator.is_some() {

@@ -1,7 +1,9 @@
 //! The service client against real HTTP servers: context propagation
 //! through a second service, retries under the budget, the circuit breaker
 //! and outlier ejection, load balancing, configured names pinned over
-//! discovery, and errors mapped back to mamey kinds.
+//! discovery, errors mapped back to mamey kinds, answers of any status
+//! (`exchange`), raw bodies, and requests that never left retried whatever
+//! their method.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -490,7 +492,7 @@ async fn failures_map_to_mamey_errors() {
     .unwrap();
     let unreachable = client.get("dead", "/").send().await.unwrap_err();
     assert_eq!(unreachable.kind(), ErrorKind::Unavailable);
-    assert_eq!(unreachable.code(), "client.unreachable");
+    assert_eq!(unreachable.code(), "client.connect_failed");
 
     let by_url = client
         .request(Method::GET, "http://dead/x")
@@ -498,7 +500,7 @@ async fn failures_map_to_mamey_errors() {
         .send()
         .await
         .unwrap_err();
-    assert_eq!(by_url.code(), "client.unreachable");
+    assert_eq!(by_url.code(), "client.connect_failed");
 }
 
 /// A body whose serialization fails, as a map with a non-string key or a
@@ -539,4 +541,265 @@ async fn a_body_that_does_not_serialize_fails_the_call_without_a_request() {
         .unwrap();
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(upstream.hits(), 1);
+}
+
+/// A server answering every request with `status`, a `retry-after` and an
+/// `x-upstream` header, and a body naming the request's method, content
+/// type and body; counting requests.
+async fn answering(status: StatusCode) -> (String, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&hits);
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let counted = Arc::clone(&counted);
+        async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let method = request.method().to_string();
+            let content_type = request
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            let body = axum::body::to_bytes(request.into_body(), 1024)
+                .await
+                .unwrap();
+            let echo = serde_json::json!({
+                "method": method,
+                "content_type": content_type,
+                "body": String::from_utf8_lossy(&body),
+            });
+            (
+                status,
+                [
+                    (http::header::RETRY_AFTER, "7"),
+                    (http::header::CONTENT_TYPE, "application/vnd.echo+json"),
+                    (http::header::HeaderName::from_static("x-upstream"), "yes"),
+                ],
+                echo.to_string(),
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, hits)
+}
+
+/// The URL of a port nothing listens on: connecting is refused.
+async fn refusing() -> String {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    url
+}
+
+/// A server that reads each request and closes the connection without an
+/// answer; counting connections.
+async fn hanging_up() -> (String, Arc<AtomicUsize>) {
+    use tokio::io::AsyncReadExt;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&connections);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                // The whole head: the request reached the server.
+                let mut head = Vec::new();
+                let mut buffer = [0; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buffer[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (url, connections)
+}
+
+fn client_of(config: ClientConfig, urls: &[&str]) -> ServiceClient {
+    let resolver = StaticResolver::new().service("up", urls.iter().map(|u| (*u).to_owned()));
+    ServiceClient::new(config, ServiceResolver::new(resolver)).unwrap()
+}
+
+#[tokio::test]
+async fn exchange_returns_the_answer_whatever_its_status() {
+    let (url, hits) = answering(StatusCode::CONFLICT).await;
+    let client = client_of(ClientConfig::default(), &[&url]);
+
+    let answer = client.get("up", "/orders/7").exchange().await.unwrap();
+    assert_eq!(answer.status, StatusCode::CONFLICT);
+    assert_eq!(answer.headers["retry-after"], "7");
+    assert_eq!(answer.headers["x-upstream"], "yes");
+    assert_eq!(answer.headers["content-type"], "application/vnd.echo+json");
+    assert_eq!(answer.json::<serde_json::Value>().unwrap()["method"], "GET");
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "a 409 is not retried");
+
+    // `send` is the same call with the answer made an error.
+    let error = client.get("up", "/orders/7").send().await.unwrap_err();
+    assert_eq!(
+        (error.kind(), error.code()),
+        (ErrorKind::Conflict, "client.status")
+    );
+}
+
+#[tokio::test]
+async fn exchange_retries_and_counts_as_send_does() {
+    let (url, hits) = answering(StatusCode::SERVICE_UNAVAILABLE).await;
+    let client = client_of(
+        ClientConfig {
+            retry: RetryConfig {
+                budget_min_per_second: 100.0,
+                ..no_backoff(3, 0.0)
+            },
+            breaker: BreakerConfig {
+                failure_threshold: 4,
+                ..BreakerConfig::default()
+            },
+            ..ClientConfig::default()
+        },
+        &[&url],
+    );
+
+    // An idempotent call is retried on 503; the last answer is returned.
+    let answer = client.get("up", "/").exchange().await.unwrap();
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.headers["retry-after"], "7");
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+
+    // A POST reached the endpoint: not sent again.
+    let answer = client.post("up", "/").exchange().await.unwrap();
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(hits.load(Ordering::SeqCst), 4);
+
+    // Four 5xx in a row: the breaker opened, and that is an error.
+    let error = client.get("up", "/").exchange().await.unwrap_err();
+    assert_eq!(error.code(), "client.circuit_open");
+    assert_eq!(hits.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
+async fn a_raw_body_is_sent_as_it_is_with_its_content_type() {
+    let (url, hits) = answering(StatusCode::OK).await;
+    let client = client_of(ClientConfig::default(), &[&url]);
+
+    let answer = client
+        .post("up", "/imports")
+        .body(
+            "text/csv; charset=utf-8",
+            Bytes::from_static(b"sku,count\n42,3\n"),
+        )
+        .send()
+        .await
+        .unwrap();
+    let echo: serde_json::Value = answer.json().unwrap();
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["content_type"], "text/csv; charset=utf-8");
+    assert_eq!(echo["body"], "sku,count\n42,3\n");
+
+    // The body set last is the one sent, with its own content type.
+    let echo: serde_json::Value = client
+        .put("up", "/x")
+        .body("text/plain", "first")
+        .json(&serde_json::json!({ "id": 1 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(echo["content_type"], "application/json");
+    assert_eq!(echo["body"], "{\"id\":1}");
+
+    // A content type that is no header value fails the call unsent.
+    let before = hits.load(Ordering::SeqCst);
+    let error = client
+        .post("up", "/imports")
+        .body("text/csv\r\nx-injected: 1", "a,b")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (error.kind(), error.code()),
+        (ErrorKind::Internal, "client.invalid_body")
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), before, "nothing sent");
+}
+
+#[tokio::test]
+async fn a_request_that_never_left_is_sent_to_another_endpoint_whatever_its_method() {
+    let dead = refusing().await;
+    let (live, hits) = answering(StatusCode::CREATED).await;
+    let config = || ClientConfig {
+        // The dead endpoint first, then the other.
+        load_balancer: LoadBalancer::RoundRobin,
+        retry: RetryConfig {
+            budget_min_per_second: 100.0,
+            ..no_backoff(3, 0.0)
+        },
+        ..ClientConfig::default()
+    };
+
+    // A POST is not idempotent, but its connection was refused: nothing
+    // was sent, so the retry (to the other endpoint) is safe.
+    let client = client_of(config(), &[&dead, &live]);
+    let answer = client
+        .post("up", "/orders")
+        .json(&serde_json::json!({ "items": 2 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::CREATED);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    // With only dead endpoints the call ends with its own code.
+    let client = client_of(config(), &[&dead]);
+    let error = client.post("up", "/orders").send().await.unwrap_err();
+    assert_eq!(
+        (error.kind(), error.code()),
+        (ErrorKind::Unavailable, "client.connect_failed")
+    );
+
+    // `retry(false)` means never, even for a request that never left.
+    let client = client_of(config(), &[&dead, &live]);
+    let error = client
+        .post("up", "/orders")
+        .retry(false)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "client.connect_failed");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_request_that_may_have_arrived_is_retried_only_when_idempotent() {
+    let (url, connections) = hanging_up().await;
+    let client = client_of(
+        ClientConfig {
+            retry: RetryConfig {
+                budget_min_per_second: 100.0,
+                ..no_backoff(3, 0.0)
+            },
+            breaker: BreakerConfig {
+                failure_threshold: 100,
+                ..BreakerConfig::default()
+            },
+            ..ClientConfig::default()
+        },
+        &[&url],
+    );
+
+    let error = client.post("up", "/orders").send().await.unwrap_err();
+    assert_eq!(
+        (error.kind(), error.code()),
+        (ErrorKind::Unavailable, "client.unreachable")
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "a POST is sent once");
+
+    let error = client.get("up", "/orders").send().await.unwrap_err();
+    assert_eq!(error.code(), "client.unreachable");
+    assert_eq!(connections.load(Ordering::SeqCst), 4, "a GET is retried");
 }

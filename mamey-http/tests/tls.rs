@@ -115,14 +115,15 @@ async fn the_service_client_calls_https_endpoints_it_trusts() {
     let reply = trusting.get("secure", "/ping").send().await.unwrap();
     assert_eq!(reply.body, "pong");
 
-    // Without the CA the self-signed certificate is refused.
+    // Without the CA the self-signed certificate is refused: in the
+    // handshake, before any of the request is sent.
     let error = client(&server, None)
         .get("secure", "/ping")
         .send()
         .await
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Unavailable);
-    assert_eq!(error.code(), "client.unreachable");
+    assert_eq!(error.code(), "client.connect_failed");
 
     let missing = ServiceClient::new(
         ClientConfig {

@@ -6,14 +6,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::{HeaderMap, header};
 use jsonwebtoken::{Algorithm, DecodingKey, Header};
 use mamey_core::Identity;
 use mamey_core::config::ConfigError;
 use serde_json::Value;
 
 use super::jwks::{Jwks, KeyError};
-use super::{Authentication, bearer_token};
+use super::{Authentication, Presented};
 use crate::config::JwtConfig;
 
 /// Validates bearer tokens against the configured key source.
@@ -125,13 +124,12 @@ impl Authenticator {
         }))
     }
 
-    /// What the request's `authorization` header establishes.
-    pub(crate) async fn authenticate(&self, headers: &HeaderMap) -> Authentication {
-        if !headers.contains_key(header::AUTHORIZATION) {
-            return Authentication::Missing;
-        }
-        let Some(token) = bearer_token(headers) else {
-            return Authentication::Invalid("expected `authorization: Bearer <token>`".to_owned());
+    /// What the token a request presents establishes.
+    pub(crate) async fn authenticate(&self, presented: &Presented<'_>) -> Authentication {
+        let token = match presented {
+            Presented::Nothing => return Authentication::Missing,
+            Presented::Malformed(reason) => return Authentication::Invalid((*reason).to_owned()),
+            Presented::Token(token) => token,
         };
         match self.validate(token).await {
             Ok(identity) => Authentication::Valid(identity),

@@ -67,15 +67,26 @@ impl Balancer {
         )
     }
 
-    /// Picks an endpoint that is not ejected (or is due a probe); `None`
-    /// when every one is ejected.
-    pub(crate) fn pick(&self, endpoints: &[Endpoint]) -> Option<Picked> {
-        let mut states: Vec<(usize, Arc<EndpointState>)> = endpoints
+    /// Picks an endpoint that is not ejected (or is due a probe),
+    /// preferring those outside `avoid` (the ones that failed the call
+    /// already); `None` when every one is ejected.
+    pub(crate) fn pick(&self, endpoints: &[Endpoint], avoid: &[Endpoint]) -> Option<Picked> {
+        let (preferred, avoided): (Vec<_>, Vec<_>) = endpoints
             .iter()
             .enumerate()
             .map(|(i, e)| (i, self.state(e)))
             .filter(|(_, s)| s.allows())
-            .collect();
+            .partition(|(i, _)| !avoid.contains(&endpoints[*i]));
+        self.choose(endpoints, preferred)
+            .or_else(|| self.choose(endpoints, avoided))
+    }
+
+    /// The balancer's choice among `states` (indices into `endpoints`).
+    fn choose(
+        &self,
+        endpoints: &[Endpoint],
+        mut states: Vec<(usize, Arc<EndpointState>)>,
+    ) -> Option<Picked> {
         loop {
             let chosen = match (states.len(), self.kind) {
                 (0, _) => return None,

@@ -1,7 +1,8 @@
 //! One HTTP call: built with [`Call`]'s methods, sent through the
 //! resilience runner, with HTTP's own attempt (send, read the answer within
 //! `max_response_bytes`) and verdicts (which statuses are retried, which
-//! count against the endpoint).
+//! count against the endpoint, which failures happened before anything was
+//! sent).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -15,11 +16,12 @@ use mamey_core::{Error, ErrorKind};
 use serde::Serialize;
 
 use super::error::{Cause, Failure, circuit_open, error_of};
-use super::resilience::{Attempt, Health, Outcome, Refusal, Verdict};
+use super::resilience::{Attempt, Health, Outcome, Refusal, Repeat, Verdict};
 use super::{Response, ServiceClient, propagate};
 use crate::transport::Connector;
 
-/// One call being prepared; [`send`](Call::send) it.
+/// One call being prepared; [`send`](Call::send) it for a `2xx` answer, or
+/// [`exchange`](Call::exchange) it for the answer whatever its status.
 #[derive(Debug)]
 #[must_use]
 pub struct Call {
@@ -29,8 +31,9 @@ pub struct Call {
     path: String,
     headers: HeaderMap,
     body: Bytes,
-    /// Why the body set with [`json`](Call::json) could not be made: the
-    /// call fails with it instead of sending a body other than the one given.
+    /// Why the body set with [`json`](Call::json) or [`body`](Call::body)
+    /// could not be made: the call fails with it instead of sending a body
+    /// other than the one given.
     body_error: Option<Error>,
     retry: Option<bool>,
     timeout: Option<Duration>,
@@ -64,33 +67,74 @@ impl Call {
         self
     }
 
-    /// Sends `body` as JSON.
+    /// Sends `body` as JSON, with `content-type: application/json`.
     ///
     /// A body that does not serialize fails the call:
     /// [`send`](Call::send) returns an `internal` error with code
     /// `client.invalid_body` and makes no request.
-    pub fn json<T: Serialize + ?Sized>(mut self, body: &T) -> Self {
+    pub fn json<T: Serialize + ?Sized>(self, body: &T) -> Self {
         match serde_json::to_vec(body) {
-            Ok(bytes) => {
-                self.body = Bytes::from(bytes);
-                self.body_error = None;
-                self.headers.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-            }
+            Ok(bytes) => self.with_body(HeaderValue::from_static("application/json"), bytes.into()),
             Err(e) => {
-                self.body = Bytes::new();
-                self.body_error = Some(Error::new(
-                    ErrorKind::Internal,
-                    "client.invalid_body",
-                    format!(
-                        "the request body for `{}` does not serialize as JSON: {e}",
-                        self.service
-                    ),
-                ));
+                let message = format!(
+                    "the request body for `{}` does not serialize as JSON: {e}",
+                    self.service
+                );
+                self.without_body(message)
             }
         }
+    }
+
+    /// Sends `body` as it is, labelled `content_type`: for bodies that are
+    /// not JSON, or that are passed on unread (a proxy's).
+    ///
+    /// Like a [`json`](Call::json) body, it is sent whole from memory (with
+    /// its `content-length`), and sent again as it is by a retry: bound
+    /// what you read into it (a web API's request bodies are bounded by
+    /// `http.body_limit`).
+    ///
+    /// A `content_type` that is no valid header value fails the call:
+    /// [`send`](Call::send) returns an `internal` error with code
+    /// `client.invalid_body` and makes no request.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mamey_http::ServiceClient) -> Result<(), mamey_core::Error> {
+    /// let csv = bytes::Bytes::from_static(b"sku,count\n42,3\n");
+    /// client.post("stock", "/imports").body("text/csv", csv).send().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn body(self, content_type: &str, body: impl Into<Bytes>) -> Self {
+        match HeaderValue::try_from(content_type) {
+            Ok(content_type) => self.with_body(content_type, body.into()),
+            Err(_) => {
+                // The value may be anyone's text: its length only.
+                let message = format!(
+                    "the content type of the request body for `{}` is not a valid header value ({} bytes)",
+                    self.service,
+                    content_type.len()
+                );
+                self.without_body(message)
+            }
+        }
+    }
+
+    /// The body set last, and its content type.
+    fn with_body(mut self, content_type: HeaderValue, body: Bytes) -> Self {
+        self.body = body;
+        self.body_error = None;
+        self.headers.insert(header::CONTENT_TYPE, content_type);
+        self
+    }
+
+    /// No body, and the call fails with `message` instead of being sent.
+    fn without_body(mut self, message: String) -> Self {
+        self.body = Bytes::new();
+        self.headers.remove(header::CONTENT_TYPE);
+        self.body_error = Some(Error::new(
+            ErrorKind::Internal,
+            "client.invalid_body",
+            message,
+        ));
         self
     }
 
@@ -108,17 +152,53 @@ impl Call {
     }
 
     /// Sends the call: resolves the service, picks an endpoint, retries as
-    /// configured.
+    /// configured; returns a `2xx` answer.
+    ///
+    /// The same as [`exchange`](Call::exchange) (same attempts, retries,
+    /// breakers and metrics), with an answer outside `2xx` made an error.
     ///
     /// # Errors
     /// A `4xx`/`5xx` answer as the [`Error`] its problem document describes
-    /// (kind from the status, code and fields from the body);
-    /// `unavailable` for connection errors (`client.unreachable`), timeouts
-    /// (`client.timeout`), open circuits (`client.circuit_open`) and unknown
-    /// services (`discovery.no_endpoints`); `internal` with code
-    /// `client.invalid_body`, before any request, when the body given to
-    /// [`json`](Call::json) did not serialize.
-    pub async fn send(mut self) -> Result<Response, Error> {
+    /// (kind from the status, code and fields from the body); and every
+    /// error of [`exchange`](Call::exchange).
+    pub async fn send(self) -> Result<Response, Error> {
+        let service = self.service.clone();
+        let response = self.exchange().await?;
+        if response.status.is_success() {
+            Ok(response)
+        } else {
+            Err(error_of(&service, &response))
+        }
+    }
+
+    /// Sends the call as [`send`](Call::send) does, and returns the answer
+    /// whatever its status: a proxy's way to pass on the callee's `404`,
+    /// `409` or `503` with its headers and body.
+    ///
+    /// Attempts, retries (of `429`, `502`, `503` and `504` too), breakers
+    /// and metrics are those of `send`; the answer returned is the last
+    /// attempt's.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mamey_http::ServiceClient) -> Result<(), mamey_core::Error> {
+    /// let answer = client.get("orders", "/orders/7").exchange().await?;
+    /// if answer.status == http::StatusCode::NOT_FOUND {
+    ///     // the callee's own problem document is in `answer.body`
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// Only when no answer came: `unavailable` when no connection could be
+    /// opened (`client.connect_failed`), for other connection errors
+    /// (`client.unreachable`), timeouts (`client.timeout`), open circuits
+    /// (`client.circuit_open`) and unknown services
+    /// (`discovery.no_endpoints`); `internal` for an answer over
+    /// `http_client.max_response_bytes` (code `internal`), a path that
+    /// makes no URL (`client.url`), and, before any request, a body given
+    /// to [`json`](Call::json) or [`body`](Call::body) that could not be
+    /// made (`client.invalid_body`).
+    pub async fn exchange(mut self) -> Result<Response, Error> {
         if let Some(error) = self.body_error.take() {
             return Err(error);
         }
@@ -140,7 +220,13 @@ impl Call {
             self.method,
             Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
         );
-        let retryable = self.retry.unwrap_or(idempotent);
+        let repeat = match self.retry {
+            Some(true) => Repeat::Failures,
+            Some(false) => Repeat::Never,
+            None if idempotent => Repeat::Failures,
+            // A request that never left is safe to send again.
+            None => Repeat::Unsent,
+        };
         let timeout = self.timeout.unwrap_or(config.timeout);
         let mut headers = self.headers;
         propagate(&mut headers, config.forward_authorization);
@@ -154,7 +240,7 @@ impl Call {
             limit: config.max_response_bytes,
         };
         let result = resilience
-            .run(&self.service, retryable, timeout, &mut attempt)
+            .run(&self.service, repeat, timeout, &mut attempt)
             .await;
         let status = result
             .as_ref()
@@ -166,11 +252,7 @@ impl Call {
             status,
             started.elapsed(),
         );
-        match result {
-            Ok(response) if response.status.is_success() => Ok(response),
-            Ok(response) => Err(error_of(&self.service, &response)),
-            Err(failure) => Err(failure.error),
-        }
+        result.map_err(|failure| failure.error)
     }
 }
 
@@ -217,11 +299,21 @@ impl Attempt for HttpAttempt<'_> {
             })?;
             *request.headers_mut() = headers.clone();
             let response = http.request(request).await.map_err(|e| {
-                Failure::unavailable(
-                    Cause::Unreachable,
-                    "client.unreachable",
-                    format!("calling `{service}` at {endpoint}: {e}"),
-                )
+                // hyper-util says `Connect` only when the connector failed:
+                // no connection, so none of the request was written.
+                if e.is_connect() {
+                    Failure::unavailable(
+                        Cause::ConnectFailed,
+                        "client.connect_failed",
+                        format!("connecting to `{service}` at {endpoint}: {}", causes(&e)),
+                    )
+                } else {
+                    Failure::unavailable(
+                        Cause::Unreachable,
+                        "client.unreachable",
+                        format!("calling `{service}` at {endpoint}: {}", causes(&e)),
+                    )
+                }
             })?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, limit).collect().await.map_err(|e| {
@@ -266,6 +358,7 @@ impl Attempt for HttpAttempt<'_> {
                 Verdict::new(outcome, health)
             }
             Err(failure) => match failure.cause {
+                Cause::ConnectFailed => Verdict::new(Outcome::Unsent, Health::Down),
                 Cause::Unreachable | Cause::TimedOut => {
                     Verdict::new(Outcome::Retryable, Health::Down)
                 }
@@ -297,4 +390,17 @@ impl Attempt for HttpAttempt<'_> {
             ),
         }
     }
+}
+
+/// `error` and its sources, for the log: hyper-util's own text is only
+/// `client error (Connect)`.
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -1,5 +1,6 @@
 //! How an HTTP call fails: an attempt that got no usable answer, and the
-//! mamey [`Error`] an answer outside `2xx` describes.
+//! mamey [`Error`] an answer outside `2xx` describes (for
+//! [`Call::send`](super::Call::send)).
 
 use mamey_core::{Error, ErrorKind};
 
@@ -16,8 +17,13 @@ pub(crate) struct Failure {
 /// Why an attempt got no answer; what it means for retries and the breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Cause {
-    /// No connection, or it broke before the answer was read: retried, and
-    /// the endpoint's failure.
+    /// No connection could be opened (refused, name not resolved, TLS
+    /// handshake failed, connect timeout): nothing of the request left, so
+    /// it is retried whatever its method, and the endpoint's failure.
+    ConnectFailed,
+    /// The connection broke after the request may have left, or before the
+    /// answer was read: retried when the call may be repeated, and the
+    /// endpoint's failure.
     Unreachable,
     /// No answer within the attempt's timeout: retried, and the endpoint's
     /// failure.

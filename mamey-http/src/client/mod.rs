@@ -13,6 +13,10 @@
 //!                                               └─ retry under the budget, with backoff
 //! ```
 //!
+//! `Call::exchange` returns the last attempt's answer whatever its status;
+//! `Call::send` is `exchange` with an answer outside `2xx` made an error
+//! (error.rs).
+//!
 //! gRPC channels (`crate::grpc`, feature `grpc`) go through the same runner
 //! with an attempt of their own, sharing the breakers and the budget.
 //!
@@ -60,6 +64,8 @@ use crate::transport::{Connector, connector};
 ///
 /// let price: Price = client.get("pricing", "/prices/42").send().await?.json()?;
 /// let same: Price = client.request(http::Method::GET, "http://pricing/prices/42")?.send().await?.json()?;
+/// // Any status as an answer, for a proxy:
+/// let answer = client.get("pricing", "/prices/43").exchange().await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -168,14 +174,15 @@ pub(crate) fn propagate(headers: &mut HeaderMap, forward_authorization: bool) {
     }
 }
 
-/// An answer with a `2xx` status, read whole.
+/// An answer, read whole (up to `http_client.max_response_bytes`): a
+/// `2xx` one from [`Call::send`], any status from [`Call::exchange`].
 #[derive(Debug, Clone)]
 pub struct Response {
     /// The status.
     pub status: StatusCode,
-    /// The headers.
+    /// The headers, as the callee sent them (hop-by-hop ones included).
     pub headers: HeaderMap,
-    /// The body.
+    /// The body, as the callee sent it.
     pub body: Bytes,
 }
 

@@ -11,7 +11,14 @@
 //! 4. bound the attempt by its timeout;
 //! 5. classify the result, and record it in the endpoint's breaker;
 //! 6. retry a retryable failure, when the call allows it, with jittered
-//!    exponential backoff and a token from the client's retry budget.
+//!    exponential backoff and a token from the client's retry budget,
+//!    preferring an endpoint that has not failed the call yet.
+//!
+//! Which failures a call may repeat ([`Repeat`]) depends on whether its
+//! request may have reached the endpoint: one that never left (no
+//! connection could be opened, [`Outcome::Unsent`]) is safe to send again
+//! whatever the method; one that may have arrived only when the call is
+//! idempotent, or says it may be repeated.
 
 use std::future::Future;
 use std::time::Duration;
@@ -71,8 +78,11 @@ pub(crate) enum Outcome {
     /// The call got what it asked for.
     Success,
     /// A failure another attempt may not meet (the endpoint was down, or
-    /// overloaded).
+    /// overloaded), after the request may have reached the endpoint.
     Retryable,
+    /// A failure before any of the request left (no connection could be
+    /// opened): another attempt is safe whatever the request.
+    Unsent,
     /// A failure that would come again.
     Final,
 }
@@ -94,6 +104,31 @@ pub(crate) enum Health {
 impl Verdict {
     pub(crate) fn new(outcome: Outcome, endpoint: Health) -> Self {
         Self { outcome, endpoint }
+    }
+}
+
+/// Which failed attempts of a call may be repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Repeat {
+    /// None: one attempt.
+    Never,
+    /// Only those whose request never left ([`Outcome::Unsent`]): the
+    /// default for a method that is not idempotent.
+    Unsent,
+    /// Every retryable failure ([`Outcome::Retryable`] and
+    /// [`Outcome::Unsent`]): an idempotent method, or a call that says it
+    /// may be repeated.
+    Failures,
+}
+
+impl Repeat {
+    /// Whether an attempt that came to `outcome` may be repeated.
+    fn allows(self, outcome: Outcome) -> bool {
+        match outcome {
+            Outcome::Unsent => self != Self::Never,
+            Outcome::Retryable => self == Self::Failures,
+            Outcome::Success | Outcome::Final => false,
+        }
     }
 }
 
@@ -135,31 +170,47 @@ impl Resilience {
     }
 
     /// A whole call to `service`: attempts, each bounded by `timeout`, and
-    /// — when `retryable` and the budget allows — retries of retryable
-    /// failures. Returns the last attempt's result.
+    /// — when `repeat` allows it of a failure and the budget allows one —
+    /// retries, each preferring an endpoint that has not failed the call.
+    /// Returns the last attempt's result.
     pub(crate) async fn run<A: Attempt>(
         &self,
         service: &str,
-        retryable: bool,
+        repeat: Repeat,
         timeout: Duration,
         attempt: &mut A,
     ) -> Result<A::Output, A::Error> {
-        let mut retries = Retries::start(self, service, retryable);
+        let mut retries = Retries::start(self, service, repeat);
+        let mut failed = Vec::new();
         loop {
-            let (result, outcome) = self.attempt(service, timeout, attempt).await;
-            if !retries.again(outcome == Outcome::Retryable).await {
+            let (result, outcome) = self.once(service, timeout, attempt, &mut failed).await;
+            if !retries.again(outcome).await {
                 return result;
             }
         }
     }
 
     /// One attempt to `service`, bounded by `timeout`, never retried (for
-    /// requests that cannot be sent twice); with its outcome.
+    /// requests that cannot be sent twice: gRPC channels'); with its
+    /// outcome.
+    #[cfg(feature = "grpc")]
     pub(crate) async fn attempt<A: Attempt>(
         &self,
         service: &str,
         timeout: Duration,
         attempt: &mut A,
+    ) -> (Result<A::Output, A::Error>, Outcome) {
+        self.once(service, timeout, attempt, &mut Vec::new()).await
+    }
+
+    /// One attempt, to an endpoint outside `failed` when another lets a
+    /// call through; an endpoint that fails it is added to `failed`.
+    async fn once<A: Attempt>(
+        &self,
+        service: &str,
+        timeout: Duration,
+        attempt: &mut A,
+        failed: &mut Vec<Endpoint>,
     ) -> (Result<A::Output, A::Error>, Outcome) {
         let endpoints = match self.resolver.resolve(service).await {
             Ok(endpoints) => endpoints,
@@ -170,7 +221,7 @@ impl Resilience {
                 );
             }
         };
-        let Some(picked) = self.balancer.pick(&endpoints) else {
+        let Some(picked) = self.balancer.pick(&endpoints, failed) else {
             return (Err(attempt.refused(Refusal::CircuitOpen)), Outcome::Final);
         };
         // From here the call is in flight: an early return, or the caller
@@ -189,6 +240,7 @@ impl Resilience {
             Health::Down => {
                 in_flight.settled();
                 picked.state.record_failure(&self.config.breaker, service);
+                failed.push(picked.endpoint);
             }
             Health::Unjudged => drop(in_flight),
         }
@@ -210,11 +262,15 @@ impl Resilience {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let mut retries = Retries::start(self, service, true);
+        let mut retries = Retries::start(self, service, Repeat::Failures);
         loop {
             let result = call().await;
-            let failed = matches!(&result, Err(error) if retryable(error));
-            if !retries.again(failed).await {
+            let outcome = if matches!(&result, Err(error) if retryable(error)) {
+                Outcome::Retryable
+            } else {
+                Outcome::Final
+            };
+            if !retries.again(outcome).await {
                 return result;
             }
         }
@@ -226,35 +282,34 @@ impl Resilience {
 struct Retries<'a> {
     resilience: &'a Resilience,
     service: &'a str,
-    allowed: bool,
+    repeat: Repeat,
     attempts: u32,
 }
 
 impl<'a> Retries<'a> {
-    fn start(resilience: &'a Resilience, service: &'a str, allowed: bool) -> Self {
+    fn start(resilience: &'a Resilience, service: &'a str, repeat: Repeat) -> Self {
         // Every call, retryable or not, earns retries for the others.
         resilience.budget.deposit();
         Self {
             resilience,
             service,
-            allowed,
+            repeat,
             attempts: 1,
         }
     }
 
-    /// Whether to try again after an attempt that `failed` retryably: then
+    /// Whether to try again after an attempt that came to `outcome`: then
     /// after the backoff.
-    async fn again(&mut self, failed: bool) -> bool {
+    async fn again(&mut self, outcome: Outcome) -> bool {
         let config = &self.resilience.config.retry;
-        if !failed
-            || !self.allowed
+        if !self.repeat.allows(outcome)
             || self.attempts >= config.max_attempts
             || !self.resilience.budget.withdraw()
         {
             return false;
         }
         let backoff = backoff(config, self.attempts);
-        tracing::debug!(service = %self.service, attempt = self.attempts, ?backoff, "retrying");
+        tracing::debug!(service = %self.service, attempt = self.attempts, ?outcome, ?backoff, "retrying");
         tokio::time::sleep(backoff).await;
         self.attempts += 1;
         true
@@ -338,6 +393,19 @@ mod tests {
         assert_eq!((0..20).filter(|_| rounded.withdraw()).count(), 10);
         assert!(!budget(&retry(-1.0, -1.0)).withdraw());
         assert!(!budget(&retry(f64::NAN, f64::NAN)).withdraw());
+    }
+
+    #[test]
+    fn a_request_that_never_left_is_repeated_unless_the_call_says_never() {
+        use Outcome::{Final, Retryable, Success, Unsent};
+        for (repeat, allowed) in [
+            (Repeat::Never, [false, false, false, false]),
+            (Repeat::Unsent, [false, false, false, true]),
+            (Repeat::Failures, [false, false, true, true]),
+        ] {
+            let seen = [Success, Final, Retryable, Unsent].map(|o| repeat.allows(o));
+            assert_eq!(seen, allowed, "{repeat:?}");
+        }
     }
 
     #[test]

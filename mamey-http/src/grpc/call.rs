@@ -84,7 +84,7 @@ where
             } else {
                 ("unmatched".to_owned(), "unmatched".to_owned())
             };
-            let inbound = inbound(calls.authenticator.as_deref(), request.headers(), "grpc").await;
+            let inbound = inbound(calls.authenticator.as_deref(), &request, "grpc").await;
             // The caller's deadline (`grpc-timeout`), when shorter than ours.
             let timeout = grpc_timeout(request.headers())
                 .map_or(calls.timeout, |caller| caller.min(calls.timeout));

@@ -2,13 +2,13 @@
 //! notifications' `/live`.
 //!
 //! The token comes as `Authorization: Bearer …` or, since browsers cannot
-//! set headers on a WebSocket, as `?access_token=…`. A header token is
-//! validated here by the web API's pipeline (`401` without a valid one). A
-//! query token is passed to notifications in the handshake's
-//! `Authorization`, which validates it with the same key: the gateway opens
-//! that socket **before** accepting the client's, and answers the
-//! handshake's `401` itself, so no socket is opened for a bad token either
-//! way. (mamey-http reads tokens from the header only.)
+//! set headers on a WebSocket, as `?access_token=…`: the web API's
+//! pipeline validates either (the query only on a WebSocket upgrade
+//! without an `Authorization` header), so a request gets here with a valid
+//! caller or is answered `401`. The gateway then opens notifications'
+//! socket with the token in the handshake's `Authorization` — before
+//! accepting the client's, so that an unreachable service is a `502`
+//! rather than a socket that closes at once.
 //!
 //! Then frames go both ways until either side closes: text and binary
 //! frames as they are, close frames with their code; pings are answered by
@@ -60,7 +60,7 @@ pub(super) struct LiveQuery {
     access_token: Option<String>,
 }
 
-/// Checks the token, opens the service's socket, then upgrades.
+/// Opens the service's socket as the (validated) caller, then upgrades.
 pub(super) async fn live(
     caller: Result<Caller, Response>,
     QueryParams(query): QueryParams<LiveQuery>,
@@ -68,20 +68,9 @@ pub(super) async fn live(
     Resource(resolver): Resource<ServiceResolver>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let token = if headers.contains_key(header::AUTHORIZATION) {
-        // Validated by the pipeline: a caller, or its 401.
-        if let Err(refusal) = caller {
-            return refusal;
-        }
-        bearer(&headers)
-    } else {
-        query.access_token.filter(|token| !token.is_empty())
-    };
-    let Some(token) = token else {
-        return unauthorized(
-            "a bearer token is required: `Authorization: Bearer …` or `?access_token=…`",
-        );
-    };
+    if let Err(refusal) = caller {
+        return refusal;
+    }
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         Err(rejection) => {
@@ -92,6 +81,16 @@ pub(super) async fn live(
             )
             .into_response();
         }
+    };
+    // The token the pipeline validated: the header's when there is one,
+    // else (this being an upgrade) the query's.
+    let Some(token) = bearer(&headers).or(query.access_token) else {
+        return Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "auth.unauthorized",
+            "a bearer token is required",
+        )
+        .into_response();
     };
     let upstream = match connect(&resolver, &token).await {
         Ok(upstream) => upstream,
@@ -112,16 +111,6 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))?;
     Some(token.trim().to_owned())
-}
-
-fn unauthorized(detail: &str) -> Response {
-    let mut response =
-        Problem::new(StatusCode::UNAUTHORIZED, "auth.unauthorized", detail).into_response();
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer error=\"invalid_token\""),
-    );
-    response
 }
 
 fn bad_gateway() -> Response {
@@ -160,13 +149,10 @@ async fn connect(resolver: &ServiceResolver, token: &str) -> Result<Upstream, Re
         match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
             Ok(Ok((upstream, _))) => return Ok(upstream),
             Ok(Err(tungstenite::Error::Http(answer))) => {
-                return Err(match answer.status() {
-                    StatusCode::UNAUTHORIZED => unauthorized("the token is not valid"),
-                    status => {
-                        tracing::warn!(%endpoint, %status, "the live service refused the socket");
-                        bad_gateway()
-                    }
-                });
+                // The token passed at the edge: a refusal is the
+                // service's, not the caller's.
+                tracing::warn!(%endpoint, status = %answer.status(), "the live service refused the socket");
+                return Err(bad_gateway());
             }
             Ok(Err(error)) => {
                 tracing::warn!(%endpoint, error = %error, "cannot open the live socket");

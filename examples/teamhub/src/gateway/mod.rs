@@ -20,9 +20,10 @@
 //! What the web API's pipeline does on the way in, configured in
 //! `config/gateway.toml`: CORS for the dev SPA, the request's context
 //! (correlation id, trace — the service client sends them on), bearer-token
-//! validation with the key every service has (`http.jwt`), the body limit
-//! (1 MiB), and a rate limit per caller (the token's subject, else the
-//! client's address).
+//! validation with the key every service has (`http.jwt`; a WebSocket
+//! upgrade such as `/api/live`'s may carry its token as `?access_token=`),
+//! the body limit (1 MiB), and a rate limit per caller (the token's
+//! subject, else the client's address).
 
 mod live;
 mod merge;
