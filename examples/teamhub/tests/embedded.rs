@@ -134,6 +134,29 @@ async fn the_embedded_system_works_end_to_end() -> Result<(), BoxError> {
         }
         let answer = world.api.call(Method::GET, "/api/nowhere/x", None).await?;
         assert_eq!(answer.status, http::StatusCode::NOT_FOUND);
+
+        // Last, since it spends this address's budget: an anonymous caller
+        // over the gateway's per-caller rate gets 429 with Retry-After.
+        let mut limited = None;
+        for _ in 0..5_000 {
+            let answer = world
+                .api
+                .call(Method::GET, "/api/identity/.well-known/jwks.json", None)
+                .await?;
+            if answer.status == http::StatusCode::TOO_MANY_REQUESTS {
+                limited = Some(answer);
+                break;
+            }
+            assert_eq!(answer.status, http::StatusCode::OK, "{}", answer.body);
+        }
+        let limited = limited.ok_or("no 429 within 5000 requests")?;
+        scenario::assert_problem(&limited.body);
+        let retry_after: u64 = limited
+            .retry_after
+            .as_deref()
+            .ok_or("429 without retry-after")?
+            .parse()?;
+        assert!(retry_after >= 1, "retry-after {retry_after}");
         Ok::<_, BoxError>(())
     }
     .await;
