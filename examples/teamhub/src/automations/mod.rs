@@ -1,7 +1,7 @@
 //! The automations service: per-board rules that act on cards — new cards
 //! assigned to the members in turn, a parent done when all its children
 //! are, children's story points summed into their parent, cards unassigned
-//! when done (see [`rules`]).
+//! when done (see `rules.rs`).
 //!
 //! It consumes boards' events (`BoardCreated`, `MemberAdded`,
 //! `CardCreated`, `CardMoved`, `CardAssigned`, `CardUpdated`), each applied

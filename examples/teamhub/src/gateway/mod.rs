@@ -4,9 +4,9 @@
 //!
 //! | Route | |
 //! |---|---|
-//! | `/api/{service}/{rest}` (any method) | to `{service}` (`identity`, `boards`, `chat`, `notifications`) at `/{rest}`, query kept ([`proxy`]) |
-//! | `GET /api/live` | WebSocket to notifications' `/live` ([`live`]) |
-//! | `GET /api/openapi.json` | the services' documents, merged ([`openapi`]) |
+//! | `/api/{service}/{rest}` (any method) | to `{service}` (`identity`, `boards`, `chat`, `notifications`) at `/{rest}`, query kept (`proxy.rs`) |
+//! | `GET /api/live` | WebSocket to notifications' `/live` (`live.rs`) |
+//! | `GET /api/openapi.json` | the services' documents, merged (`openapi.rs`) |
 //!
 //! (The gateway's own `/openapi.json` and `/docs` are off: its routes are
 //! plain axum routes, which mamey does not document.)
@@ -14,7 +14,7 @@
 //! Every route needs a valid token (`401` problem otherwise) except
 //! `POST /api/identity/sign-up`, `/sign-in` and `/refresh`,
 //! `GET /api/identity/.well-known/jwks.json`, and the services' probes
-//! `GET /api/{service}/health/live|ready` ([`routing`]). A path naming no
+//! `GET /api/{service}/health/live|ready` (`routing.rs`). A path naming no
 //! service is `404`.
 //!
 //! What the web API's pipeline does on the way in, configured in

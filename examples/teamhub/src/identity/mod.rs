@@ -11,10 +11,10 @@
 //! | `GET /users/{userId}` | `{id, name}` (token); 404 when unknown |
 //! | `GET /.well-known/jwks.json` | the signing key as a JWK set |
 //!
-//! The signing key is the secret `teamhub/signing` ([`signing_secret`]
+//! The signing key is the secret `teamhub/signing` (`signing_secret.rs`
 //! makes one); every service verifies tokens with its public half, laid
 //! over `http.jwt` from the secret `teamhub/jwt`. What is read from
-//! `[identity]` and the secret store is in [`plugin`].
+//! `[identity]` and the secret store is in `plugin.rs`.
 
 mod keys;
 mod passwords;

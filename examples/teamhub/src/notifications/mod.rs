@@ -8,10 +8,10 @@
 //! | `GET /presence/{userId}` | `{online}`: whether the user has a live socket open |
 //!
 //! Every route needs a token. How an event becomes feed items is in
-//! [`events`]; who is told in [`recipients`]; how items are pushed after
-//! the commit in [`push`]; how they reach the replica holding the socket in
-//! [`backplane`]; how a board's events are put back in `seq` order there in
-//! [`sequencer`].
+//! `events.rs`; who is told in `recipients.rs`; how items are pushed after
+//! the commit in `push.rs`; how they reach the replica holding the socket in
+//! `backplane.rs`; how a board's events are put back in `seq` order there in
+//! `sequencer.rs`.
 //!
 //! What a user is promised:
 //!
