@@ -22,7 +22,7 @@
 //!   it. One that still fails after its retries (`config/notifications.toml`)
 //!   waits in the dead-letter queue until it is replayed.
 //! - **A live socket** gets each board's events in `seq` order, unless one
-//!   is missing for longer than [`HOLD`](sequencer::HOLD): then the ones
+//!   is missing for longer than `sequencer::HOLD` (5 s): then the ones
 //!   after it go on, and it arrives late if it comes. Chat messages and
 //!   new members go at once.
 //! - What a replica misses on the backplane (Redis restarting, a crash
