@@ -9,6 +9,7 @@
 pub mod contracts;
 pub mod deploy;
 pub mod ids;
+pub mod request;
 pub mod sql;
 
 pub mod automations;

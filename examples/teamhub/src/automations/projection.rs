@@ -3,8 +3,6 @@
 //! (with the `seq` of the event that last set each), and workspaces'
 //! members. Every function runs in the handler's transaction.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use mamey_core::Error;
 
 use super::rules::{Card, Rules};
@@ -210,17 +208,8 @@ pub(super) async fn record_members<B: Sql>(
     B::execute(
         conn,
         "INSERT INTO member_lists (workspace_id, recorded_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        args![workspace, now_ms()],
+        args![workspace, crate::request::now_ms()],
     )
     .await?;
     Ok(())
-}
-
-/// Now, in Unix milliseconds.
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-        })
 }

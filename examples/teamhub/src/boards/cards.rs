@@ -10,10 +10,11 @@ use mamey_persistence::Tx;
 use serde::{Deserialize, Deserializer};
 use utoipa::ToSchema;
 
-use super::access::{caller, require_member};
+use super::access::require_member;
 use super::changes::{self, open};
 use super::{fields, store};
 use crate::contracts::{CardCreated, CardSnapshot, CommentAdded, LISTS};
+use crate::request::caller;
 use crate::sql::{Conn, Sql};
 
 /// `POST /boards/{boardId}/cards`: a new card on a board.

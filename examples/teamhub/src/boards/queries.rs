@@ -9,11 +9,12 @@ use sqlx::Pool;
 use sqlx::pool::PoolConnection;
 use utoipa::ToSchema;
 
-use super::access::{caller, require_member};
+use super::access::require_member;
 use super::cards::{board_not_found, card_not_found};
 use super::store;
 use super::workspaces::workspace_not_found;
 use crate::contracts::CardSnapshot;
+use crate::request::caller;
 use crate::sql::Sql;
 
 /// `GET /workspaces/{workspaceId}`.

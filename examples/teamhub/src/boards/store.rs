@@ -8,8 +8,6 @@
 //! first and writes later fails as busy when another writer holds it) and
 //! Postgres serialises the changes of one board or workspace (row lock).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use mamey_core::Error;
 
 use crate::args;
@@ -53,15 +51,6 @@ pub(super) struct CommentRow {
     pub(super) created_at: i64,
 }
 
-/// Now, in Unix milliseconds.
-pub(super) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-        })
-}
-
 fn card_from(row: &Row) -> Result<CardSnapshot, Error> {
     let labels = row.text(7)?;
     Ok(CardSnapshot {
@@ -92,7 +81,7 @@ pub(super) async fn lock_workspace<B: Sql>(conn: &mut Conn<B>, id: i64) -> Resul
     let changed = B::execute(
         conn,
         "UPDATE workspaces SET updated_at = $2 WHERE id = $1",
-        args![id, now_ms()],
+        args![id, crate::request::now_ms()],
     )
     .await?;
     Ok(changed > 0)
@@ -266,7 +255,7 @@ pub(super) async fn insert_workspace<B: Sql>(
     name: &str,
     by: i64,
 ) -> Result<(), Error> {
-    let now = now_ms();
+    let now = crate::request::now_ms();
     B::execute(
         conn,
         "INSERT INTO workspaces (id, name, created_by, created_at, updated_at) \
@@ -288,7 +277,7 @@ pub(super) async fn insert_member<B: Sql>(
     B::execute(
         conn,
         "INSERT INTO members (workspace_id, user_id, added_by, joined_at) VALUES ($1, $2, $3, $4)",
-        args![workspace, user, by, now_ms()],
+        args![workspace, user, by, crate::request::now_ms()],
     )
     .await?;
     Ok(())
@@ -307,7 +296,7 @@ pub(super) async fn insert_board<B: Sql>(
         conn,
         "INSERT INTO boards (id, workspace_id, name, seq, created_by, created_at) \
          VALUES ($1, $2, $3, 1, $4, $5)",
-        args![id, workspace, name, by, now_ms()],
+        args![id, workspace, name, by, crate::request::now_ms()],
     )
     .await?;
     Ok(())
@@ -319,7 +308,7 @@ pub(super) async fn insert_card<B: Sql>(
     card: &CardSnapshot,
     by: i64,
 ) -> Result<(), Error> {
-    let now = now_ms();
+    let now = crate::request::now_ms();
     B::execute(
         conn,
         "INSERT INTO cards (id, board_id, parent_id, title, description, assignee, labels, \
@@ -363,7 +352,7 @@ pub(super) async fn save_card<B: Sql>(
             card.story_points,
             card.due.clone(),
             &card.list,
-            now_ms()
+            crate::request::now_ms()
         ],
     )
     .await?;
@@ -381,7 +370,7 @@ pub(super) async fn insert_comment<B: Sql>(
     B::execute(
         conn,
         "INSERT INTO comments (id, card_id, author, text, created_at) VALUES ($1, $2, $3, $4, $5)",
-        args![id, card, author, text, now_ms()],
+        args![id, card, author, text, crate::request::now_ms()],
     )
     .await?;
     Ok(())

@@ -10,9 +10,10 @@ use mamey_persistence::Tx;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::access::{caller, require_member};
+use super::access::require_member;
 use super::{fields, store};
 use crate::contracts::{BoardCreated, MemberAdded};
+use crate::request::caller;
 use crate::sql::Sql;
 
 /// `POST /workspaces`: a new workspace; the caller becomes its first

@@ -1,8 +1,6 @@
 //! Messages: post, edit, delete, and a channel's history, over one SQL
 //! handler body for SQLite and Postgres (see [`crate::sql`]).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use mamey_core::cqrs::{Command, Query, Res};
 use mamey_core::{Error, MessageContext};
 use mamey_messaging::Publisher;
@@ -11,19 +9,15 @@ use serde::{Deserialize, Serialize};
 use sqlx::Pool;
 use utoipa::ToSchema;
 
-use super::access::{caller, channel, enter};
+use super::access::{channel, enter};
 use crate::args;
 use crate::boards::BoardsClient;
 use crate::contracts::MessagePosted;
+use crate::request::caller;
 use crate::sql::{Row, Sql};
 
 /// The longest message, in characters (after trimming).
 const MAX_TEXT: usize = 4000;
-/// The page size when `limit` is not given.
-const DEFAULT_LIMIT: i64 = 50;
-/// The largest page.
-const MAX_LIMIT: i64 = 100;
-
 /// `POST /channels/{channel}/messages`: a new message by the caller.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -94,7 +88,7 @@ impl Query for ListMessages {
 
     fn validate(&self) -> Result<(), Error> {
         channel(&self.channel)?;
-        limit(self.limit).map(drop)
+        crate::request::limit(self.limit, "chat").map(drop)
     }
 }
 
@@ -153,7 +147,7 @@ pub(super) async fn post_message<B: Sql>(
     let channel = channel(&command.channel)?;
     let text = text(&command.text)?;
     enter(&boards, channel, author).await?;
-    let now = now_ms();
+    let now = crate::request::now_ms();
     // The channel is stored as printed, so both spellings of a direct
     // channel are one history.
     let name = channel.to_string();
@@ -188,7 +182,7 @@ pub(super) async fn edit_message<B: Sql>(
         &mut tx,
         "UPDATE messages SET text = $1, edited = 1, updated_at = $2 \
          WHERE id = $3 AND author = $4 AND deleted = 0",
-        args![text, now_ms(), command.message_id, author],
+        args![text, crate::request::now_ms(), command.message_id, author],
     )
     .await?;
     if changed == 0 {
@@ -208,7 +202,7 @@ pub(super) async fn delete_message<B: Sql>(
     let changed = B::execute(
         &mut tx,
         "UPDATE messages SET deleted = 1, updated_at = $1 WHERE id = $2 AND author = $3 AND deleted = 0",
-        args![now_ms(), command.message_id, author],
+        args![crate::request::now_ms(), command.message_id, author],
     )
     .await?;
     if changed == 0 {
@@ -246,7 +240,7 @@ pub(super) async fn list_messages<B: Sql>(
 ) -> Result<Page, Error> {
     let reader = caller(&ctx)?;
     let channel = channel(&query.channel)?;
-    let limit = limit(query.limit)?;
+    let limit = crate::request::limit(query.limit, "chat")?;
     enter(&boards, channel, reader).await?;
     // One more than asked tells whether another page follows.
     let rows = B::query(
@@ -284,27 +278,6 @@ fn text(text: &str) -> Result<&str, Error> {
     }
 }
 
-/// The page size asked for, 1 to 100, or the default.
-fn limit(limit: Option<i64>) -> Result<i64, Error> {
-    match limit {
-        None => Ok(DEFAULT_LIMIT),
-        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        Some(_) => Err(Error::invalid_input(
-            "chat.invalid_limit",
-            format!("`limit` must be 1 to {MAX_LIMIT}"),
-        )),
-    }
-}
-
-/// Now, in Unix milliseconds.
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,15 +289,5 @@ mod tests {
         assert!(text("").is_err());
         assert!(text(&"é".repeat(MAX_TEXT)).is_ok());
         assert!(text(&"é".repeat(MAX_TEXT + 1)).is_err());
-    }
-
-    #[test]
-    fn limits_default_and_stay_in_range() {
-        assert_eq!(limit(None).ok(), Some(DEFAULT_LIMIT));
-        assert_eq!(limit(Some(1)).ok(), Some(1));
-        assert_eq!(limit(Some(100)).ok(), Some(100));
-        for bad in [0, -1, 101] {
-            assert!(limit(Some(bad)).is_err(), "{bad}");
-        }
     }
 }

@@ -23,8 +23,6 @@ mod refresh_tokens;
 mod sessions;
 mod users;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use mamey_core::ServiceBuilder;
 use mamey_http::{Auth, Endpoints, WebApi};
 use mamey_persistence::postgres::Postgres;
@@ -80,13 +78,4 @@ fn endpoints() -> Endpoints {
         .get::<GetSigningKeys>("/.well-known/jwks.json")
         .summary("The public key that signs access tokens, as a JWK set")
         .into()
-}
-
-/// Now, in Unix milliseconds.
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-        })
 }

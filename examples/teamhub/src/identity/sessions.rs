@@ -121,7 +121,7 @@ async fn sign_in<B: Sql>(
         )
         .into());
     };
-    let now = super::now_ms();
+    let now = crate::request::now_ms();
     let mut tx = pool.begin().await.map_err(mamey_persistence::error)?;
     // The user's expired tokens go as a new one comes (writing first, so
     // SQLite takes its write lock at once).
@@ -150,7 +150,7 @@ async fn refresh<B: Sql>(
         )
     };
     let presented = RefreshToken::parse(&body.refresh_token).ok_or_else(refused)?;
-    let now = super::now_ms();
+    let now = crate::request::now_ms();
     let mut tx = pool.begin().await.map_err(mamey_persistence::error)?;
     let spent = B::fetch(
         &mut tx,

@@ -128,7 +128,7 @@ pub(super) async fn sign_up<B: Sql>(
     B::execute(
         &mut tx,
         "INSERT INTO users (id, email, name, password_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
-        args![command.id, &email, &name, hash, super::now_ms()],
+        args![command.id, &email, &name, hash, crate::request::now_ms()],
     )
     .await
     .map_err(|e| if e.kind() == ErrorKind::Conflict { email_taken() } else { e })?;
@@ -148,7 +148,7 @@ pub(super) async fn me<B: Sql>(
     Res(pool): Res<Pool<B::Db>>,
     ctx: MessageContext,
 ) -> Result<Me, Error> {
-    let id = caller(&ctx)?;
+    let id = crate::request::caller(&ctx)?;
     let rows = B::query(
         &pool,
         "SELECT email, name FROM users WHERE id = $1",
@@ -184,17 +184,6 @@ pub(super) async fn user<B: Sql>(
 /// An e-mail address as accounts are keyed: trimmed and lower-cased.
 pub(super) fn normalized_email(email: &str) -> String {
     email.trim().to_lowercase()
-}
-
-/// The caller's user id: the token's subject, a positive decimal.
-fn caller(ctx: &MessageContext) -> Result<i64, Error> {
-    ctx.identity
-        .as_ref()
-        .and_then(|identity| identity.subject.parse::<i64>().ok())
-        .filter(|id| *id > 0)
-        .ok_or_else(|| {
-            Error::unauthorized("auth.unauthorized", "a user's bearer token is required")
-        })
 }
 
 fn email_taken() -> Error {
@@ -314,15 +303,5 @@ mod tests {
     #[test]
     fn emails_are_keyed_in_lower_case() {
         assert_eq!(normalized_email("  Ada@Example.COM "), "ada@example.com");
-    }
-
-    #[test]
-    fn only_a_user_token_is_a_caller() {
-        let mut ctx = MessageContext::default();
-        assert!(caller(&ctx).is_err());
-        ctx.identity = Some(mamey_core::Identity::new("svc-boards"));
-        assert!(caller(&ctx).is_err());
-        ctx.identity = Some(mamey_core::Identity::new("42"));
-        assert_eq!(caller(&ctx).ok(), Some(42));
     }
 }

@@ -2,8 +2,6 @@
 //! in the transaction that records the event in the inbox, and read back
 //! with `GET /feed?after=&limit=`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use mamey_core::cqrs::{Query, Res};
 use mamey_core::{Error, MessageContext};
 use mamey_persistence::Tx;
@@ -13,10 +11,6 @@ use utoipa::ToSchema;
 
 use crate::sql::{Row, Sql, Value};
 
-/// The page size when `limit` is not given.
-const DEFAULT_LIMIT: i64 = 50;
-/// The largest page.
-const MAX_LIMIT: i64 = 100;
 /// Feed rows per `INSERT` (8 values each, well under both databases'
 /// limits on statement parameters).
 const ROWS_PER_INSERT: usize = 100;
@@ -155,7 +149,7 @@ pub(crate) async fn write<B: Sql>(
     draft: &Draft,
     recipients: &[i64],
 ) -> Result<Vec<Addressed>, Error> {
-    let at = now_ms();
+    let at = crate::request::now_ms();
     let data = draft.data.to_string();
     let written: Vec<Addressed> = recipients
         .iter()
@@ -219,7 +213,7 @@ impl Query for GetFeed {
     type Output = FeedPage;
 
     fn validate(&self) -> Result<(), Error> {
-        limit(self.limit).map(drop)
+        crate::request::limit(self.limit, "notifications").map(drop)
     }
 }
 
@@ -240,8 +234,8 @@ pub(crate) async fn get_feed<B: Sql>(
     Res(pool): Res<Pool<B::Db>>,
     ctx: MessageContext,
 ) -> Result<FeedPage, Error> {
-    let user = caller(&ctx)?;
-    let limit = limit(query.limit)?;
+    let user = crate::request::caller(&ctx)?;
+    let limit = crate::request::limit(query.limit, "notifications")?;
     // One more than asked tells whether another page follows.
     let rows = B::query(
         &pool,
@@ -280,41 +274,6 @@ fn notification(row: &Row) -> Result<Notification, Error> {
     })
 }
 
-/// The caller's user id: the token's subject, a positive decimal.
-///
-/// # Errors
-/// No identity, or a subject that is not a user id (401).
-fn caller(ctx: &MessageContext) -> Result<i64, Error> {
-    ctx.identity
-        .as_ref()
-        .and_then(|identity| identity.subject.parse::<i64>().ok())
-        .filter(|id| *id > 0)
-        .ok_or_else(|| {
-            Error::unauthorized("auth.unauthorized", "a user's bearer token is required")
-        })
-}
-
-/// The page size asked for, 1 to 100, or the default.
-fn limit(limit: Option<i64>) -> Result<i64, Error> {
-    match limit {
-        None => Ok(DEFAULT_LIMIT),
-        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        Some(_) => Err(Error::invalid_input(
-            "notifications.invalid_limit",
-            format!("`limit` must be 1 to {MAX_LIMIT}"),
-        )),
-    }
-}
-
-/// Now, in Unix milliseconds.
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,12 +307,5 @@ mod tests {
                 "channel": null, "at": 2, "data": { "userId": 5 }
             })
         );
-    }
-
-    #[test]
-    fn limits_default_and_stay_in_range() {
-        assert_eq!(limit(None).ok(), Some(DEFAULT_LIMIT));
-        assert!(limit(Some(0)).is_err());
-        assert!(limit(Some(101)).is_err());
     }
 }
