@@ -56,6 +56,8 @@ pub struct Report {
     pub delivered: u64,
     /// Post → live delivery, microseconds: p50, p99.
     pub delivery_us: (u64, u64),
+    /// Seconds deliveries kept arriving after the load stopped (a backlog).
+    pub drained: f64,
     /// Gateway request latency, microseconds: p50, p99.
     pub request_us: (u64, u64),
 }
@@ -91,9 +93,10 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "post -> live delivery: p50 {:.2} ms  p99 {:.2} ms",
+            "post -> live delivery: p50 {:.2} ms  p99 {:.2} ms  (backlog drained {:.1} s after the load)",
             ms(self.delivery_us.0),
-            ms(self.delivery_us.1)
+            ms(self.delivery_us.1),
+            self.drained
         )?;
         write!(
             f,
@@ -135,7 +138,8 @@ pub async fn run(settings: Settings) -> Result<Report, BoxError> {
                 .service_env(crate::gateway::NAME, "MAMEY__HTTP__ADDRESS", "127.0.0.1:0")
                 .env("MAMEY__LOGGING__LEVEL", "warn");
             let built = system::embedded(&deploy).await?;
-            let running = built.group.start().await?;
+            // The load tool owns Ctrl-C: stopping it stops the system with it.
+            let running = built.group.handle_signals(false).start().await?;
             (format!("http://{}", built.gateway), Some((running, data)))
         }
     };
@@ -300,11 +304,22 @@ async fn drive(base: &str, users: usize, settings: &Settings) -> Result<Report, 
         tally.moves.load(Ordering::Relaxed),
     );
     let expected = messages * (members - 1) + moves * members;
-    // Deliveries still on their way: wait for them, for at most 10 s.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tally.delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+    // Deliveries still on their way (a backlog drains after the load):
+    // wait while they keep coming, until 5 s pass without one, for at most
+    // 2 minutes. What has not come by then is lost.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut last, mut last_change) = (tally.delivered.load(Ordering::Relaxed), Instant::now());
+    while last < expected
+        && Instant::now() < deadline
+        && last_change.elapsed() < Duration::from_secs(5)
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = tally.delivered.load(Ordering::Relaxed);
+        if now != last {
+            (last, last_change) = (now, Instant::now());
+        }
     }
+    let drained = start.elapsed().as_secs_f64() - seconds;
     stop.store(true, Ordering::Relaxed);
     for reader in readers {
         reader.abort();
@@ -328,6 +343,7 @@ async fn drive(base: &str, users: usize, settings: &Settings) -> Result<Report, 
         expected,
         delivered,
         delivery_us,
+        drained,
         request_us,
     })
 }
