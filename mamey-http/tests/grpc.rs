@@ -311,6 +311,45 @@ async fn a_channel_to_a_dead_endpoint_is_unavailable_and_retried_on_request() {
 }
 
 #[tokio::test]
+async fn a_retried_call_moves_off_a_dead_endpoint() {
+    // One replica answers, the other has crashed (still registered, as
+    // until its lease lapses). Each retried call must reach the live one,
+    // whichever endpoint the balancer tries first.
+    let served = start(&Arc::new(AtomicBool::new(true)), Auth::Anonymous).await;
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = closed.local_addr().unwrap();
+    drop(closed);
+    let resolver = StaticResolver::new().service(
+        "orders",
+        [
+            format!("http://{dead}"),
+            format!("http://{}", served.address),
+        ],
+    );
+    // Two attempts a call and a breaker that never opens: only avoiding the
+    // endpoint that failed the call's first attempt keeps every call good.
+    let mut config = ClientConfig::default();
+    config.retry.max_attempts = 2;
+    config.retry.initial_backoff = Duration::from_millis(1);
+    config.retry.max_backoff = Duration::from_millis(1);
+    config.breaker.failure_threshold = u32::MAX;
+    let channel = ServiceClient::new(config, ServiceResolver::new(resolver))
+        .unwrap()
+        .grpc("orders");
+    let health = HealthClient::new(channel.clone());
+    for _ in 0..40 {
+        let answer = channel
+            .retry(|| {
+                let mut health = health.clone();
+                async move { health.check(check("")).await }
+            })
+            .await;
+        assert!(answer.is_ok(), "{answer:?}");
+    }
+    served.service.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn reflection_lists_the_hosted_services() {
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;

@@ -193,6 +193,9 @@ impl Resilience {
     /// One attempt to `service`, bounded by `timeout`, never retried (for
     /// requests that cannot be sent twice: gRPC channels'); with its
     /// outcome.
+    /// Inside [`retry`](Self::retry), the endpoints that failed earlier
+    /// attempts of the call are avoided, and one that fails this attempt is
+    /// added to them.
     #[cfg(feature = "grpc")]
     pub(crate) async fn attempt<A: Attempt>(
         &self,
@@ -200,7 +203,12 @@ impl Resilience {
         timeout: Duration,
         attempt: &mut A,
     ) -> (Result<A::Output, A::Error>, Outcome) {
-        self.once(service, timeout, attempt, &mut Vec::new()).await
+        let mut failed = FAILED
+            .try_with(std::cell::RefCell::take)
+            .unwrap_or_default();
+        let result = self.once(service, timeout, attempt, &mut failed).await;
+        let _ = FAILED.try_with(|cell| cell.replace(failed));
+        result
     }
 
     /// One attempt, to an endpoint outside `failed` when another lets a
@@ -263,18 +271,31 @@ impl Resilience {
         Fut: Future<Output = Result<T, E>>,
     {
         let mut retries = Retries::start(self, service, Repeat::Failures);
-        loop {
-            let result = call().await;
-            let outcome = if matches!(&result, Err(error) if retryable(error)) {
-                Outcome::Retryable
-            } else {
-                Outcome::Final
-            };
-            if !retries.again(outcome).await {
-                return result;
-            }
-        }
+        // The endpoints that failed this call, seen by each attempt the
+        // calls make (they run in this task), so a retry goes elsewhere.
+        FAILED
+            .scope(std::cell::RefCell::default(), async move {
+                loop {
+                    let result = call().await;
+                    let outcome = if matches!(&result, Err(error) if retryable(error)) {
+                        Outcome::Retryable
+                    } else {
+                        Outcome::Final
+                    };
+                    if !retries.again(outcome).await {
+                        return result;
+                    }
+                }
+            })
+            .await
     }
+}
+
+#[cfg(feature = "grpc")]
+tokio::task_local! {
+    /// The endpoints that failed the gRPC call [`Resilience::retry`] is
+    /// repeating.
+    static FAILED: std::cell::RefCell<Vec<Endpoint>>;
 }
 
 /// The retries of one call: a deposit in the budget when it starts, a
