@@ -212,10 +212,10 @@ async fn drive(base: &str, users: usize, settings: &Settings) -> Result<Report, 
             card,
         });
     }
-    // Let the set-up's own notifications arrive before counting.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The set-up's own notifications are not counted: read each socket
+    // until it has been quiet for 300 ms.
     for socket in &mut sockets {
-        while socket.next(Duration::from_millis(20)).await?.is_some() {}
+        while socket.next(Duration::from_millis(300)).await?.is_some() {}
     }
 
     let tally = Arc::new(Tally::default());
