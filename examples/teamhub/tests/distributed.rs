@@ -46,6 +46,34 @@ fn sequences(received: &[Value]) -> BTreeMap<i64, Vec<i64>> {
     per_board
 }
 
+/// Every connection to this run's databases is made by a login role that
+/// OpenBao issued (`v-…`), a member of the role that owns the database —
+/// none by the admin user.
+async fn database_users_come_from_openbao(run: &str) -> Result<(), BoxError> {
+    use sqlx::Connection;
+    let admin = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let mut connection = sqlx::PgConnection::connect(&admin).await?;
+    let sessions: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT datname::text, usename::text, pg_has_role(usename, datname, 'MEMBER') \
+         FROM pg_stat_activity WHERE datname LIKE $1",
+    )
+    .bind(format!("teamhub\\_{run}\\_%"))
+    .fetch_all(&mut connection)
+    .await?;
+    connection.close().await?;
+    let databases: std::collections::BTreeSet<&str> =
+        sessions.iter().map(|(d, _, _)| d.as_str()).collect();
+    assert_eq!(databases.len(), 5, "sessions: {sessions:?}");
+    for (database, user, member) in &sessions {
+        assert!(
+            user.starts_with("v-") && *member,
+            "{database} is used by {user}, not a role OpenBao issued for it"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_distributed_system_survives_a_crash_and_a_broker_disconnect() -> Result<(), BoxError> {
     if let Err(why) = servers() {
@@ -135,6 +163,7 @@ async fn the_distributed_system_survives_a_crash_and_a_broker_disconnect() -> Re
             .call(http::Method::GET, "/api/boards/workspaces/1", None)
             .await?;
         assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+        database_users_come_from_openbao(&run).await?;
         Ok::<_, BoxError>(())
     }
     .await;

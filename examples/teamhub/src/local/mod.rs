@@ -1,25 +1,28 @@
 //! The distributed system on loopback: every service its own process
 //! (`teamhub serve NAME`, profile `distributed`) over the real servers —
-//! Postgres (a database per service), RabbitMQ, Redis, etcd and OpenBao.
-//! `teamhub run-local` runs it until Ctrl-C; the system tests start it with
-//! a run id, so that their databases, exchange, registry prefix and Redis
-//! keys are their own, and drop the databases afterwards.
+//! Postgres (a database per service, reached with credentials OpenBao
+//! issues), RabbitMQ, Redis, etcd and OpenBao. `teamhub run-local` runs it
+//! until Ctrl-C; the system tests start it with a run id, so that their
+//! databases, roles, OpenBao engine, exchange, registry prefix and Redis
+//! keys are their own, and remove them afterwards.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::{Request, StatusCode};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use mamey_core::BoxError;
-use serde_json::{Value, json};
-use sqlx::Connection;
 use tokio::process::{Child, Command};
 
 use crate::{boards, identity, notifications, system};
+
+mod provision;
+
+use provision::{Bao, ServerUrl};
 
 /// How to start the system.
 #[derive(Debug, Clone)]
@@ -54,7 +57,11 @@ pub struct LocalSystem {
     gateway: String,
     databases: Vec<String>,
     admin_url: String,
-    drop_databases: bool,
+    bao: Bao,
+    /// OpenBao's database engine for this system.
+    mount: String,
+    /// A test run's: its databases, roles and engine go when it stops.
+    temporary: bool,
 }
 
 /// The Postgres server's admin URL: `DATABASE_URL`, or the local default.
@@ -63,22 +70,9 @@ fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
-/// `url` with its database replaced by `database`.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let base = base.rsplit_once('/').map_or(base, |(server, _)| server);
-    match query {
-        Some(query) => format!("{base}/{database}?{query}"),
-        None => format!("{base}/{database}"),
-    }
-}
-
 impl LocalSystem {
-    /// Prepares the servers (databases, the signing key in OpenBao), starts
-    /// every process, and waits until the gateway reaches every public
-    /// service.
+    /// Prepares the servers (see [`provision`]), starts every process, and
+    /// waits until the gateway reaches every public service.
     ///
     /// # Errors
     /// A server is unreachable, a process failed to start, or the system was
@@ -86,33 +80,37 @@ impl LocalSystem {
     pub async fn start(options: &Options) -> Result<Self, BoxError> {
         std::fs::create_dir_all(&options.log_dir)?;
         let admin = admin_url();
-        let prefix = options
-            .run_id
-            .as_ref()
-            .map_or_else(|| "teamhub".to_owned(), |run| format!("teamhub_{run}"));
-        let mut databases = Vec::new();
-        let mut connection = sqlx::PgConnection::connect(&admin)
-            .await
-            .map_err(|e| format!("connecting to Postgres at DATABASE_URL: {e}"))?;
-        for service in system::SERVICES {
-            if service == crate::gateway::NAME {
-                continue;
-            }
-            let database = format!("{prefix}_{service}");
-            let exists: Option<(i32,)> =
-                sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
-                    .bind(&database)
-                    .fetch_optional(&mut connection)
-                    .await?;
-            if exists.is_none() {
-                sqlx::query(&format!("CREATE DATABASE \"{database}\""))
-                    .execute(&mut connection)
-                    .await?;
-            }
-            databases.push(database);
+        let server = ServerUrl::parse(&admin)?;
+        let (prefix, mount) = options.run_id.as_ref().map_or_else(
+            || ("teamhub".to_owned(), "teamhub-database".to_owned()),
+            |run| (format!("teamhub_{run}"), format!("teamhub-{run}-database")),
+        );
+        let databases: Vec<(&'static str, String)> = system::SERVICES
+            .into_iter()
+            .filter(|service| *service != crate::gateway::NAME)
+            .map(|service| (service, format!("{prefix}_{service}")))
+            .collect();
+        let names: Vec<String> = databases.iter().map(|(_, d)| d.clone()).collect();
+        let bao = Bao::from_env();
+        let mut system = Self {
+            processes: Vec::new(),
+            gateway: String::new(),
+            databases: names.clone(),
+            admin_url: admin.clone(),
+            bao: bao.clone(),
+            mount: mount.clone(),
+            temporary: options.run_id.is_some(),
+        };
+        let prepared = async {
+            provision::databases(&admin, &names).await?;
+            bao.database_engine(&mount, &server, &databases).await?;
+            bao.signing_key().await
         }
-        connection.close().await?;
-        seed_signing_key().await?;
+        .await;
+        if let Err(e) = prepared {
+            system.stop().await;
+            return Err(e);
+        }
 
         let mut shared: Vec<(String, String)> = options.env.clone();
         if let Some(run) = &options.run_id {
@@ -121,21 +119,14 @@ impl LocalSystem {
                 format!("/teamhub-{run}/services/"),
             ));
         }
-        let vault_token = std::env::var("VAULT_TOKEN").unwrap_or_else(|_| "mamey-dev-root".into());
-        shared.push(("MAMEY__SECRETS__VAULT__AUTH__TOKEN".into(), vault_token));
+        shared.push(("MAMEY__SECRETS__VAULT__AUTH__TOKEN".into(), Bao::token()));
 
         let gateway_port = if options.gateway_port == 0 {
             free_port()?
         } else {
             options.gateway_port
         };
-        let mut system = Self {
-            processes: Vec::new(),
-            gateway: format!("http://127.0.0.1:{gateway_port}"),
-            databases,
-            admin_url: admin.clone(),
-            drop_databases: options.run_id.is_some(),
-        };
+        system.gateway = format!("http://127.0.0.1:{gateway_port}");
         for service in system::SERVICES {
             let replicas = if service == boards::NAME || service == notifications::NAME {
                 options.replicas.max(1)
@@ -150,6 +141,10 @@ impl LocalSystem {
                             "MAMEY__MESSAGING__CONVENTIONS__EXCHANGE".into(),
                             format!("teamhub-{run}"),
                         ));
+                        env.push((
+                            "MAMEY__SECRETS__VAULT__DATABASE__DB__MOUNT".into(),
+                            mount.clone(),
+                        ));
                     }
                     if service == notifications::NAME {
                         env.push(("MAMEY__REDIS__KEY_PREFIX".into(), format!("teamhub-{run}:")));
@@ -161,10 +156,9 @@ impl LocalSystem {
                         format!("127.0.0.1:{gateway_port}"),
                     ));
                 } else {
-                    let database = format!("{prefix}_{service}");
                     env.push((
                         "MAMEY__POSTGRES__URL".into(),
-                        with_database(&admin, &database),
+                        server.service_url(&format!("{prefix}_{service}")),
                     ));
                 }
                 let log = options.log_dir.join(format!("{service}-{n}.log"));
@@ -254,20 +248,16 @@ impl LocalSystem {
         }
     }
 
-    /// Stops every process (SIGTERM, then SIGKILL after 20 s), gateway first,
-    /// and drops this run's databases.
+    /// Stops every process (SIGTERM, then SIGKILL after 20 s), gateway
+    /// first; for a test run, then removes its database engine (revoking
+    /// every lease it issued), databases and roles.
     pub async fn stop(mut self) {
         while let Some(mut process) = self.processes.pop() {
             terminate(&mut process.child).await;
         }
-        if self.drop_databases
-            && let Ok(mut connection) = sqlx::PgConnection::connect(&self.admin_url).await
-        {
-            for database in &self.databases {
-                let drop = format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)");
-                let _ = sqlx::query(&drop).execute(&mut connection).await;
-            }
-            let _ = connection.close().await;
+        if self.temporary {
+            self.bao.unmount(&self.mount).await;
+            provision::drop_databases(&self.admin_url, &self.databases).await;
         }
     }
 }
@@ -329,50 +319,6 @@ async fn get_status(
     Some(response.status())
 }
 
-/// Writes a signing key to OpenBao's KV (`secret/teamhub/signing`, and its
-/// public half to `secret/teamhub/jwt`) unless one is there.
-async fn seed_signing_key() -> Result<(), BoxError> {
-    let address = std::env::var("VAULT_ADDR").unwrap_or_else(|_| "http://127.0.0.1:8200".into());
-    let token = std::env::var("VAULT_TOKEN").unwrap_or_else(|_| "mamey-dev-root".into());
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let call = |method: Method, path: &str, body: Option<Value>| {
-        let request = Request::builder()
-            .method(method)
-            .uri(format!("{address}/v1/secret/data/{path}"))
-            .header("x-vault-token", &token)
-            .body(Full::new(Bytes::from(
-                body.map(|b| b.to_string()).unwrap_or_default(),
-            )));
-        let client = client.clone();
-        async move {
-            let response = client.request(request?).await?;
-            let status = response.status();
-            let _ = response.into_body().collect().await?;
-            Ok::<StatusCode, BoxError>(status)
-        }
-    };
-    let present = call(Method::GET, "teamhub/signing", None)
-        .await
-        .map_err(|e| format!("reaching OpenBao at VAULT_ADDR ({address}): {e}"))?;
-    if present == StatusCode::OK {
-        return Ok(());
-    }
-    let (private_pem, public_pem, key_id) = identity::signing_secret()?;
-    for (path, data) in [
-        (
-            "teamhub/signing",
-            json!({ "private_key_pem": private_pem, "key_id": key_id }),
-        ),
-        ("teamhub/jwt", json!({ "public_key_pem": public_pem })),
-    ] {
-        let status = call(Method::POST, path, Some(json!({ "data": data }))).await?;
-        if !status.is_success() {
-            return Err(format!("OpenBao refused writing secret/{path}: {status}").into());
-        }
-    }
-    Ok(())
-}
-
 /// `teamhub run-local`: the system with `replicas` of boards and
 /// notifications, gateway on 8080, until Ctrl-C.
 ///
@@ -402,24 +348,4 @@ pub async fn run(replicas: usize) -> Result<(), BoxError> {
     println!("stopping…");
     system.stop().await;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn database_urls_swap_the_database() {
-        assert_eq!(
-            with_database(
-                "postgres://postgres@127.0.0.1:5432/postgres",
-                "teamhub_boards"
-            ),
-            "postgres://postgres@127.0.0.1:5432/teamhub_boards"
-        );
-        assert_eq!(
-            with_database("postgres://u:p@db:5432/x?sslmode=require", "y"),
-            "postgres://u:p@db:5432/y?sslmode=require"
-        );
-    }
 }
