@@ -23,9 +23,25 @@
    is checked in full on the chapter of the first section in SECTION_PAGES
    that holds it; elsewhere only the key that holds it (`jwt`) must appear.
 
+4. Checks that every Rust block of the guide comes from code that compiles
+   (the crate examples/guide, or another example): a fenced block whose
+   info string starts with `rust` (```` ```rust ````, ```` ```rust,ignore ````)
+   in docs/src/*.md may hold only `{{#include PATH}}` and
+   `{{#rustdoc_include PATH}}` lines (and blank lines). A block with
+   anything else is pasted code and is reported as `page:line` (the line of
+   its opening fence). Each include's file, relative to the page, must
+   exist, and for `PATH:name` its `ANCHOR: name` and `ANCHOR_END: name`
+   comments must both be in that file: mdbook renders an empty block for a
+   missing anchor, without a warning. Line ranges (`PATH:10:20`) are only
+   checked for the file. Other fences (toml, sh, json, text) are not
+   looked at.
+
 Known gaps are listed in scripts/guide-missing-keys.txt, one a line:
-`page:key` for a key (`http.md:http.limits.shedding.buckets`) and
-`page:link:href` for a link (`http.md:link:core.html#health`); a line
+`page:key` for a key (`http.md:http.limits.shedding.buckets`),
+`page:link:href` for a link (`http.md:link:core.html#health`),
+`page:rust-block:LINE` for a pasted Rust block whose fence opens on line
+LINE (`persistence.md:rust-block:635`) and `page:include:SPEC` for an
+include that does not resolve; a line
 starting with `#` is a comment (`#` elsewhere is part of an anchor). Listed
 items are reported as allowed; an entry that no longer matches a problem is
 reported so that it can be removed, without failing. `--list` prints every
@@ -476,6 +492,87 @@ def check_keys(listing: bool = False) -> list[Problem]:
     return problems
 
 
+# ------------------------------------------------------------ rust blocks --
+
+
+FENCE_OPEN_RE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
+INCLUDE_RE = re.compile(r"^\{\{#(?:include|rustdoc_include)\s+(?P<spec>[^}\s]+)\s*\}\}$")
+ANCHOR_RE = re.compile(r"\bANCHOR:\s*([\w-]+)")
+ANCHOR_END_RE = re.compile(r"\bANCHOR_END:\s*([\w-]+)")
+
+
+def fenced_blocks(text: str) -> list[tuple[int, str, list[str]]]:
+    """(line of the opening fence, info string, body lines) of each fenced block."""
+    blocks: list[tuple[int, str, list[str]]] = []
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        m = FENCE_OPEN_RE.match(lines[i])
+        if not m or (m.group("fence")[0] == "`" and "`" in m.group("info")):
+            i += 1
+            continue
+        fence = m.group("fence")
+        close = re.compile(r"^[ \t]*" + re.escape(fence[0]) + "{" + str(len(fence)) + r",}[ \t]*$")
+        j = i + 1
+        while j < len(lines) and not close.match(lines[j]):
+            j += 1
+        blocks.append((i + 1, m.group("info").strip(), lines[i + 1 : j]))
+        i = j + 1
+    return blocks
+
+
+def check_include(page: Path, spec: str) -> str | None:
+    """Why `{{#include spec}}` on `page` does not resolve, or None."""
+    path, _, selector = spec.partition(":")
+    target = (page.parent / path).resolve()
+    if not target.is_file():
+        return f"no such file `{path}`"
+    anchor = selector.split(":")[0] if selector else ""
+    if not anchor or re.fullmatch(r"\d*", anchor):
+        return None  # the whole file, or a line range
+    text = target.read_text(encoding="utf-8", errors="replace")
+    starts = set(ANCHOR_RE.findall(text))
+    ends = set(ANCHOR_END_RE.findall(text))
+    if anchor not in starts and anchor not in ends:
+        return f"no anchor `{anchor}` in `{path}` (mdbook would render an empty block)"
+    if anchor not in starts:
+        return f"no `ANCHOR: {anchor}` in `{path}`, only its `ANCHOR_END`"
+    if anchor not in ends:
+        return f"no `ANCHOR_END: {anchor}` in `{path}`"
+    return None
+
+
+def check_rust_blocks() -> list[Problem]:
+    problems: list[Problem] = []
+    for page in sorted(SRC.glob("*.md")):
+        name = page.relative_to(SRC).as_posix()
+        for line, info, body in fenced_blocks(page.read_text(encoding="utf-8")):
+            if not info.startswith("rust"):
+                continue
+            pasted = False
+            for offset, raw in enumerate(body, start=1):
+                text = raw.strip()
+                if not text:
+                    continue
+                m = INCLUDE_RE.match(text)
+                if not m:
+                    pasted = True
+                    continue
+                reason = check_include(page, m.group("spec"))
+                if reason:
+                    problems.append(
+                        Problem(name, f"include:{m.group('spec')}",
+                                f"{name}:{line + offset}: `{{{{#include {m.group('spec')}}}}}`: {reason}")
+                    )
+            if pasted:
+                problems.append(
+                    Problem(name, f"rust-block:{line}",
+                            f"{name}:{line}: a ```{info} block with pasted code; include it from "
+                            "examples/guide (`{{#include ../../examples/guide/src/FILE.rs:ANCHOR}}`)")
+                )
+    return problems
+
+
 # ------------------------------------------------------------------- main --
 
 
@@ -507,7 +604,8 @@ def main() -> int:
     allowed = read_allow_list()
     failures, tolerated = [], []
     found: set[tuple[str, str]] = set()
-    for kind, problems in (("link", check_links()), ("key", check_keys(args.list))):
+    checks = (("link", check_links()), ("key", check_keys(args.list)), ("rust", check_rust_blocks()))
+    for kind, problems in checks:
         for p in problems:
             found.add((p.page, p.item))
             (tolerated if (p.page, p.item) in allowed else failures).append((kind, p))
@@ -517,7 +615,9 @@ def main() -> int:
     for page, item in sorted(allowed - found):
         print(f"guide: note: {ALLOW_FILE.name} lists `{page}:{item}`, which is no longer a problem; remove it")
     for kind, p in failures:
-        what = "broken link" if kind == "link" else "undocumented key"
+        what = {"link": "broken link", "key": "undocumented key", "rust": "uncompiled Rust block"}[kind]
+        if p.item.startswith("include:"):
+            what = "broken include"
         print(f"guide: {what} in {p.page}: {p.message}")
     if failures:
         print(f"guide: FAILED: {len(failures)} problem(s), {len(tolerated)} allowed")

@@ -204,6 +204,7 @@ impl Deployment {
                 env.push((key.clone(), value.clone()));
             }
         }
+        // ANCHOR: builder
         let discovery = match self.mode {
             Mode::Embedded => Discovery::with_registry(self.registry.clone()),
             Mode::Distributed => Discovery::new(),
@@ -222,6 +223,7 @@ impl Deployment {
             .plugin(Secrets::new().env_vars(env))
             .plugin(discovery)
             .plugin(ServiceClientPlugin::new())
+        // ANCHOR_END: builder
     }
 
     /// The messaging plug-in: the shared in-process broker, or RabbitMQ.
