@@ -110,6 +110,19 @@ pub struct CardMoved {
     pub by: i64,
 }
 
+/// boards: a card was deleted (with its comments). A card with children
+/// cannot be: they are moved away or deleted first.
+#[message(namespace = "boards", event)]
+#[derive(Debug, Clone)]
+pub struct CardDeleted {
+    /// The card as it was.
+    pub card: CardSnapshot,
+    /// The board's sequence number of this event.
+    pub seq: i64,
+    /// Who deleted it.
+    pub by: i64,
+}
+
 /// boards: a card's assignee changed (`None`: unassigned).
 #[message(namespace = "boards", event)]
 #[derive(Debug, Clone)]

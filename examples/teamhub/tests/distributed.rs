@@ -125,6 +125,7 @@ async fn the_distributed_system_survives_a_crash_and_a_broker_disconnect() -> Re
             .await?;
         assert!(closed.status.success(), "rabbitmqctl: {closed:?}");
         scenario::children_drive_their_parent(&world).await?;
+        scenario::deleting_a_card_settles_its_parent(&mut world).await?;
         scenario::chat_is_live_and_pages(&mut world).await?;
         scenario::the_feed_lists_it(&world).await?;
 

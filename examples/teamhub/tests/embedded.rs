@@ -9,21 +9,27 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::Method;
-use mamey_core::{BoxError, MessageContext, ServiceScope};
+use mamey_core::{BoxError, MessageContext, Service, ServiceScope};
+use mamey_messaging::Publisher;
 use serde_json::json;
+use teamhub::contracts::{AssignCard, CardCreated, CardSnapshot};
 use teamhub::{Deployment, system};
 use tracing::span;
 use tracing_subscriber::layer::{Context, Layer};
 
-/// Every span opened in the process: the service it was opened in and the
-/// correlation id current then.
+/// What the services traced: every span opened in the process (the service
+/// it was opened in and the correlation id current then), and every warning
+/// (the service and its message).
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<(String, String)>>>);
+struct Traced {
+    spans: Arc<Mutex<Vec<(String, String)>>>,
+    warnings: Arc<Mutex<Vec<(String, String)>>>,
+}
 
-impl Spans {
+impl Traced {
     /// The services that opened a span with `correlation_id`.
     fn services_of(&self, correlation_id: &str) -> std::collections::BTreeSet<String> {
-        self.0
+        self.spans
             .lock()
             .unwrap()
             .iter()
@@ -31,15 +37,54 @@ impl Spans {
             .map(|(service, _)| service.clone())
             .collect()
     }
+
+    /// Whether `service` warned with a message containing `text`.
+    fn warned(&self, service: &str, text: &str) -> bool {
+        self.warnings
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(s, message)| s == service && message.contains(text))
+    }
 }
 
-impl<S: tracing::Subscriber> Layer<S> for Spans {
+/// An event's `message` field.
+#[derive(Default)]
+struct MessageField(String);
+
+impl tracing::field::Visit for MessageField {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            value.clone_into(&mut self.0);
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for Traced {
     fn on_new_span(&self, _: &span::Attributes<'_>, _: &span::Id, _: Context<'_, S>) {
         let service = ServiceScope::with_current(|s| s.map(|s| s.name().to_owned()));
         let correlation = MessageContext::with_current(|mc| mc.map(|mc| mc.correlation_id.clone()));
         if let (Some(service), Some(correlation)) = (service, correlation) {
-            self.0.lock().unwrap().push((service, correlation));
+            self.spans.lock().unwrap().push((service, correlation));
         }
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        if *event.metadata().level() != tracing::Level::WARN {
+            return;
+        }
+        let Some(service) = ServiceScope::with_current(|s| s.map(|s| s.name().to_owned())) else {
+            return;
+        };
+        let mut message = MessageField::default();
+        event.record(&mut message);
+        self.warnings.lock().unwrap().push((service, message.0));
     }
 }
 
@@ -59,11 +104,61 @@ impl Drop for DataDir {
     }
 }
 
+/// Messages about a card deleted since reach its consumers, as they would
+/// when delayed: boards' `card_created` again (on its own queue, it can
+/// come after `card_deleted`) and an automation's `AssignCard`. Neither
+/// brings the card back nor stops a consumer: automations and boards each
+/// skip theirs with a warning, and the next card is assigned as usual.
+async fn late_messages_about_a_deleted_card_are_skipped(
+    deploy: &Deployment,
+    world: &mut scenario::World,
+    deleted: &serde_json::Value,
+    traced: &Traced,
+) -> Result<(), BoxError> {
+    let card: CardSnapshot = serde_json::from_value(deleted.clone())?;
+    let created = world
+        .a_live
+        .received()
+        .iter()
+        .find(|n| scenario::is_about(n, "card_created", card.id))
+        .ok_or("no card_created for the deleted card")?;
+    let created: CardCreated = serde_json::from_value(created["data"].clone())?;
+
+    // A service of its own on the embedded broker, publishing as boards and
+    // automations do.
+    let probe = Service::builder("probe")
+        .plugin(deploy.messaging())
+        .build()
+        .await?;
+    let publisher = probe.resources().get::<Publisher>()?;
+    publisher.publish(&created).await?;
+    publisher
+        .publish(&AssignCard {
+            card_id: card.id,
+            assignee: Some(world.b.user_id),
+            reason: "late".to_owned(),
+        })
+        .await?;
+    scenario::eventually("automations and boards skip them", || async {
+        Ok((traced.warned("automations", "deleted since; skipped")
+            && traced.warned("boards", "card that does not exist; dropped"))
+        .then_some(()))
+    })
+    .await?;
+    let gone = world
+        .as_a()
+        .call(Method::GET, &format!("/api/boards/cards/{}", card.id), None)
+        .await?;
+    assert_eq!(gone.status, http::StatusCode::NOT_FOUND, "{}", gone.body);
+    scenario::a_new_card_is_assigned(world).await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_embedded_system_works_end_to_end() -> Result<(), BoxError> {
     let data = DataDir::new();
-    let spans = Spans::default();
-    let layer = spans.clone();
+    let trace = Traced::default();
+    let layer = trace.clone();
     let deploy = Deployment::embedded(&data.0)
         .service_env(
             teamhub::gateway::NAME,
@@ -92,6 +187,9 @@ async fn the_embedded_system_works_end_to_end() -> Result<(), BoxError> {
         scenario::strangers_are_kept_out(&world).await?;
         scenario::a_new_card_is_assigned(&mut world).await?;
         scenario::children_drive_their_parent(&world).await?;
+        let deleted = scenario::deleting_a_card_settles_its_parent(&mut world).await?;
+        late_messages_about_a_deleted_card_are_skipped(&deploy, &mut world, &deleted, &trace)
+            .await?;
         scenario::chat_is_live_and_pages(&mut world).await?;
         scenario::the_feed_lists_it(&world).await?;
 
@@ -113,11 +211,11 @@ async fn the_embedded_system_works_end_to_end() -> Result<(), BoxError> {
             .await?;
         let expected = ["gateway", "boards", "automations", "notifications"];
         scenario::eventually("spans of every service with the correlation id", || async {
-            let seen = spans.services_of(&correlation);
+            let seen = trace.services_of(&correlation);
             Ok(expected.iter().all(|s| seen.contains(*s)).then_some(()))
         })
         .await
-        .map_err(|e| format!("{e}; seen: {:?}", spans.services_of(&correlation)))?;
+        .map_err(|e| format!("{e}; seen: {:?}", trace.services_of(&correlation)))?;
         // The merged OpenAPI document has every public service's paths.
         let openapi = world.as_a().get("/api/openapi.json").await?;
         let paths = openapi["paths"].as_object().cloned().unwrap_or_default();

@@ -9,7 +9,9 @@
 //! order, or about a card automations has never seen (made before it
 //! started). Each event carries the card as it is after the change and the
 //! board's `seq`: the projection takes the snapshot when its `seq` is
-//! newer than what it has, and keeps what it has otherwise.
+//! newer than what it has, and keeps what it has otherwise. A deleted card
+//! stays in the projection as a tombstone: an event about it that arrives
+//! after `CardDeleted` is logged and skipped, never brings it back.
 
 use mamey_core::cqrs::Res;
 use mamey_core::{Error, ErrorKind};
@@ -20,8 +22,8 @@ use super::projection::{self, BoardRules};
 use super::rules::{self, Action, Card, Change, Facts, Family};
 use crate::boards::BoardsClient;
 use crate::contracts::{
-    AssignCard, BoardCreated, CardAssigned, CardCreated, CardMoved, CardSnapshot, CardUpdated,
-    DONE, MemberAdded, UpdateCard,
+    AssignCard, BoardCreated, CardAssigned, CardCreated, CardDeleted, CardMoved, CardSnapshot,
+    CardUpdated, DONE, MemberAdded, UpdateCard,
 };
 use crate::sql::{Conn, Sql};
 
@@ -105,6 +107,21 @@ pub(super) async fn on_card_updated<B: Sql>(
     apply::<B>(&mut tx, &events, &boards, change).await
 }
 
+/// A card was deleted: its parent's family goes on without it.
+pub(super) async fn on_card_deleted<B: Sql>(
+    event: CardDeleted,
+    mut tx: Tx<B>,
+    Res(events): Res<Publisher>,
+    boards: BoardsClient,
+) -> Result<(), Error> {
+    let change = Changed {
+        change: Change::Deleted,
+        card: &event.card,
+        seq: event.seq,
+    };
+    apply::<B>(&mut tx, &events, &boards, change).await
+}
+
 /// A card event, as the rules see it.
 #[derive(Debug, Clone, Copy)]
 struct Changed<'a> {
@@ -123,15 +140,31 @@ async fn apply<B: Sql>(
 ) -> Result<(), Error> {
     let Changed { change, card, seq } = changed;
     let board = projection::open_board::<B>(conn, card.board_id, card.workspace_id).await?;
-    let (before, after) = match projection::card::<B>(conn, card.id).await? {
-        Some((known, known_seq)) if seq <= known_seq => {
+    let known = projection::card::<B>(conn, card.id).await?;
+    let (before, after) = match known {
+        Some(seen) if seen.deleted => {
+            tracing::warn!(
+                card = card.id,
+                seq,
+                deleted_at = seen.seq,
+                event = ?change,
+                "an event about a card deleted since; skipped"
+            );
+            return Ok(());
+        }
+        known if change == Change::Deleted => {
+            let after = Card::from(card);
+            projection::delete_card::<B>(conn, &after, seq).await?;
+            (known.map(|seen| seen.card), after)
+        }
+        Some(seen) if seq <= seen.seq => {
             tracing::info!(
                 card = card.id,
                 seq,
-                known_seq,
+                known_seq = seen.seq,
                 "an event older than what automations knows of the card; deciding on what it knows"
             );
-            (Some(known.clone()), known)
+            (Some(seen.card.clone()), seen.card)
         }
         known => {
             if known.is_none() && change != Change::Created {
@@ -143,7 +176,7 @@ async fn apply<B: Sql>(
             }
             let after = Card::from(card);
             projection::save_card::<B>(conn, &after, seq).await?;
-            (known.map(|(card, _)| card), after)
+            (known.map(|seen| seen.card), after)
         }
     };
     let families = families::<B>(conn, boards, before.as_ref(), &after).await?;
@@ -203,8 +236,8 @@ async fn parent<B: Sql>(
     boards: &BoardsClient,
     id: i64,
 ) -> Result<Option<Card>, Error> {
-    if let Some((card, _)) = projection::card::<B>(conn, id).await? {
-        return Ok(Some(card));
+    if let Some(seen) = projection::card::<B>(conn, id).await? {
+        return Ok((!seen.deleted).then_some(seen.card));
     }
     match boards.card(id).await {
         Ok(snapshot) => {

@@ -4,8 +4,8 @@
 //! when done (see `rules.rs`).
 //!
 //! It consumes boards' events (`BoardCreated`, `MemberAdded`,
-//! `CardCreated`, `CardMoved`, `CardAssigned`, `CardUpdated`), each applied
-//! once through the inbox, and keeps its own projection of cards, rules
+//! `CardCreated`, `CardMoved`, `CardAssigned`, `CardUpdated`,
+//! `CardDeleted`), each applied once through the inbox, and keeps its own projection of cards, rules
 //! and members in its own database (SQL: SQLite embedded, Postgres
 //! distributed). It never writes boards' tables: it acts by sending boards
 //! the commands `AssignCard` and `UpdateCard`, staged in its outbox in the
@@ -25,7 +25,7 @@ use mamey_persistence::postgres::Postgres;
 use mamey_persistence::sqlite::Sqlite;
 
 use crate::contracts::{
-    BoardCreated, CardAssigned, CardCreated, CardMoved, CardUpdated, MemberAdded,
+    BoardCreated, CardAssigned, CardCreated, CardDeleted, CardMoved, CardUpdated, MemberAdded,
 };
 use crate::deploy::{Deployment, Mode};
 use crate::sql::Sql;
@@ -54,6 +54,7 @@ fn wire<B: Sql>(deploy: &Deployment) -> ServiceBuilder {
                 .subscribe_event::<CardMoved>()
                 .subscribe_event::<CardAssigned>()
                 .subscribe_event::<CardUpdated>()
+                .subscribe_event::<CardDeleted>()
                 .outbox::<B::Outbox>(),
         )
         .handlers(|d| {
@@ -62,7 +63,8 @@ fn wire<B: Sql>(deploy: &Deployment) -> ServiceBuilder {
                 .event(handlers::on_card_created::<B>)
                 .event(handlers::on_card_moved::<B>)
                 .event(handlers::on_card_assigned::<B>)
-                .event(handlers::on_card_updated::<B>);
+                .event(handlers::on_card_updated::<B>)
+                .event(handlers::on_card_deleted::<B>);
         })
         .plugin(WebApi::new())
 }

@@ -89,20 +89,35 @@ fn card_from(row: &Row) -> Result<Card, Error> {
     })
 }
 
-/// Card `id` and the `seq` of the event it was last set from, if
-/// automations has seen it.
-pub(super) async fn card<B: Sql>(
-    conn: &mut Conn<B>,
-    id: i64,
-) -> Result<Option<(Card, i64)>, Error> {
+/// A card as automations last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Seen {
+    /// The card.
+    pub(super) card: Card,
+    /// The board's `seq` of the event it was last set from (`0`: read from
+    /// boards directly).
+    pub(super) seq: i64,
+    /// Whether boards deleted it.
+    pub(super) deleted: bool,
+}
+
+/// Card `id`, if automations has seen it.
+pub(super) async fn card<B: Sql>(conn: &mut Conn<B>, id: i64) -> Result<Option<Seen>, Error> {
     let rows = B::fetch(
         conn,
-        "SELECT id, board_id, parent_id, list, story_points, assignee, seq FROM cards WHERE id = $1",
+        "SELECT id, board_id, parent_id, list, story_points, assignee, seq, deleted \
+         FROM cards WHERE id = $1",
         args![id],
     )
     .await?;
     rows.first()
-        .map(|row| Ok((card_from(row)?, row.int(6)?)))
+        .map(|row| {
+            Ok(Seen {
+                card: card_from(row)?,
+                seq: row.int(6)?,
+                deleted: row.int(7)? != 0,
+            })
+        })
         .transpose()
 }
 
@@ -133,12 +148,29 @@ pub(super) async fn save_card<B: Sql>(
     Ok(())
 }
 
-/// The children of card `parent`.
+/// Stores `card` as deleted by the event numbered `seq`: a tombstone,
+/// whatever automations knew of it.
+pub(super) async fn delete_card<B: Sql>(
+    conn: &mut Conn<B>,
+    card: &Card,
+    seq: i64,
+) -> Result<(), Error> {
+    save_card::<B>(conn, card, seq).await?;
+    B::execute(
+        conn,
+        "UPDATE cards SET deleted = 1 WHERE id = $1",
+        args![card.id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The children of card `parent` (not deleted).
 pub(super) async fn children<B: Sql>(conn: &mut Conn<B>, parent: i64) -> Result<Vec<Card>, Error> {
     B::fetch(
         conn,
         "SELECT id, board_id, parent_id, list, story_points, assignee FROM cards \
-         WHERE parent_id = $1 ORDER BY id",
+         WHERE parent_id = $1 AND deleted = 0 ORDER BY id",
         args![parent],
     )
     .await?

@@ -5,11 +5,12 @@
 //!
 //! 1. **Round-robin**: a new card with no assignee (and not already done)
 //!    is given to the board's members in turn.
-//! 2. **Parent done**: when every child of a parent is done, the parent is
-//!    moved to done, unless it is already.
+//! 2. **Parent done**: when every child of a parent is done (after one
+//!    is moved, re-parented or deleted), the parent is moved to done,
+//!    unless it is already.
 //! 3. **Sum points**: a parent's story points are the sum of its
-//!    children's, set when a child's points change, a child is made, or a
-//!    child changes parent; and set back when the parent's own points
+//!    children's, set when a child's points change, a child is made,
+//!    changes parent or is deleted; and set back when the parent's own points
 //!    change away from the sum (so commands that boards applied out of
 //!    order still end at the sum).
 //! 4. **Unassign on done**: a card that enters done with an assignee is
@@ -77,6 +78,9 @@ pub(super) enum Change {
     },
     /// Its fields changed (`CardUpdated`).
     Updated,
+    /// It was deleted (`CardDeleted`): its parent's family goes on without
+    /// it.
+    Deleted,
 }
 
 /// A parent card and its children, as the projection has them after the
@@ -177,10 +181,12 @@ pub(super) fn decide(rules: Rules, facts: &Facts<'_>) -> Vec<Action> {
         actions.push(Action::Unassign { card: after.id });
     }
 
-    let list_or_parent_changed =
-        before.is_none_or(|b| b.list != after.list || b.parent_id != after.parent_id);
-    let points_or_parent_changed = before
-        .is_none_or(|b| b.story_points != after.story_points || b.parent_id != after.parent_id);
+    let left_its_family = change == Change::Deleted;
+    let list_or_parent_changed = left_its_family
+        || before.is_none_or(|b| b.list != after.list || b.parent_id != after.parent_id);
+    let points_or_parent_changed = left_its_family
+        || before
+            .is_none_or(|b| b.story_points != after.story_points || b.parent_id != after.parent_id);
     let own_points_changed = before.is_some_and(|b| b.story_points != after.story_points);
     for family in families {
         let own = family.parent.id == after.id;
@@ -291,6 +297,49 @@ mod tests {
             families: &[],
         };
         assert!(decide(off, &facts).is_empty());
+    }
+
+    #[test]
+    fn deleting_a_child_settles_its_parent() {
+        // Children 11 (done, 3 points) and 12 (doing, 5 points) of parent
+        // 10 (todo, 8 points): 12 is deleted, so 11 is all there is.
+        let parent = Card {
+            story_points: Some(8),
+            ..card(10, "todo")
+        };
+        let deleted = child(12, 10, "doing", Some(5));
+        let family = Family {
+            parent: parent.clone(),
+            children: vec![child(11, 10, DONE, Some(3))],
+        };
+        assert_eq!(
+            decide_all(
+                Change::Deleted,
+                Some(&deleted),
+                &deleted,
+                std::slice::from_ref(&family)
+            ),
+            [
+                Action::MoveToDone { card: 10 },
+                Action::SetPoints {
+                    card: 10,
+                    points: 3
+                }
+            ]
+        );
+        // A deleted card is never assigned nor unassigned, even one
+        // automations had not seen.
+        let done = Card {
+            assignee: Some(3),
+            ..card(13, DONE)
+        };
+        assert!(decide_all(Change::Deleted, None, &done, &[]).is_empty());
+        // The last child deleted: no sum to set, and no child to be done.
+        let alone = Family {
+            parent,
+            children: vec![],
+        };
+        assert!(decide_all(Change::Deleted, Some(&deleted), &deleted, &[alone]).is_empty());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use super::access::require_member;
 use super::changes::{self, open};
 use super::{fields, store};
-use crate::contracts::{CardCreated, CardSnapshot, CommentAdded, LISTS};
+use crate::contracts::{CardCreated, CardDeleted, CardSnapshot, CommentAdded, LISTS};
 use crate::request::caller;
 use crate::sql::{Conn, Sql};
 
@@ -193,6 +193,17 @@ impl Command for AddComment {
     }
 }
 
+/// `DELETE /cards/{cardId}`: deletes a card and its comments. A card with
+/// children is refused (409): move or delete them first.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct DeleteCard {
+    /// The card.
+    card_id: i64,
+}
+
+impl Command for DeleteCard {}
+
 /// Makes the card and publishes `CardCreated`.
 pub(super) async fn create_card<B: Sql>(
     command: CreateCard,
@@ -328,6 +339,36 @@ pub(super) async fn set_assignee<B: Sql>(
         ));
     }
     changes::assign::<B>(&mut tx, &events, card, command.assignee, user).await
+}
+
+/// Deletes the card and its comments and publishes `CardDeleted`.
+pub(super) async fn delete_card<B: Sql>(
+    command: DeleteCard,
+    mut tx: Tx<B>,
+    Res(events): Res<Publisher>,
+    ctx: MessageContext,
+) -> Result<(), Error> {
+    let user = caller(&ctx)?;
+    let card = open_as_member::<B>(&mut tx, command.card_id, user).await?;
+    if store::has_children::<B>(&mut tx, card.id).await? {
+        return Err(Error::conflict(
+            "boards.card_has_children",
+            format!(
+                "card {} has child cards; move them to another parent or delete them first",
+                card.id
+            ),
+        ));
+    }
+    store::delete_card::<B>(&mut tx, card.id).await?;
+    let seq = store::next_seq::<B>(&mut tx, card.board_id).await?;
+    events
+        .publish(&CardDeleted {
+            card,
+            seq,
+            by: user,
+        })
+        .await?;
+    Ok(())
 }
 
 /// Writes the comment and publishes `CommentAdded`.

@@ -4,7 +4,7 @@
 
 use mamey_http::{Auth, Endpoints};
 
-use super::cards::{AddComment, CreateCard, EditCard, MoveCard, SetAssignee};
+use super::cards::{AddComment, CreateCard, DeleteCard, EditCard, MoveCard, SetAssignee};
 use super::queries::{GetBoard, GetCard, GetComment, GetWorkspace};
 use super::workspaces::{AddMember, CreateBoard, CreateWorkspace};
 
@@ -38,6 +38,9 @@ pub(super) fn endpoints() -> Endpoints {
         .auth(Auth::Authenticated)
         .patch::<EditCard>("/cards/{cardId}")
         .summary("Change a card's title, description, labels, story points, due date or parent")
+        .auth(Auth::Authenticated)
+        .delete::<DeleteCard>("/cards/{cardId}")
+        .summary("Delete a card without children, and its comments")
         .auth(Auth::Authenticated)
         .post::<MoveCard>("/cards/{cardId}/move")
         .summary("Move a card to another list")

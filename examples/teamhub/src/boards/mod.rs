@@ -19,6 +19,7 @@
 //! | `POST /boards/{boardId}/cards` `{title, description?, parentId?, storyPoints?, labels?, due?, list?}` | 201 `Location: /cards/{id}` (`CardCreated`) |
 //! | `GET /cards/{cardId}` | the card |
 //! | `PATCH /cards/{cardId}` `{title?, description?, labels?, storyPoints?, due?, parentId?}` | 204 (`CardUpdated`) |
+//! | `DELETE /cards/{cardId}` | 204 (`CardDeleted`); 409 while it has children |
 //! | `POST /cards/{cardId}/move` `{list}` | 204 (`CardMoved`) |
 //! | `POST /cards/{cardId}/assign` `{assignee}` | 204 (`CardAssigned`) |
 //! | `POST /cards/{cardId}/comments` `{text}` | 201 `Location: /comments/{id}` (`CommentAdded`) |
@@ -83,6 +84,7 @@ fn wire<B: Sql>(deploy: &Deployment) -> ServiceBuilder {
                 .command(cards::edit_card::<B>)
                 .command(cards::move_card::<B>)
                 .command(cards::set_assignee::<B>)
+                .command(cards::delete_card::<B>)
                 .command(cards::add_comment::<B>)
                 .command(automation::assign_card::<B>)
                 .command(automation::update_card::<B>)

@@ -359,6 +359,24 @@ pub(super) async fn save_card<B: Sql>(
     Ok(())
 }
 
+/// Whether card `id` has child cards.
+pub(super) async fn has_children<B: Sql>(conn: &mut Conn<B>, id: i64) -> Result<bool, Error> {
+    let rows = B::fetch(
+        conn,
+        "SELECT 1 FROM cards WHERE parent_id = $1 LIMIT 1",
+        args![id],
+    )
+    .await?;
+    Ok(!rows.is_empty())
+}
+
+/// Deletes card `id` and its comments.
+pub(super) async fn delete_card<B: Sql>(conn: &mut Conn<B>, id: i64) -> Result<(), Error> {
+    B::execute(conn, "DELETE FROM comments WHERE card_id = $1", args![id]).await?;
+    B::execute(conn, "DELETE FROM cards WHERE id = $1", args![id]).await?;
+    Ok(())
+}
+
 /// Adds comment `id` on `card` by `author`.
 pub(super) async fn insert_comment<B: Sql>(
     conn: &mut Conn<B>,

@@ -4,7 +4,7 @@
 //!
 //! | Event | Kind | Told |
 //! |---|---|---|
-//! | `BoardCreated`, `CardCreated`, `CardMoved`, `CardAssigned`, `CardUpdated` | `board_created`, `card_*` | the board's members |
+//! | `BoardCreated`, `CardCreated`, `CardMoved`, `CardAssigned`, `CardUpdated`, `CardDeleted` | `board_created`, `card_*` | the board's members |
 //! | `CommentAdded` | `comment_added` | the board's members and who is `@mentioned` |
 //! | `MemberAdded` | `member_added` | the user added and who added them |
 //! | `MessagePosted` | `message_posted` | the channel's other users and who is `@mentioned` |
@@ -26,8 +26,8 @@ use super::recipients::{Addressees, Audience};
 use super::users;
 use crate::boards::BoardsClient;
 use crate::contracts::{
-    BoardCreated, CardAssigned, CardCreated, CardMoved, CardUpdated, CommentAdded, MemberAdded,
-    MessagePosted,
+    BoardCreated, CardAssigned, CardCreated, CardDeleted, CardMoved, CardUpdated, CommentAdded,
+    MemberAdded, MessagePosted,
 };
 use crate::sql::Sql;
 
@@ -73,6 +73,7 @@ card_event!(CardCreated, CardCreated);
 card_event!(CardMoved, CardMoved);
 card_event!(CardAssigned, CardAssigned);
 card_event!(CardUpdated, CardUpdated);
+card_event!(CardDeleted, CardDeleted);
 
 impl BoardEvent for CommentAdded {
     const KIND: Kind = Kind::CommentAdded;

@@ -31,6 +31,8 @@ pub(crate) enum Kind {
     CardAssigned,
     /// `CardUpdated`.
     CardUpdated,
+    /// `CardDeleted`.
+    CardDeleted,
     /// `CommentAdded`.
     CommentAdded,
     /// `MessagePosted`.
@@ -38,13 +40,14 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 9] = [
         Self::BoardCreated,
         Self::MemberAdded,
         Self::CardCreated,
         Self::CardMoved,
         Self::CardAssigned,
         Self::CardUpdated,
+        Self::CardDeleted,
         Self::CommentAdded,
         Self::MessagePosted,
     ];
@@ -58,6 +61,7 @@ impl Kind {
             Self::CardMoved => "card_moved",
             Self::CardAssigned => "card_assigned",
             Self::CardUpdated => "card_updated",
+            Self::CardDeleted => "card_deleted",
             Self::CommentAdded => "comment_added",
             Self::MessagePosted => "message_posted",
         }

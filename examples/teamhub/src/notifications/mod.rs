@@ -49,8 +49,8 @@ use mamey_persistence::redis::Redis;
 use mamey_persistence::sqlite::Sqlite;
 
 use crate::contracts::{
-    BoardCreated, CardAssigned, CardCreated, CardMoved, CardUpdated, CommentAdded, MemberAdded,
-    MessagePosted, UserSignedUp,
+    BoardCreated, CardAssigned, CardCreated, CardDeleted, CardMoved, CardUpdated, CommentAdded,
+    MemberAdded, MessagePosted, UserSignedUp,
 };
 use crate::deploy::{Deployment, Mode};
 use crate::sql::Sql;
@@ -85,6 +85,7 @@ fn wire<B: Sql>(deploy: &Deployment, live: Live) -> ServiceBuilder {
                 .event(on_board_event::<B, CardMoved>)
                 .event(on_board_event::<B, CardAssigned>)
                 .event(on_board_event::<B, CardUpdated>)
+                .event(on_board_event::<B, CardDeleted>)
                 .event(on_board_event::<B, CommentAdded>)
                 .event(on_member_added::<B>)
                 .event(on_message_posted::<B>)
@@ -105,6 +106,7 @@ fn subscriptions(messaging: Messaging) -> Messaging {
         .subscribe_event::<CardMoved>()
         .subscribe_event::<CardAssigned>()
         .subscribe_event::<CardUpdated>()
+        .subscribe_event::<CardDeleted>()
         .subscribe_event::<CommentAdded>()
         .subscribe_event::<MessagePosted>()
 }

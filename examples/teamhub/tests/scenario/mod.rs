@@ -306,6 +306,78 @@ pub(crate) async fn children_drive_their_parent(world: &World) -> Result<(), Box
     Ok(())
 }
 
+/// A card with children cannot be deleted (409); deleting a child tells
+/// both users and settles its parent: the remaining child is done, so the
+/// parent is, and its points are that child's. The deleted card is gone
+/// (404). Returns the deleted card as `card_deleted` carried it.
+pub(crate) async fn deleting_a_card_settles_its_parent(
+    world: &mut World,
+) -> Result<Value, BoxError> {
+    let as_a = world.as_a();
+    let board = world.board;
+    let cards = format!("/api/boards/boards/{board}/cards");
+    let parent = as_a.create(&cards, &json!({ "title": "release" })).await?;
+    let finished = as_a
+        .create(
+            &cards,
+            &json!({ "title": "notes", "parentId": parent, "storyPoints": 3, "list": "done" }),
+        )
+        .await?;
+    let dropped = as_a
+        .create(
+            &cards,
+            &json!({ "title": "installer", "parentId": parent, "storyPoints": 5 }),
+        )
+        .await?;
+    let parent_path = format!("/api/boards/cards/{parent}");
+    eventually("the parent's points become 8", || async {
+        let card = as_a.get(&parent_path).await?;
+        Ok((card["storyPoints"].as_i64() == Some(8)).then_some(()))
+    })
+    .await?;
+
+    let refused = as_a.call(Method::DELETE, &parent_path, None).await?;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert_problem(&refused.body);
+
+    let dropped_path = format!("/api/boards/cards/{dropped}");
+    as_a.call(Method::DELETE, &dropped_path, None)
+        .await?
+        .expect(StatusCode::NO_CONTENT)?;
+    let mut snapshot = Value::Null;
+    for live in [&mut world.a_live, &mut world.b_live] {
+        let seen = live
+            .until(WAIT, |n| is_about(n, "card_deleted", dropped))
+            .await?;
+        snapshot = seen[seen.len() - 1]["data"]["card"].clone();
+    }
+    let gone = as_a.call(Method::GET, &dropped_path, None).await?;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND, "{}", gone.body);
+    let again = as_a.call(Method::DELETE, &dropped_path, None).await?;
+    assert_eq!(again.status, StatusCode::NOT_FOUND, "{}", again.body);
+    assert_problem(&again.body);
+    eventually(
+        "the parent is done with the remaining child's points",
+        || async {
+            let card = as_a.get(&parent_path).await?;
+            Ok((card["list"] == "done" && card["storyPoints"].as_i64() == Some(3)).then_some(()))
+        },
+    )
+    .await?;
+    let listed = as_a.get(&format!("/api/boards/boards/{board}")).await?;
+    let ids: Vec<i64> = listed["cards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["id"].as_i64())
+        .collect();
+    assert!(
+        ids.contains(&finished) && !ids.contains(&dropped),
+        "{ids:?}"
+    );
+    Ok(snapshot)
+}
+
 /// A posts on the board's channel: B gets it live and in history; 250
 /// messages page through history once each, in order.
 pub(crate) async fn chat_is_live_and_pages(world: &mut World) -> Result<(), BoxError> {
