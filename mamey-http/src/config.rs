@@ -190,6 +190,11 @@ pub struct JwtConfig {
     /// A PEM file of certificates to trust for an `https://` `jwks_url`
     /// besides Mozilla's roots (feature `tls`). Default: none.
     pub ca_file: Option<String>,
+    /// How many accepted tokens are remembered, so that a token presented
+    /// again skips the signature check (its claims are still checked every
+    /// time, and a JWKS key must still be in the set); `0`: none. Tokens
+    /// over 4 KiB are never kept. Default: `10000`.
+    pub cache_size: usize,
 }
 
 impl Default for JwtConfig {
@@ -204,6 +209,7 @@ impl Default for JwtConfig {
             leeway: Duration::from_secs(30),
             roles_claim: "roles".to_owned(),
             ca_file: None,
+            cache_size: 10_000,
         }
     }
 }

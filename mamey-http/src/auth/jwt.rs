@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Header};
@@ -12,6 +13,7 @@ use mamey_core::config::ConfigError;
 use serde_json::Value;
 
 use super::jwks::{Jwks, KeyError};
+use super::verified::{Verified, VerifiedTokens};
 use super::{Authentication, Presented};
 use crate::config::JwtConfig;
 
@@ -20,6 +22,7 @@ pub(crate) struct Authenticator {
     keys: Keys,
     rules: ClaimRules,
     roles_claim: String,
+    verified: VerifiedTokens,
 }
 
 impl fmt::Debug for Authenticator {
@@ -121,6 +124,7 @@ impl Authenticator {
                 leeway: config.leeway.as_secs(),
             },
             roles_claim: config.roles_claim.clone(),
+            verified: VerifiedTokens::new(config.cache_size),
         }))
     }
 
@@ -138,16 +142,41 @@ impl Authenticator {
     }
 
     /// The header is read first, then the signature verified (jsonwebtoken
-    /// does the cryptography), then the claims are read and checked.
+    /// does the cryptography), then the claims are read and checked. A
+    /// token verified before skips the first two (see [`VerifiedTokens`]).
     async fn validate(&self, token: &str) -> Result<Identity, Rejection> {
+        self.validate_at(token, now()).await
+    }
+
+    async fn validate_at(&self, token: &str, now: u64) -> Result<Identity, Rejection> {
+        if let Some(kept) = self.verified.get(token) {
+            if let (Keys::Jwks(jwks), Some((kid, algorithm))) = (&self.keys, &kept.key) {
+                let (_, current) = jwks.key(kid.as_deref()).await?;
+                if current != *algorithm {
+                    return Err(Rejection::Algorithm);
+                }
+            }
+            self.rules.check(&kept.claims, now)?;
+            return Ok(identity((*kept.claims).clone(), &self.roles_claim));
+        }
+        let verified = self.verify(token).await?;
+        self.rules.check(&verified.claims, now)?;
+        let claims = (*verified.claims).clone();
+        self.verified
+            .insert(token, verified, now, self.rules.leeway);
+        Ok(identity(claims, &self.roles_claim))
+    }
+
+    /// Reads the header and verifies the signature of `token`.
+    async fn verify(&self, token: &str) -> Result<Verified, Rejection> {
         let header = decode_header(token)?;
-        let claims = match &self.keys {
+        let (claims, key) = match &self.keys {
             Keys::Static { key, algorithms } => {
                 if !algorithms.contains(&header.alg) {
                     tracing::debug!(alg = ?header.alg, "bearer token refused: algorithm not accepted");
                     return Err(Rejection::Algorithm);
                 }
-                verify(token, key, header.alg)?
+                (verify(token, key, header.alg)?, None)
             }
             Keys::Jwks(jwks) => {
                 let (key, algorithm) = jwks.key(header.kid.as_deref()).await?;
@@ -159,11 +188,18 @@ impl Authenticator {
                     );
                     return Err(Rejection::Algorithm);
                 }
-                verify(token, &key, algorithm)?
+                (
+                    verify(token, &key, algorithm)?,
+                    Some((header.kid, algorithm)),
+                )
             }
         };
-        self.rules.check(&claims, now())?;
-        Ok(identity(claims, &self.roles_claim))
+        let expires = numeric_date(&claims, "exp")?.unwrap_or(0);
+        Ok(Verified {
+            claims: Arc::new(claims),
+            key,
+            expires,
+        })
     }
 }
 
@@ -488,6 +524,60 @@ mod tests {
         ] {
             assert_eq!(date(invalid), Err(Rejection::Time("exp")), "{invalid}");
         }
+    }
+
+    /// An authenticator with an HMAC secret, and a token it accepts that
+    /// expires at `exp`.
+    fn hmac(exp: u64) -> (Authenticator, String) {
+        const SECRET: &str = "a secret of at least thirty-two bytes";
+        let config = JwtConfig {
+            secret: Some(SECRET.to_owned().into()),
+            leeway: Duration::from_secs(30),
+            ..JwtConfig::default()
+        };
+        let authenticator = Authenticator::from_config(&config, "http.jwt")
+            .unwrap()
+            .unwrap();
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({ "sub": "ada", "exp": exp, "roles": ["admin"] }),
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        (authenticator, token)
+    }
+
+    #[tokio::test]
+    async fn a_kept_token_is_refused_once_it_expires() {
+        let (authenticator, token) = hmac(10_000);
+        let first = authenticator.validate_at(&token, 9_000).await.unwrap();
+        assert_eq!(authenticator.verified.len(), 1);
+        let again = authenticator.validate_at(&token, 9_500).await.unwrap();
+        assert_eq!((again.subject, again.roles), (first.subject, first.roles));
+        // Within the leeway, then past it.
+        assert!(authenticator.validate_at(&token, 10_030).await.is_ok());
+        assert_eq!(
+            authenticator.validate_at(&token, 10_031).await.unwrap_err(),
+            Rejection::Expired
+        );
+    }
+
+    #[tokio::test]
+    async fn only_the_exact_token_is_taken_from_the_cache() {
+        let (authenticator, token) = hmac(10_000);
+        authenticator.validate_at(&token, 9_000).await.unwrap();
+        // The same claims with another signature: verified, and refused.
+        let (message, _) = token.rsplit_once('.').unwrap();
+        let forged = format!("{message}.{}", "A".repeat(43));
+        assert_eq!(
+            authenticator.validate_at(&forged, 9_000).await.unwrap_err(),
+            Rejection::Signature
+        );
+        // A refused token is not kept; an expired one is not kept either.
+        assert_eq!(authenticator.verified.len(), 1);
+        let (authenticator, expired) = hmac(1_000);
+        assert!(authenticator.validate_at(&expired, 9_000).await.is_err());
+        assert_eq!(authenticator.verified.len(), 0);
     }
 
     #[derive(Clone, Default)]

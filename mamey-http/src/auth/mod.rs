@@ -24,6 +24,7 @@ mod issuer;
 mod jwks;
 mod jwt;
 mod require;
+mod verified;
 
 use std::borrow::Cow;
 use std::future::Future;
