@@ -35,6 +35,7 @@ mod sql;
 pub mod sqlite;
 #[cfg(all(any(feature = "postgres", feature = "sqlite"), feature = "outbox"))]
 pub mod unit_of_work;
+pub mod writers;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub use sql::error;
 #[cfg(all(any(feature = "postgres", feature = "sqlite"), feature = "outbox"))]

@@ -4,9 +4,11 @@
 //!
 //! The plug-in opens a [`SqlitePool`] at init (creating the file if
 //! missing, in WAL mode, with foreign keys on and a busy timeout), applies
-//! the migrations of `sqlite.migrations` if set, provides the pool as a
-//! resource, registers a `sqlite` readiness check, and closes the pool when
-//! the service stops.
+//! the migrations of `sqlite.migrations` if set, provides the pool and the
+//! queue of the database's writers ([`Writers`]: the unit of work and the
+//! stores take turns in the process rather than in SQLite's polling busy
+//! handler) as resources, registers a `sqlite` readiness check, and closes
+//! the pool when the service stops.
 //!
 //! With the `outbox` feature (on by default), [`Sqlite::outbox`] adds a
 //! [`SqliteOutbox`] resource for
@@ -43,6 +45,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use crate::sql::error;
 use crate::sql::{Migrations, SqlPlugin};
+use crate::writers::Writers;
 pub use sqlx::SqlitePool;
 
 /// The `sqlite` section.
@@ -211,8 +214,11 @@ impl Plugin for Sqlite {
                 &format!("`{file}`"),
             )
             .await?;
+        let writers = Writers::new(config.busy_timeout);
+        ctx.provide(writers.clone())?;
         #[cfg(feature = "outbox")]
-        self.provide_stores(ctx, &pool, &config, staged).await?;
+        self.provide_stores(ctx, &pool, &config, staged, writers)
+            .await?;
         Ok(())
     }
 
@@ -235,11 +241,12 @@ mod stores {
     use sqlx::sqlite::SqlitePoolOptions;
     use tokio::sync::Notify;
 
-    use super::{Sqlite, SqliteConfig, SqlitePool};
+    use super::{Sqlite, SqliteConfig, SqlitePool, Writers};
     use crate::sql::outbox::{
         OutboxSql, bind_message, check_message_id, claimed, lost, outbox_columns, quoted,
         store_error, unix_millis,
     };
+    use crate::writers::Turn;
 
     impl Sqlite {
         /// With the outbox, has each connection of `pool` wake the relay on the
@@ -276,14 +283,17 @@ mod stores {
             pool: &SqlitePool,
             config: &SqliteConfig,
             staged: Arc<Notify>,
+            writers: Writers,
         ) -> Result<(), BoxError> {
             if self.sql.outbox {
-                let outbox = SqliteOutbox::with_wake(pool.clone(), &config.outbox_table, staged);
+                let outbox = SqliteOutbox::with_wake(pool.clone(), &config.outbox_table, staged)
+                    .with_writers(writers.clone());
                 outbox.create_table().await?;
                 ctx.provide(outbox)?;
             }
             if self.sql.inbox {
-                let inbox = SqliteInbox::new(pool.clone(), &config.inbox_table);
+                let inbox =
+                    SqliteInbox::new(pool.clone(), &config.inbox_table).with_writers(writers);
                 inbox.create_table().await?;
                 ctx.provide(inbox)?;
             }
@@ -337,6 +347,7 @@ mod stores {
         table: Arc<str>,
         sql: Arc<OutboxSql>,
         staged: Arc<Notify>,
+        writers: Option<Writers>,
     }
 
     impl fmt::Debug for SqliteOutbox {
@@ -438,7 +449,16 @@ mod stores {
                 table: name.into(),
                 sql: Arc::new(sql),
                 staged,
+                writers: None,
             }
+        }
+
+        /// The store with its writes queued with the service's other writers
+        /// of the database (the plug-in's [`Writers`]).
+        #[must_use]
+        pub fn with_writers(mut self, writers: Writers) -> Self {
+            self.writers = Some(writers);
+            self
         }
 
         /// The table.
@@ -505,6 +525,7 @@ mod stores {
             lease: Duration,
         ) -> Result<Vec<OutboxEntry>, StoreError> {
             let claim = mamey_core::new_id();
+            let _turn = turn(self.writers.as_ref()).await?;
             let rows = sqlx::query(&self.sql.claim)
                 .bind(unix_millis(SystemTime::now()))
                 .bind(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
@@ -529,6 +550,7 @@ mod stores {
             claim: &str,
             message_ids: &[String],
         ) -> Result<Vec<String>, StoreError> {
+            let _turn = turn(self.writers.as_ref()).await?;
             let marked: Vec<String> = sqlx::query_scalar(&self.sql.mark_sent)
                 .bind(unix_millis(SystemTime::now()))
                 .bind(json_ids(message_ids)?)
@@ -544,6 +566,7 @@ mod stores {
             claim: &str,
             message_ids: &[String],
         ) -> Result<Vec<String>, StoreError> {
+            let _turn = turn(self.writers.as_ref()).await?;
             let released: Vec<String> = sqlx::query_scalar(&self.sql.release)
                 .bind(json_ids(message_ids)?)
                 .bind(claim)
@@ -560,6 +583,7 @@ mod stores {
             error: &str,
             not_before: SystemTime,
         ) -> Result<bool, StoreError> {
+            let _turn = turn(self.writers.as_ref()).await?;
             let done = sqlx::query(&self.sql.retry_later)
                 .bind(message_id)
                 .bind(unix_millis(not_before))
@@ -572,6 +596,7 @@ mod stores {
         }
 
         async fn purge_sent(&self, before: SystemTime) -> Result<u64, StoreError> {
+            let _turn = turn(self.writers.as_ref()).await?;
             let done = sqlx::query(&self.sql.purge_sent)
                 .bind(unix_millis(before))
                 .execute(&self.pool)
@@ -595,6 +620,7 @@ mod stores {
         create: Arc<str>,
         record: Arc<str>,
         purge: Arc<str>,
+        writers: Option<Writers>,
     }
 
     impl fmt::Debug for SqliteInbox {
@@ -629,7 +655,16 @@ mod stores {
                 )
                 .into(),
                 purge: format!("DELETE FROM {table} WHERE processed_ms < ?1").into(),
+                writers: None,
             }
+        }
+
+        /// The store with its writes queued with the service's other writers
+        /// of the database (the plug-in's [`Writers`]).
+        #[must_use]
+        pub fn with_writers(mut self, writers: Writers) -> Self {
+            self.writers = Some(writers);
+            self
         }
 
         /// The table.
@@ -661,6 +696,7 @@ mod stores {
             let before = SystemTime::now()
                 .checked_sub(older_than)
                 .unwrap_or(SystemTime::UNIX_EPOCH);
+            let _turn = turn(self.writers.as_ref()).await?;
             let done = sqlx::query(&self.purge)
                 .bind(unix_millis(before))
                 .execute(&self.pool)
@@ -689,6 +725,18 @@ mod stores {
                 .await
                 .map_err(store_error("recording a message id"))?;
             Ok(done.rows_affected() == 1)
+        }
+    }
+
+    /// A turn among `writers`, when the store has them.
+    async fn turn(writers: Option<&Writers>) -> Result<Option<Turn>, StoreError> {
+        match writers {
+            Some(writers) => writers
+                .turn()
+                .await
+                .map(Some)
+                .map_err(|e| StoreError::with_source("waiting to write", e)),
+            None => Ok(None),
         }
     }
 

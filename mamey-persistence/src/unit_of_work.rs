@@ -54,6 +54,7 @@ use mamey_messaging::{InboxStore, OutboxStore, OutgoingMessage, StoreError, unit
 use sqlx::{Database, Pool, Transaction};
 
 use crate::sql::error;
+use crate::writers::Writers;
 
 /// A boxed future borrowing `'a`.
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -67,6 +68,14 @@ pub trait TxDatabase: Send + Sync + 'static {
     type Outbox: Clone + Send + Sync + 'static;
     /// Its inbox store.
     type Inbox: Clone + Send + Sync + 'static;
+    /// The statement that opens a unit of work: SQLite's takes the write
+    /// lock at once (its writers queue in the process first, see
+    /// [`Writers`](crate::writers::Writers)).
+    #[doc(hidden)]
+    const BEGIN: &'static str;
+    /// The queue its writers join before `BEGIN`, when it has one.
+    #[doc(hidden)]
+    fn writers(resources: &Resources) -> Option<Writers>;
 
     /// Stages `message` in `outbox` inside `tx`.
     #[doc(hidden)]
@@ -87,12 +96,17 @@ pub trait TxDatabase: Send + Sync + 'static {
 }
 
 macro_rules! tx_database {
-    ($feature:literal, $plugin:ty, $db:ty, $outbox:ty, $inbox:ty) => {
+    ($feature:literal, $plugin:ty, $db:ty, $outbox:ty, $inbox:ty, $begin:literal, $writers:expr) => {
         #[cfg(feature = $feature)]
         impl TxDatabase for $plugin {
             type Db = $db;
             type Outbox = $outbox;
             type Inbox = $inbox;
+            const BEGIN: &'static str = $begin;
+
+            fn writers(resources: &Resources) -> Option<Writers> {
+                $writers(resources)
+            }
 
             fn stage<'a>(
                 outbox: &'a Self::Outbox,
@@ -119,14 +133,18 @@ tx_database!(
     crate::postgres::Postgres,
     sqlx::Postgres,
     crate::postgres::PgOutbox,
-    crate::postgres::PgInbox
+    crate::postgres::PgInbox,
+    "BEGIN",
+    |_| None
 );
 tx_database!(
     "sqlite",
     crate::sqlite::Sqlite,
     sqlx::Sqlite,
     crate::sqlite::SqliteOutbox,
-    crate::sqlite::SqliteInbox
+    crate::sqlite::SqliteInbox,
+    "BEGIN IMMEDIATE",
+    |resources: &Resources| resources.get::<Writers>().ok()
 );
 
 /// One transaction per handler call: a handler argument, `mut tx:
@@ -190,6 +208,8 @@ pub struct TxState<D: TxDatabase> {
     pool: Pool<D::Db>,
     outbox: Option<D::Outbox>,
     inbox: Option<D::Inbox>,
+    /// The queue of the database's writers (SQLite), joined before `BEGIN`.
+    writers: Option<Writers>,
 }
 
 impl<D: TxDatabase> fmt::Debug for TxState<D> {
@@ -210,11 +230,16 @@ impl<D: TxDatabase> HandlerArg<ViaUnitOfWork> for Tx<D> {
             pool: resources.get::<Pool<D::Db>>()?,
             outbox: resources.get::<D::Outbox>().ok(),
             inbox: resources.get::<D::Inbox>().ok(),
+            writers: D::writers(resources),
         })
     }
 
     async fn extract(state: &TxState<D>) -> Result<Self, Error> {
-        let mut tx = state.pool.begin().await.map_err(error)?;
+        let turn = match &state.writers {
+            Some(writers) => Some(writers.turn().await?),
+            None => None,
+        };
+        let mut tx = state.pool.begin_with(D::BEGIN).await.map_err(error)?;
         if let (Some(inbox), Some(consumed)) = (&state.inbox, unit_of_work::consumed()) {
             let consumer = format!(
                 "{}/{}",
@@ -236,6 +261,8 @@ impl<D: TxDatabase> HandlerArg<ViaUnitOfWork> for Tx<D> {
         let outbox = state.outbox.clone();
         let finish = Arc::clone(&done);
         call::on_completion(move |ok| async move {
+            // The database stays this writer's until the commit or rollback.
+            let _turn = turn;
             let tx = lock(&finish).take();
             let Some(mut tx) = tx else {
                 return if ok {
