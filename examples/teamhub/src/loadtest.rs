@@ -1,7 +1,10 @@
 //! `teamhub loadtest`: N users sign in, each holding a live socket, and post
-//! chat messages and move cards through the gateway for a while. Reports
-//! what was sent against what was delivered live, the post → live delivery
-//! latency, and the gateway's request latency.
+//! chat messages, move cards and read cards through the gateway for a
+//! while. Reports what was sent against what was delivered live, the post →
+//! live delivery latency, and the gateway's request latency, in all and by
+//! kind of request: a post goes gateway → chat → boards (gRPC, the
+//! membership check) and commits to chat's database; a move goes gateway →
+//! boards and commits; a read goes gateway → boards.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -60,6 +63,44 @@ pub struct Report {
     pub drained: f64,
     /// Gateway request latency, microseconds: p50, p99.
     pub request_us: (u64, u64),
+    /// The same by kind of request: the kind, how many, p50, p99.
+    pub by_kind: Vec<(Request, u64, (u64, u64))>,
+}
+
+/// A kind of request the users send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Request {
+    /// `POST /api/chat/channels/{channel}/messages`: gateway → chat →
+    /// boards (gRPC), a commit.
+    Post,
+    /// `POST /api/boards/cards/{id}/move`: gateway → boards, a commit.
+    Move,
+    /// `GET /api/boards/cards/{id}`: gateway → boards, a read.
+    Read,
+}
+
+impl Request {
+    const ALL: [Self; 3] = [Self::Post, Self::Move, Self::Read];
+
+    /// The `n`th request of a user: of every ten, six posts, two moves and
+    /// two reads.
+    fn nth(n: u64) -> Self {
+        match n % 10 {
+            0 | 5 => Self::Move,
+            2 | 7 => Self::Read,
+            _ => Self::Post,
+        }
+    }
+}
+
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Post => "post (gateway -> chat -> boards gRPC, commit)",
+            Self::Move => "move (gateway -> boards, commit)",
+            Self::Read => "read (gateway -> boards)",
+        })
+    }
 }
 
 impl Report {
@@ -103,7 +144,16 @@ impl fmt::Display for Report {
             "gateway request latency: p50 {:.2} ms  p99 {:.2} ms",
             ms(self.request_us.0),
             ms(self.request_us.1)
-        )
+        )?;
+        for (kind, count, (p50, p99)) in &self.by_kind {
+            write!(
+                f,
+                "\n  {kind}: {count} requests, p50 {:.2} ms  p99 {:.2} ms",
+                ms(*p50),
+                ms(*p99)
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -120,7 +170,7 @@ struct Tally {
     messages: AtomicU64,
     moves: AtomicU64,
     delivered: AtomicU64,
-    request_us: Mutex<Vec<u64>>,
+    request_us: Mutex<HashMap<Request, Vec<u64>>>,
     delivery_us: Mutex<Vec<u64>>,
 }
 
@@ -251,22 +301,32 @@ async fn drive(base: &str, users: usize, settings: &Settings) -> Result<Report, 
                         ticks.tick().await;
                     }
                     n += 1;
-                    if n.is_multiple_of(5) {
-                        let list = if (n / 5) % 2 == 1 { "doing" } else { "todo" };
-                        let body = json!({ "list": list });
-                        let path = format!("/api/boards/cards/{}/move", user.card);
-                        if timed(&tally, &user.api, &path, &body, StatusCode::NO_CONTENT).await {
-                            tally.moves.fetch_add(1, Ordering::Relaxed);
+                    match Request::nth(n) {
+                        Request::Move => {
+                            let list = if (n / 5) % 2 == 1 { "doing" } else { "todo" };
+                            let body = json!({ "list": list });
+                            let path = format!("/api/boards/cards/{}/move", user.card);
+                            let sent = (Request::Move, Method::POST, path.as_str(), Some(&body));
+                            if timed(&tally, &user.api, sent, StatusCode::NO_CONTENT).await {
+                                tally.moves.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
-                    } else {
-                        let tag = format!("lt-{run}-{i}-{n}");
-                        sent_at.lock().await.insert(tag.clone(), Instant::now());
-                        let body = json!({ "text": tag });
-                        let path = format!("/api/chat/channels/{channel}/messages");
-                        if timed(&tally, &user.api, &path, &body, StatusCode::CREATED).await {
-                            tally.messages.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            sent_at.lock().await.remove(&tag);
+                        Request::Read => {
+                            let path = format!("/api/boards/cards/{}", user.card);
+                            let sent = (Request::Read, Method::GET, path.as_str(), None);
+                            timed(&tally, &user.api, sent, StatusCode::OK).await;
+                        }
+                        Request::Post => {
+                            let tag = format!("lt-{run}-{i}-{n}");
+                            sent_at.lock().await.insert(tag.clone(), Instant::now());
+                            let body = json!({ "text": tag });
+                            let path = format!("/api/chat/channels/{channel}/messages");
+                            let sent = (Request::Post, Method::POST, path.as_str(), Some(&body));
+                            if timed(&tally, &user.api, sent, StatusCode::CREATED).await {
+                                tally.messages.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                sent_at.lock().await.remove(&tag);
+                            }
                         }
                     }
                 }
@@ -331,7 +391,16 @@ async fn drive(base: &str, users: usize, settings: &Settings) -> Result<Report, 
     let failed = tally.failed.load(Ordering::Relaxed);
     let delivered = tally.delivered.load(Ordering::Relaxed);
     let delivery_us = percentiles(&mut tally.delivery_us.lock().await);
-    let request_us = percentiles(&mut tally.request_us.lock().await);
+    let mut by_request = tally.request_us.lock().await;
+    let mut all: Vec<u64> = by_request.values().flatten().copied().collect();
+    let request_us = percentiles(&mut all);
+    let by_kind = Request::ALL
+        .into_iter()
+        .filter_map(|kind| {
+            let samples = by_request.get_mut(&kind)?;
+            Some((kind, samples.len() as u64, percentiles(samples)))
+        })
+        .collect();
     Ok(Report {
         users,
         seconds,
@@ -345,22 +414,29 @@ async fn drive(base: &str, users: usize, settings: &Settings) -> Result<Report, 
         delivery_us,
         drained,
         request_us,
+        by_kind,
     })
 }
 
-/// Sends one POST, recording its latency; whether it got `expected`.
+/// Sends one request, recording its latency by kind; whether it got
+/// `expected`.
 async fn timed(
     tally: &Tally,
     api: &Api,
-    path: &str,
-    body: &serde_json::Value,
+    (kind, method, path, body): (Request, Method, &str, Option<&serde_json::Value>),
     expected: StatusCode,
 ) -> bool {
     let started = Instant::now();
-    let outcome = api.call(Method::POST, path, Some(body)).await;
+    let outcome = api.call(method, path, body).await;
     let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     tally.requests.fetch_add(1, Ordering::Relaxed);
-    tally.request_us.lock().await.push(us);
+    tally
+        .request_us
+        .lock()
+        .await
+        .entry(kind)
+        .or_default()
+        .push(us);
     let ok = matches!(&outcome, Ok(answer) if answer.status == expected);
     if !ok {
         tally.failed.fetch_add(1, Ordering::Relaxed);
@@ -443,6 +519,20 @@ fn percentiles(samples: &mut [u64]) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn of_ten_requests_six_post_two_move_two_read() {
+        let kinds: Vec<Request> = (1..=10).map(Request::nth).collect();
+        let count = |kind| kinds.iter().filter(|k| **k == kind).count();
+        assert_eq!(
+            (
+                count(Request::Post),
+                count(Request::Move),
+                count(Request::Read)
+            ),
+            (6, 2, 2)
+        );
+    }
 
     #[test]
     fn percentiles_pick_ranks() {
