@@ -32,6 +32,17 @@ pub struct Settings {
     pub target: Option<String>,
     /// Requests per second over all users; `None`: as fast as answers come.
     pub rate: Option<u32>,
+    /// Which requests the users send.
+    pub mix: Mix,
+}
+
+/// Which requests the users send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mix {
+    /// Of every ten, six posts, two card moves and two card reads.
+    All,
+    /// Card reads only: the gateway and one service, nothing written.
+    Reads,
 }
 
 /// What a run measured.
@@ -82,13 +93,12 @@ pub enum Request {
 impl Request {
     const ALL: [Self; 3] = [Self::Post, Self::Move, Self::Read];
 
-    /// The `n`th request of a user: of every ten, six posts, two moves and
-    /// two reads.
-    fn nth(n: u64) -> Self {
-        match n % 10 {
-            0 | 5 => Self::Move,
-            2 | 7 => Self::Read,
-            _ => Self::Post,
+    /// The `n`th request of a user in `mix`.
+    fn nth(mix: Mix, n: u64) -> Self {
+        match (mix, n % 10) {
+            (Mix::Reads, _) | (Mix::All, 2 | 7) => Self::Read,
+            (Mix::All, 0 | 5) => Self::Move,
+            (Mix::All, _) => Self::Post,
         }
     }
 }
@@ -132,13 +142,15 @@ impl fmt::Display for Report {
             self.expected,
             self.lost()
         )?;
-        writeln!(
-            f,
-            "post -> live delivery: p50 {:.2} ms  p99 {:.2} ms  (backlog drained {:.1} s after the load)",
-            ms(self.delivery_us.0),
-            ms(self.delivery_us.1),
-            self.drained
-        )?;
+        if self.messages > 0 {
+            writeln!(
+                f,
+                "post -> live delivery: p50 {:.2} ms  p99 {:.2} ms  (backlog drained {:.1} s after the load)",
+                ms(self.delivery_us.0),
+                ms(self.delivery_us.1),
+                self.drained
+            )?;
+        }
         write!(
             f,
             "gateway request latency: p50 {:.2} ms  p99 {:.2} ms",
@@ -292,7 +304,7 @@ async fn drive(base: &str, users: usize, settings: &Settings) -> Result<Report, 
         .map(|(i, user)| {
             let (tally, sent_at, channel) =
                 (Arc::clone(&tally), Arc::clone(&sent_at), channel.clone());
-            let (duration, run) = (settings.duration, run.clone());
+            let (duration, run, mix) = (settings.duration, run.clone(), settings.mix);
             tokio::spawn(async move {
                 let mut n = 0_u64;
                 let mut ticks = pause.map(tokio::time::interval);
@@ -301,7 +313,7 @@ async fn drive(base: &str, users: usize, settings: &Settings) -> Result<Report, 
                         ticks.tick().await;
                     }
                     n += 1;
-                    match Request::nth(n) {
+                    match Request::nth(mix, n) {
                         Request::Move => {
                             let list = if (n / 5) % 2 == 1 { "doing" } else { "todo" };
                             let body = json!({ "list": list });
@@ -521,8 +533,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn of_ten_requests_six_post_two_move_two_read() {
-        let kinds: Vec<Request> = (1..=10).map(Request::nth).collect();
+    fn of_ten_requests_six_post_two_move_two_read_unless_only_reads() {
+        let kinds: Vec<Request> = (1..=10).map(|n| Request::nth(Mix::All, n)).collect();
         let count = |kind| kinds.iter().filter(|k| **k == kind).count();
         assert_eq!(
             (
@@ -532,6 +544,7 @@ mod tests {
             ),
             (6, 2, 2)
         );
+        assert!((1..=10).all(|n| Request::nth(Mix::Reads, n) == Request::Read));
     }
 
     #[test]

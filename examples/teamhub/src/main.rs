@@ -4,7 +4,7 @@
 //! teamhub [run] [--data DIR] [--port PORT]   all six services in this process (embedded)
 //! teamhub serve SERVICE                      one service of the distributed system
 //! teamhub run-local [--replicas N]           the distributed system on loopback, one process each
-//! teamhub loadtest [--users N] [--duration SECONDS] [--target URL]
+//! teamhub loadtest [--users N] [--duration SECONDS] [--rate N] [--mix all|reads] [--target URL]
 //! ```
 
 #![forbid(unsafe_code)]
@@ -25,7 +25,10 @@ usage:
   teamhub run-local [--replicas N]           the distributed system on loopback: every
                                               service its own process, N (2) replicas of
                                               boards and notifications
-  teamhub loadtest [--users N] [--duration SECONDS] [--rate REQUESTS_PER_S] [--target URL]";
+  teamhub loadtest [--users N] [--duration SECONDS] [--rate REQUESTS_PER_S]
+                   [--mix all|reads] [--target URL]
+                                              all: posts, card moves and reads (default);
+                                              reads: card reads only (gateway + one hop)";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -62,6 +65,15 @@ async fn dispatch(args: &[String]) -> Result<(), BoxError> {
                     .map(|r| r.parse())
                     .transpose()
                     .map_err(|_| "--rate: expected requests per second")?,
+                mix: match options.value("mix").as_deref() {
+                    None | Some("all") => loadtest::Mix::All,
+                    Some("reads") => loadtest::Mix::Reads,
+                    Some(other) => {
+                        return Err(
+                            format!("--mix: expected `all` or `reads`, got `{other}`").into()
+                        );
+                    }
+                },
             })
             .await?;
             println!("{report}");
