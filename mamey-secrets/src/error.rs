@@ -64,3 +64,42 @@ impl SecretError {
         matches!(self, Self::Unavailable { .. })
     }
 }
+
+impl From<SecretError> for mamey_core::Error {
+    /// In a handler, `?` on a secret operation: an unreachable backend is
+    /// *unavailable* (`secrets.unavailable`, retried by consumers, 503);
+    /// anything else — a secret or key that is not there, a denied path, a
+    /// wrong shape, a bad configuration — is the service's fault, not the
+    /// caller's: *internal* (`secrets.failed`, 500, its detail logged and
+    /// never shown). The `SecretError` stays the source.
+    fn from(error: SecretError) -> Self {
+        let (kind, code) = if error.is_transient() {
+            (mamey_core::ErrorKind::Unavailable, "secrets.unavailable")
+        } else {
+            (mamey_core::ErrorKind::Internal, "secrets.failed")
+        };
+        Self::new(kind, code, error.to_string()).with_source(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_errors_become_unavailable_or_internal_without_showing_the_path() {
+        let unreachable = mamey_core::Error::from(SecretError::Unavailable {
+            backend: "vault",
+            reason: "connection refused".into(),
+        });
+        assert_eq!(unreachable.kind(), mamey_core::ErrorKind::Unavailable);
+        assert_eq!(unreachable.code(), "secrets.unavailable");
+        let missing = mamey_core::Error::from(SecretError::NotFound {
+            backend: "vault",
+            path: "orders/db".into(),
+        });
+        assert_eq!(missing.kind(), mamey_core::ErrorKind::Internal);
+        assert!(missing.message().contains("orders/db"));
+        assert!(!missing.public_message().contains("orders/db"));
+    }
+}

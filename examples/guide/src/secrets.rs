@@ -74,16 +74,9 @@ use mamey_core::cqrs::Res;
 use mamey_secrets::vault::Transit;
 
 async fn store_card(card: StoreCard, Res(transit): Res<Transit>) -> Result<(), Error> {
-    // SecretError does not convert into mamey_core::Error: choose the kind.
-    let ciphertext = transit
-        .encrypt("orders", card.number.as_bytes())
-        .await
-        .map_err(Error::from_source)?; // "vault:v1:…"
+    let ciphertext = transit.encrypt("orders", card.number.as_bytes()).await?; // "vault:v1:…"
     // store the ciphertext; later:
-    let plaintext = transit
-        .decrypt("orders", &ciphertext)
-        .await
-        .map_err(Error::from_source)?; // Secret<Vec<u8>>
+    let plaintext = transit.decrypt("orders", &ciphertext).await?; // Secret<Vec<u8>>
     tracing::info!(bytes = plaintext.expose().len(), "card stored");
     Ok(())
 }
