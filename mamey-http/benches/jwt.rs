@@ -16,18 +16,19 @@
 //! <x>` and `RATIO jwt_cpu_per_request_verify_each_vs_cached <x>`.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use mamey_core::{Identity, RunningService, Service};
 use mamey_http::{Auth, HttpAddress, JwtIssuer, WebApi, require};
+
+use support::{Load, Run, median, micros};
 
 const ROUNDS: usize = 5;
 const CONNECTIONS: usize = 16;
@@ -65,89 +66,6 @@ async fn serve(cache_size: usize) -> (SocketAddr, RunningService) {
     (address, service.start().await.unwrap())
 }
 
-/// One case's figures.
-#[derive(Clone, Copy)]
-struct Run {
-    rps: f64,
-    p50: Duration,
-    p99: Duration,
-    cpu_per_request: Duration,
-}
-
-/// The process's CPU time so far (user + system), from `/proc/self/stat`.
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    // Fields after the command (which may hold spaces) start after `)`;
-    // utime and stime are the 12th and 13th of them, in clock ticks.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10) // 100 ticks a second on Linux
-}
-
-async fn load(address: SocketAddr, token: &str, seconds: f64) -> Run {
-    let stop = Arc::new(AtomicBool::new(false));
-    let authorization: Arc<str> = format!("Bearer {token}").into();
-    let mut workers = Vec::new();
-    for _ in 0..CONNECTIONS {
-        let (stop, authorization) = (Arc::clone(&stop), Arc::clone(&authorization));
-        workers.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(address).await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-                    .await
-                    .unwrap();
-            tokio::spawn(connection);
-            let mut latencies = Vec::with_capacity(64 * 1024);
-            while !stop.load(Ordering::Relaxed) {
-                let request = http::Request::get("/hello")
-                    .header("host", "bench")
-                    .header("authorization", &*authorization)
-                    .body(Empty::new())
-                    .unwrap();
-                let started = Instant::now();
-                sender.ready().await.unwrap();
-                let response = sender.send_request(request).await.unwrap();
-                assert_eq!(response.status(), http::StatusCode::OK);
-                let body = response.into_body().collect().await.unwrap().to_bytes();
-                assert!(!body.is_empty());
-                latencies.push(started.elapsed());
-            }
-            latencies
-        }));
-    }
-    let (started, cpu) = (Instant::now(), cpu_time());
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut latencies = Vec::new();
-    for worker in workers {
-        latencies.extend(worker.await.unwrap());
-    }
-    let (elapsed, cpu) = (started.elapsed().as_secs_f64(), cpu_time() - cpu);
-    latencies.sort_unstable();
-    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
-    Run {
-        rps: latencies.len() as f64 / elapsed,
-        p50: at(0.50),
-        p99: at(0.99),
-        cpu_per_request: cpu / u32::try_from(latencies.len()).unwrap(),
-    }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
 /// Sends one request with `authorization`; answers its status.
 async fn status(address: SocketAddr, authorization: &str) -> http::StatusCode {
     let stream = tokio::net::TcpStream::connect(address).await.unwrap();
@@ -178,6 +96,11 @@ fn main() {
             .unwrap()
             .issue(&Identity::new("ada"))
             .unwrap();
+        let load = Load {
+            path: "/hello",
+            headers: vec![("authorization", format!("Bearer {token}"))],
+            connections: CONNECTIONS,
+        };
         let cases = [
             ("verify each", serve(0).await),
             ("cached", serve(10_000).await),
@@ -191,12 +114,12 @@ fn main() {
                 http::StatusCode::UNAUTHORIZED,
                 "{name}"
             );
-            load(*address, &token, 0.3).await; // warm
+            load.run(*address, 0.3).await; // warm
         }
         let mut runs: Vec<Vec<Run>> = vec![Vec::new(); cases.len()];
         for round in 0..ROUNDS {
             for (i, (name, (address, _))) in cases.iter().enumerate() {
-                let run = load(*address, &token, seconds).await;
+                let run = load.run(*address, seconds).await;
                 println!(
                     "round {round}: {name:<11} {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs  cpu {:>5.0} µs/request",
                     run.rps,

@@ -34,8 +34,6 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -43,9 +41,6 @@ use axum::extract::{MatchedPath, Path, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::get;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use mamey_core::{RunningService, Service};
 use mamey_http::{HttpAddress, WebApi};
 use mamey_observability::Observability;
@@ -56,8 +51,19 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 
+mod support;
+
+use support::{Load, Run, median, micros};
+
 const ROUNDS: usize = 5;
 const CONNECTIONS: usize = 32;
+
+/// What every stack is sent: the same small JSON handler.
+const LOAD: Load = Load {
+    path: "/hello/ada",
+    headers: Vec::new(),
+    connections: CONNECTIONS,
+};
 
 #[derive(Serialize)]
 struct Greeting {
@@ -145,81 +151,16 @@ async fn serve_mamey(observed: bool) -> (SocketAddr, RunningService) {
     (address, service.start().await.unwrap())
 }
 
-/// One case's figures.
-#[derive(Clone, Copy)]
-struct Run {
-    rps: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-/// Keeps `CONNECTIONS` connections busy with `GET /hello/ada` for `seconds`.
-async fn load(address: SocketAddr, seconds: f64) -> Run {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut workers = Vec::new();
-    for _ in 0..CONNECTIONS {
-        let stop = Arc::clone(&stop);
-        workers.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(address).await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-                    .await
-                    .unwrap();
-            tokio::spawn(connection);
-            let mut latencies = Vec::with_capacity(64 * 1024);
-            while !stop.load(Ordering::Relaxed) {
-                let request = http::Request::get("/hello/ada")
-                    .header("host", "bench")
-                    .body(Empty::new())
-                    .unwrap();
-                let started = Instant::now();
-                sender.ready().await.unwrap();
-                let response = sender.send_request(request).await.unwrap();
-                assert!(response.status().is_success());
-                let body = response.into_body().collect().await.unwrap().to_bytes();
-                assert!(!body.is_empty());
-                latencies.push(started.elapsed());
-            }
-            latencies
-        }));
-    }
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut latencies = Vec::new();
-    for worker in workers {
-        latencies.extend(worker.await.unwrap());
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
-    Run {
-        rps: latencies.len() as f64 / elapsed,
-        p50: at(0.50),
-        p99: at(0.99),
-    }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
 /// Runs the named stacks alternately for `ROUNDS` rounds; answers each
 /// stack's runs.
 async fn rounds(stacks: &[(&str, SocketAddr)], seconds: f64) -> Vec<Vec<Run>> {
     for (_, address) in stacks {
-        load(*address, 0.3).await; // warm: connections, allocator, metric series
+        LOAD.run(*address, 0.3).await; // warm: connections, allocator, metric series
     }
     let mut runs = vec![Vec::new(); stacks.len()];
     for round in 0..ROUNDS {
         for (i, (name, address)) in stacks.iter().enumerate() {
-            let run = load(*address, seconds).await;
+            let run = LOAD.run(*address, seconds).await;
             println!(
                 "round {round}: {name:<6} {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs",
                 run.rps,
@@ -280,7 +221,7 @@ fn main() {
                     (address, Some(running))
                 }
             };
-            let run = load(address, seconds).await;
+            let run = LOAD.run(address, seconds).await;
             println!(
                 "{stack} {:.0} req/s, {:.0} requests",
                 run.rps,

@@ -71,7 +71,8 @@ fn admin_url() -> String {
 }
 
 impl LocalSystem {
-    /// Prepares the servers (see [`provision`]), starts every process, and
+    /// Prepares the servers (each database and its role, OpenBao's database
+    /// engine and the signing key), starts every process, and
     /// waits until the gateway reaches every public service.
     ///
     /// # Errors
