@@ -102,8 +102,11 @@ pub(super) struct User {
 }
 
 /// Stores the account and publishes `UserSignedUp`, in one transaction.
-/// The password is hashed before the first write, so the database is not
-/// locked while it is.
+/// The password is hashed before the first write: on Postgres the rows are
+/// not locked while it is; on SQLite the unit of work holds the database's
+/// writer turn from the start, so sign-ups on one identity database take
+/// turns, hash included (see the persistence chapter, "Writers queue in
+/// the process").
 pub(super) async fn sign_up<B: Sql>(
     command: SignUp,
     mut tx: Tx<B>,
