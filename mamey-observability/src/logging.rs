@@ -248,7 +248,10 @@ fn trace_ids() -> Option<(String, String)> {
 
 /// JSON lines: `timestamp`, `level`, `target`, `message`, the event's
 /// fields, `span` and the fields of the spans in scope, service fields,
-/// `trace_id`/`span_id`, `correlation_id`/`message_id`.
+/// `trace_id`/`span_id`, `correlation_id`/`message_id`. An event field
+/// named like one of the line's own members (a `service` field naming the
+/// service called, say) is written as `fields.{name}`, so no key appears
+/// twice.
 ///
 /// Written straight into the line buffer with JSON escaping: no intermediate
 /// maps, and span fields (already JSON members, from [`JsonMembers`]) are
@@ -402,9 +405,30 @@ struct JsonVisitor<'a, W: fmt::Write> {
     result: fmt::Result,
 }
 
+/// The members of a JSON line besides the event's own fields.
+const LINE_MEMBERS: [&str; 12] = [
+    "timestamp",
+    "level",
+    "target",
+    "spans",
+    "span",
+    "service",
+    "instance_id",
+    "version",
+    "trace_id",
+    "span_id",
+    "correlation_id",
+    "message_id",
+];
+
 impl<W: fmt::Write> JsonVisitor<'_, W> {
     fn key(&mut self, field: &Field) -> fmt::Result {
-        write!(self.writer, ",\"{}\":", field.name())
+        let name = field.name();
+        if LINE_MEMBERS.contains(&name) {
+            write!(self.writer, ",\"fields.{name}\":")
+        } else {
+            write!(self.writer, ",\"{name}\":")
+        }
     }
 
     fn record(&mut self, field: &Field, write: impl FnOnce(&mut W) -> fmt::Result) {
@@ -716,6 +740,41 @@ mod tests {
         assert!(!line("alone").contains("service="), "{text}");
         assert!(line("owner's own").ends_with(" service=owner"), "{text}");
         assert!(line("guest's").ends_with(" service=guest"), "{text}");
+    }
+
+    #[test]
+    fn an_event_field_named_like_a_line_member_does_not_repeat_its_key() {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = {
+            let buffer = Arc::clone(&buffer);
+            move || Sink(Arc::clone(&buffer))
+        };
+        let fields = ServiceFields {
+            service: "gateway".into(),
+            ..ServiceFields::default()
+        };
+        let (subscriber, _) = build_subscriber(
+            parse_filter("info").unwrap(),
+            None,
+            false,
+            Lines::Json,
+            fields,
+            writer,
+            Vec::new(),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(service = "boards", level = 3, "calling");
+        });
+        let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
+        let line = text.lines().next().unwrap();
+        assert_eq!(line.matches("\"service\":").count(), 1, "{line}");
+        assert_eq!(line.matches("\"level\":").count(), 1, "{line}");
+        let parsed: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(parsed["service"], "gateway", "{line}");
+        assert_eq!(parsed["fields.service"], "boards", "{line}");
+        assert_eq!(parsed["level"], "INFO", "{line}");
+        assert_eq!(parsed["fields.level"], 3, "{line}");
+        assert_eq!(parsed["message"], "calling", "{line}");
     }
 
     #[test]
