@@ -249,9 +249,8 @@ fn trace_ids() -> Option<(String, String)> {
 /// JSON lines: `timestamp`, `level`, `target`, `message`, the event's
 /// fields, `span` and the fields of the spans in scope, service fields,
 /// `trace_id`/`span_id`, `correlation_id`/`message_id`. An event field
-/// named like one of the line's own members (a `service` field naming the
-/// service called, say) is written as `fields.{name}`, so no key appears
-/// twice.
+/// named like a member the line has (a `service` field naming the service
+/// called, say) is written as `fields.{name}`, so no key appears twice.
 ///
 /// Written straight into the line buffer with JSON escaping: no intermediate
 /// maps, and span fields (already JSON members, from [`JsonMembers`]) are
@@ -277,9 +276,31 @@ where
         let meta = event.metadata();
         write!(w, "\",\"level\":\"{}\",\"target\":", meta.level())?;
         write_str(w, meta.target())?;
+        // The members this line will have besides the event's fields: an
+        // event field of the same name is written as `fields.{name}`.
+        let ids = trace_ids();
+        let in_context = MessageContext::with_current(|mc| mc.is_some());
+        let mut taken = vec![
+            "timestamp",
+            "level",
+            "target",
+            "service",
+            "instance_id",
+            "version",
+        ];
+        if ctx.event_scope().is_some() {
+            taken.extend(["spans", "span"]);
+        }
+        if ids.is_some() {
+            taken.extend(["trace_id", "span_id"]);
+        }
+        if in_context {
+            taken.extend(["correlation_id", "message_id"]);
+        }
         let mut visitor = JsonVisitor {
             writer: &mut *w,
             result: Ok(()),
+            taken: &taken,
         };
         event.record(&mut visitor);
         visitor.result?;
@@ -321,7 +342,7 @@ where
             }
             Ok::<_, fmt::Error>(())
         })?;
-        if let Some((trace_id, span_id)) = trace_ids() {
+        if let Some((trace_id, span_id)) = ids {
             write!(w, ",\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"")?;
         }
         MessageContext::with_current(|mc| match mc {
@@ -383,9 +404,11 @@ impl<'w> FormatFields<'w> for JsonMembers {
         mut writer: Writer<'w>,
         fields: R,
     ) -> fmt::Result {
+        // Span fields sit in their own object (`spans`): no name is taken.
         let mut visitor = JsonVisitor {
             writer: &mut writer,
             result: Ok(()),
+            taken: &[],
         };
         fields.record(&mut visitor);
         visitor.result
@@ -403,28 +426,14 @@ impl<'w> FormatFields<'w> for JsonMembers {
 struct JsonVisitor<'a, W: fmt::Write> {
     writer: &'a mut W,
     result: fmt::Result,
+    /// The members this line has besides the event's fields.
+    taken: &'a [&'static str],
 }
-
-/// The members of a JSON line besides the event's own fields.
-const LINE_MEMBERS: [&str; 12] = [
-    "timestamp",
-    "level",
-    "target",
-    "spans",
-    "span",
-    "service",
-    "instance_id",
-    "version",
-    "trace_id",
-    "span_id",
-    "correlation_id",
-    "message_id",
-];
 
 impl<W: fmt::Write> JsonVisitor<'_, W> {
     fn key(&mut self, field: &Field) -> fmt::Result {
         let name = field.name();
-        if LINE_MEMBERS.contains(&name) {
+        if self.taken.contains(&name) {
             write!(self.writer, ",\"fields.{name}\":")
         } else {
             write!(self.writer, ",\"{name}\":")
@@ -764,6 +773,7 @@ mod tests {
         );
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(service = "boards", level = 3, "calling");
+            tracing::info!(message_id = "m-1", "returned");
         });
         let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
         let line = text.lines().next().unwrap();
@@ -775,6 +785,11 @@ mod tests {
         assert_eq!(parsed["level"], "INFO", "{line}");
         assert_eq!(parsed["fields.level"], 3, "{line}");
         assert_eq!(parsed["message"], "calling", "{line}");
+        // Outside a message's context the line has no `message_id` of its
+        // own: the event's keeps its name.
+        let returned: serde_json::Value =
+            serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(returned["message_id"], "m-1", "{text}");
     }
 
     #[test]
