@@ -279,28 +279,16 @@ where
         // The members this line will have besides the event's fields: an
         // event field of the same name is written as `fields.{name}`.
         let ids = trace_ids();
-        let in_context = MessageContext::with_current(|mc| mc.is_some());
-        let mut taken = vec![
-            "timestamp",
-            "level",
-            "target",
-            "service",
-            "instance_id",
-            "version",
-        ];
-        if ctx.event_scope().is_some() {
-            taken.extend(["spans", "span"]);
-        }
-        if ids.is_some() {
-            taken.extend(["trace_id", "span_id"]);
-        }
-        if in_context {
-            taken.extend(["correlation_id", "message_id"]);
-        }
+        let taken = Members {
+            line: true,
+            spans: ctx.event_scope().is_some(),
+            trace: ids.is_some(),
+            context: MessageContext::with_current(|mc| mc.is_some()),
+        };
         let mut visitor = JsonVisitor {
             writer: &mut *w,
             result: Ok(()),
-            taken: &taken,
+            taken,
         };
         event.record(&mut visitor);
         visitor.result?;
@@ -408,7 +396,7 @@ impl<'w> FormatFields<'w> for JsonMembers {
         let mut visitor = JsonVisitor {
             writer: &mut writer,
             result: Ok(()),
-            taken: &[],
+            taken: Members::default(),
         };
         fields.record(&mut visitor);
         visitor.result
@@ -427,13 +415,39 @@ struct JsonVisitor<'a, W: fmt::Write> {
     writer: &'a mut W,
     result: fmt::Result,
     /// The members this line has besides the event's fields.
-    taken: &'a [&'static str],
+    taken: Members,
+}
+
+/// Which members a JSON line has besides the event's own fields.
+#[derive(Debug, Clone, Copy, Default)]
+struct Members {
+    /// `timestamp`, `level`, `target`, `service`, `instance_id`, `version`:
+    /// every line's.
+    line: bool,
+    /// `spans`, `span`: inside a span.
+    spans: bool,
+    /// `trace_id`, `span_id`: in a sampled trace.
+    trace: bool,
+    /// `correlation_id`, `message_id`: in a message's context.
+    context: bool,
+}
+
+impl Members {
+    fn has(self, name: &str) -> bool {
+        match name {
+            "timestamp" | "level" | "target" | "service" | "instance_id" | "version" => self.line,
+            "spans" | "span" => self.spans,
+            "trace_id" | "span_id" => self.trace,
+            "correlation_id" | "message_id" => self.context,
+            _ => false,
+        }
+    }
 }
 
 impl<W: fmt::Write> JsonVisitor<'_, W> {
     fn key(&mut self, field: &Field) -> fmt::Result {
         let name = field.name();
-        if self.taken.contains(&name) {
+        if self.taken.has(name) {
             write!(self.writer, ",\"fields.{name}\":")
         } else {
             write!(self.writer, ",\"{name}\":")
